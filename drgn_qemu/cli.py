@@ -1,0 +1,186 @@
+"""
+The ``drgn-qemu`` command line: a thin layer over
+:func:`drgn_qemu.dump.dump_guest_memory`.
+"""
+
+import argparse
+import re
+import sys
+from typing import Callable, Optional, Sequence
+
+from drgn import Program
+
+import drgn_qemu
+from drgn_qemu.arch import supported_arches
+from drgn_qemu.dump import DumpResult, format_blocks, plan_dump, write_dump
+from drgn_qemu.errors import DrgnQemuError
+from drgn_qemu.output import check_output
+from drgn_qemu.program import open_qemu_program
+from drgn_qemu.progress import Progress
+
+__all__ = ("add_dump_arguments", "main", "parse_size", "run_dump")
+
+_SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+DESCRIPTION = """\
+Turn a crashed or hung QEMU into evidence: read QEMU's own data structures
+from a core file of a QEMU process (or a live QEMU) with drgn and QEMU's debug
+info, and write what the guest had in memory."""
+
+DUMP_DESCRIPTION = """\
+Write the guest's physical memory as an ELF vmcore, as QEMU's QMP command
+dump-guest-memory (paging=false) would have had the process been alive: one
+PT_LOAD per guest-physical RAM block, p_paddr = guest-physical address.
+
+The core must contain guest RAM: QEMU must have run with
+-machine dump-guest-core=on (libvirt: <memory dumpCore='on'>). A live QEMU
+(-p PID) needs no such option and no working monitor.
+
+The vmcore is written under a temporary name next to OUTPUT and renamed when
+complete; an existing OUTPUT is kept unless --force is given."""
+
+DUMP_EPILOG = """\
+examples:
+  drgn-qemu dump-guest-memory -c qemu.core -s /usr/bin/qemu-system-x86_64 guest.vmcore
+  drgn-qemu dump-guest-memory -p $(pidof qemu-system-x86_64) guest.vmcore
+  drgn-qemu dump-guest-memory -c qemu.core --begin 0x100000 --length 16M low.vmcore"""
+
+
+def parse_size(text: str) -> int:
+    """
+    Parse an address or size: decimal or 0x-hexadecimal, with an optional
+    K, M, G or T suffix (powers of 1024).
+    """
+    m = re.fullmatch(r"\s*(0[xX][0-9a-fA-F]+|\d+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"invalid address or size: {text!r}")
+    return int(m.group(1), 0) * _SUFFIXES[m.group(2).lower()]
+
+
+def add_dump_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``dump-guest-memory`` that do not choose the program."""
+    parser.add_argument("output", metavar="OUTPUT", help="path of the vmcore to write")
+    parser.add_argument(
+        "--arch",
+        choices=supported_arches(),
+        help="guest architecture (default: detected from QEMU's debug info)",
+    )
+    parser.add_argument(
+        "--begin",
+        type=parse_size,
+        metavar="ADDR",
+        help="dump only guest-physical memory from ADDR (with --length), like QMP's begin",
+    )
+    parser.add_argument(
+        "--length",
+        type=parse_size,
+        metavar="LEN",
+        help="number of bytes from --begin to dump, e.g. 0x1000000 or 16M",
+    )
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print nothing but errors (no table, no progress)",
+    )
+
+
+def _add_program_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("program (as in drgn)")
+    source = group.add_mutually_exclusive_group(required=True)
+    source.add_argument("-c", "--core", metavar="CORE", help="core file of a QEMU process")
+    source.add_argument("-p", "--pid", metavar="PID", type=int, help="live QEMU process")
+    group.add_argument(
+        "-s",
+        "--symbols",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="QEMU binary with debug info, or its .debug file (repeatable); "
+        "default: where drgn finds it (the executable named in the core, build ID)",
+    )
+
+
+def run_dump(prog: Program, args: argparse.Namespace) -> DumpResult:
+    """
+    Run ``dump-guest-memory`` with parsed *args* (see
+    :func:`add_dump_arguments`) on *prog*: print the block table, show
+    progress on a terminal, write the vmcore and print a summary.
+    """
+    check_output(args.output, args.force)
+    plan = plan_dump(prog, args.arch, args.begin, args.length)
+    if not args.quiet:
+        print(format_blocks(plan.blocks), flush=True)
+    progress = Progress(plan.guest_bytes, "dumping ", enabled=False if args.quiet else None)
+    try:
+        result = write_dump(prog, plan, args.output, args.force, progress.update)
+    finally:
+        progress.close()
+    if not args.quiet:
+        rate = plan.guest_bytes / max(result.seconds, 1e-6) / (1 << 20)
+        count = len(plan.segments)
+        print(
+            f"wrote {result.output}: {plan.arch.name} vmcore, {count} PT_LOAD "
+            f"segment{'s' if count != 1 else ''}, {plan.guest_bytes / (1 << 20):.1f} MiB "
+            f"of guest memory in {result.seconds:.2f} s ({rate:.0f} MiB/s)"
+        )
+    return result
+
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    check_output(args.output, args.force)
+    prog = open_qemu_program(core=args.core, pid=args.pid, symbols=args.symbols)
+    run_dump(prog, args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``drgn-qemu`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="drgn-qemu",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"drgn-qemu {drgn_qemu.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    dump = sub.add_parser(
+        "dump-guest-memory",
+        help="write the guest's physical memory as an ELF vmcore",
+        description=DUMP_DESCRIPTION,
+        epilog=DUMP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_program_arguments(dump)
+    add_dump_arguments(dump)
+    dump.set_defaults(func=_cmd_dump)
+    return parser
+
+
+def report_errors(argv0: str, func: Callable[..., Optional[int]], *args: object) -> int:
+    """
+    Call *func* with *args*, printing a :class:`DrgnQemuError` or Ctrl-C as
+    one line on standard error and returning the exit status.
+    """
+    try:
+        return func(*args) or 0
+    except DrgnQemuError as e:
+        print(f"{argv0}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{argv0}: interrupted; no output written", file=sys.stderr)
+        return 130
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``drgn-qemu`` console script."""
+    args = build_parser().parse_args(argv)
+    return report_errors("drgn-qemu", args.func, args)
+
+
+def _entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()

@@ -1,0 +1,254 @@
+"""
+ELF core files
+--------------
+
+The ``drgn_qemu.elf`` module lays out an ELF ``ET_CORE`` file the way QEMU's
+``dump-guest-memory`` does (``dump/dump.c``), and knows nothing about QEMU::
+
+    ELF header
+    section headers: [0] NULL (sh_info = real segment count past PN_XNUM),
+                     [1] .shstrtab
+    program headers: PT_NOTE, then one PT_LOAD per memory segment
+    notes
+    memory segments, back to back
+    section string table ("\\0.shstrtab\\0")
+
+Both classes (ELFCLASS32/64) and both byte orders are supported.
+"""
+
+import struct
+from dataclasses import dataclass
+from typing import List, Sequence
+
+__all__ = (
+    "ELFCLASS32",
+    "ELFCLASS64",
+    "ELFDATA2LSB",
+    "ELFDATA2MSB",
+    "ET_CORE",
+    "CoreFileInfo",
+    "ElfCoreLayout",
+    "LoadSegment",
+    "PN_XNUM",
+    "PT_LOAD",
+    "PT_NOTE",
+    "elf_note",
+    "read_core_file_info",
+)
+
+ELFCLASS32 = 1
+ELFCLASS64 = 2
+ELFDATA2LSB = 1
+ELFDATA2MSB = 2
+EV_CURRENT = 1
+ET_CORE = 4
+PT_LOAD = 1
+PT_NOTE = 4
+SHT_STRTAB = 3
+PN_XNUM = 0xFFFF
+SHSTRTAB = b"\0.shstrtab\0"
+
+_EHDR = {ELFCLASS64: "16sHHIQQQIHHHHHH", ELFCLASS32: "16sHHIIIIIHHHHHH"}
+# Program header fields are in different orders in the two classes.
+_PHDR = {ELFCLASS64: "IIQQQQQQ", ELFCLASS32: "IIIIIIII"}
+_SHDR = {ELFCLASS64: "IIQQQQIIQQ", ELFCLASS32: "IIIIIIIIII"}
+
+
+def _align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def elf_note(name: bytes, note_type: int, desc: bytes, endian: int = ELFDATA2LSB) -> bytes:
+    """
+    Encode one ELF note: ``n_namesz``, ``n_descsz``, ``n_type``, then the name
+    (NUL-terminated) and the descriptor, each padded to 4 bytes.
+    """
+    order = "<" if endian == ELFDATA2LSB else ">"
+    name_z = name + b"\0"
+    return (
+        struct.pack(order + "III", len(name_z), len(desc), note_type)
+        + name_z.ljust(_align4(len(name_z)), b"\0")
+        + desc.ljust(_align4(len(desc)), b"\0")
+    )
+
+
+@dataclass(frozen=True)
+class LoadSegment:
+    """One PT_LOAD: physical address, virtual address and size in bytes."""
+
+    paddr: int
+    size: int
+    vaddr: int = 0
+
+
+class ElfCoreLayout:
+    """
+    The header of an ELF core file with one PT_NOTE and a PT_LOAD per memory
+    segment, with the file offset of each segment's data.
+
+    :param machine: ``e_machine``
+    :param elf_class: :data:`ELFCLASS32` or :data:`ELFCLASS64`
+    :param endian: :data:`ELFDATA2LSB` or :data:`ELFDATA2MSB`
+    :param notes: the notes, already encoded (see :func:`elf_note`)
+    :param segments: the memory segments, in file order
+    """
+
+    def __init__(
+        self,
+        machine: int,
+        elf_class: int,
+        endian: int,
+        notes: bytes,
+        segments: Sequence[LoadSegment],
+    ) -> None:
+        if elf_class not in _EHDR:
+            raise ValueError(f"bad ELF class {elf_class}")
+        if endian not in (ELFDATA2LSB, ELFDATA2MSB):
+            raise ValueError(f"bad ELF data encoding {endian}")
+        self.machine = machine
+        self.elf_class = elf_class
+        self.endian = endian
+        self.notes = notes
+        self.segments = list(segments)
+        order = "<" if endian == ELFDATA2LSB else ">"
+        self._ehdr = struct.Struct(order + _EHDR[elf_class])
+        self._phdr = struct.Struct(order + _PHDR[elf_class])
+        self._shdr = struct.Struct(order + _SHDR[elf_class])
+        limit = 1 << (64 if elf_class == ELFCLASS64 else 32)
+        self.phnum = 1 + len(self.segments)
+        if self.phnum > 0xFFFFFFFF:
+            raise ValueError("too many segments for an ELF file")
+        self.shnum = 2
+        self.shoff = self._ehdr.size
+        self.phoff = self.shoff + self.shnum * self._shdr.size
+        self.note_offset = self.phoff + self.phnum * self._phdr.size
+        self.data_offset = self.note_offset + len(notes)
+        self.segment_offsets: List[int] = []
+        offset = self.data_offset
+        for segment in self.segments:
+            if segment.paddr + segment.size > limit or segment.vaddr + segment.size > limit:
+                raise ValueError(
+                    f"segment at {segment.paddr:#x} does not fit in ELF class {elf_class}"
+                )
+            self.segment_offsets.append(offset)
+            offset += segment.size
+        self.shstrtab_offset = offset
+        self.file_size = offset + len(SHSTRTAB)
+        if self.file_size > limit:
+            raise ValueError(f"the file does not fit in ELF class {elf_class}")
+
+    def header(self) -> bytes:
+        """Return every byte before the first segment's data."""
+        ident = b"\x7fELF" + bytes([self.elf_class, self.endian, EV_CURRENT])
+        ehdr = self._ehdr.pack(
+            ident.ljust(16, b"\0"),
+            ET_CORE,
+            self.machine,
+            EV_CURRENT,
+            0,  # e_entry
+            self.phoff,
+            self.shoff,
+            0,  # e_flags
+            self._ehdr.size,
+            self._phdr.size,
+            min(self.phnum, PN_XNUM),
+            self._shdr.size,
+            self.shnum,
+            self.shnum - 1,  # e_shstrndx
+        )
+        # Section 0 carries the real segment count once e_phnum overflows.
+        shdr0 = self._shdr.pack(
+            0, 0, 0, 0, 0, 0, 0, self.phnum if self.phnum >= PN_XNUM else 0, 0, 0
+        )
+        shdr1 = self._shdr.pack(
+            1, SHT_STRTAB, 0, 0, self.shstrtab_offset, len(SHSTRTAB), 0, 0, 0, 0
+        )
+        phdrs = [self._pack_phdr(PT_NOTE, self.note_offset, 0, 0, len(self.notes), len(self.notes))]
+        for segment, offset in zip(self.segments, self.segment_offsets):
+            # QEMU writes p_vaddr = p_paddr when it has no virtual address.
+            vaddr = segment.vaddr or segment.paddr
+            phdrs.append(
+                self._pack_phdr(PT_LOAD, offset, vaddr, segment.paddr, segment.size, segment.size)
+            )
+        return ehdr + shdr0 + shdr1 + b"".join(phdrs) + self.notes
+
+    def trailer(self) -> bytes:
+        """Return every byte after the last segment's data."""
+        return SHSTRTAB
+
+    def _pack_phdr(
+        self, p_type: int, offset: int, vaddr: int, paddr: int, filesz: int, memsz: int
+    ) -> bytes:
+        if self.elf_class == ELFCLASS64:
+            return self._phdr.pack(p_type, 0, offset, vaddr, paddr, filesz, memsz, 0)
+        return self._phdr.pack(p_type, offset, vaddr, paddr, filesz, memsz, 0, 0)
+
+
+@dataclass(frozen=True)
+class CoreFileInfo:
+    """What :func:`read_core_file_info` found in an ELF core file's headers."""
+
+    #: Size of the file in bytes.
+    file_size: int
+    #: Bytes the file needs to hold every segment its headers announce.
+    needed_size: int
+    #: ``e_machine``.
+    machine: int
+
+
+def read_core_file_info(path: str) -> CoreFileInfo:
+    """
+    Read an ELF core file's header and program headers.
+
+    :raises ValueError: if the file is not an ELF core file, naming why
+    :raises OSError: if the file cannot be read
+    """
+    with open(path, "rb") as f:
+        ident = f.read(16)
+        if len(ident) < 16 or ident[:4] != b"\x7fELF":
+            raise ValueError("not an ELF file")
+        elf_class, endian = ident[4], ident[5]
+        if elf_class not in _EHDR or endian not in (ELFDATA2LSB, ELFDATA2MSB):
+            raise ValueError("not a valid ELF file (bad class or byte order)")
+        order = "<" if endian == ELFDATA2LSB else ">"
+        ehdr_struct = struct.Struct(order + _EHDR[elf_class])
+        f.seek(0)
+        raw = f.read(ehdr_struct.size)
+        if len(raw) < ehdr_struct.size:
+            raise ValueError("truncated ELF header")
+        ehdr = ehdr_struct.unpack(raw)
+        e_type, e_machine, e_phoff, e_phentsize, e_phnum = (
+            ehdr[1],
+            ehdr[2],
+            ehdr[5],
+            ehdr[9],
+            ehdr[10],
+        )
+        if e_type != ET_CORE:
+            raise ValueError("an ELF file but not a core dump (e_type is not ET_CORE)")
+        phdr_struct = struct.Struct(order + _PHDR[elf_class])
+        if e_phnum == PN_XNUM:
+            shdr_struct = struct.Struct(order + _SHDR[elf_class])
+            f.seek(ehdr[6])
+            raw = f.read(shdr_struct.size)
+            if len(raw) < shdr_struct.size:
+                raise ValueError("truncated ELF section header")
+            e_phnum = shdr_struct.unpack(raw)[7]
+        if e_phnum and e_phentsize < phdr_struct.size:
+            raise ValueError("bad ELF program header size")
+        f.seek(0, 2)
+        file_size = f.tell()
+        needed = e_phoff + e_phnum * e_phentsize
+        if needed > file_size:
+            return CoreFileInfo(file_size, needed, e_machine)
+        f.seek(e_phoff)
+        table = f.read(e_phnum * e_phentsize)
+    for i in range(e_phnum):
+        fields = phdr_struct.unpack_from(table, i * e_phentsize)
+        if elf_class == ELFCLASS64:
+            p_offset, p_filesz = fields[2], fields[5]
+        else:
+            p_offset, p_filesz = fields[1], fields[4]
+        if p_filesz:
+            needed = max(needed, p_offset + p_filesz)
+    return CoreFileInfo(file_size, needed, e_machine)

@@ -1,0 +1,212 @@
+"""
+Memory API
+----------
+
+The ``drgn_qemu.helpers.memory`` module reads QEMU's memory API
+(``include/exec/memory.h``, ``system/memory.c``): ``MemoryRegion``,
+``AddressSpace`` and the ``FlatView`` that QEMU renders from an address
+space's region tree, with its array of ``FlatRange``.
+
+Differences between QEMU versions are told apart from the debug info: a
+``MemoryRegion`` points at its ``RAMBlock`` through ``ram_block`` since QEMU
+2.5 and holds a ``ram_addr`` before that; ``ram_device`` (2.9) and
+``nonvolatile`` (3.1) exist only in newer versions.
+"""
+
+from typing import Iterator
+
+from drgn import Object, Program
+
+from drgn_qemu.errors import CorruptStructureError, NotQemuError
+from drgn_qemu.helpers.int128 import int128_get64
+from drgn_qemu.helpers.ramblock import qemu_get_ram_ptr, ramblock_ptr
+
+__all__ = (
+    "MAX_ALIAS_DEPTH",
+    "MAX_FLAT_RANGES",
+    "address_space_memory",
+    "address_space_to_flatview",
+    "flat_range_size",
+    "flat_range_start",
+    "flatview_for_each_range",
+    "memory_region_get_ram_ptr",
+    "memory_region_has_ram_discard_manager",
+    "memory_region_is_nonvolatile",
+    "memory_region_is_ram",
+    "memory_region_is_ram_device",
+    "memory_region_name",
+)
+
+#: The most ranges a FlatView may have before it is declared corrupt.
+MAX_FLAT_RANGES = 1 << 20
+#: The longest chain of aliases followed before it is declared cyclic.
+MAX_ALIAS_DEPTH = 256
+
+
+def address_space_memory(prog: Program) -> Object:
+    """
+    Return QEMU's system memory address space, the global
+    ``address_space_memory`` (an ``AddressSpace``).
+
+    :raises NotQemuError: if the program has no such variable
+    """
+    try:
+        return prog["address_space_memory"]
+    except KeyError:
+        raise NotQemuError(
+            "the program has no 'address_space_memory': it is not a QEMU system "
+            "emulator, or its debug info is not loaded"
+        ) from None
+
+
+def address_space_to_flatview(as_: Object) -> Object:
+    """
+    Return the current ``FlatView *`` of an address space
+    (``address_space_to_flatview()``: ``as->current_map``).
+
+    :param as_: ``AddressSpace`` or ``AddressSpace *``
+    """
+    view = as_.current_map.read_()
+    if not view:
+        raise CorruptStructureError(
+            f"AddressSpace at 0x{_address(as_):x} has no current_map (no FlatView)"
+        )
+    return view
+
+
+def flatview_for_each_range(view: Object, limit: int = MAX_FLAT_RANGES) -> Iterator[Object]:
+    """
+    Iterate over the ranges of a FlatView (``FOR_EACH_FLAT_RANGE(var, view)``:
+    ``view->ranges[0 .. view->nr - 1]``).
+
+    :param view: ``FlatView *``
+    :param limit: most ranges accepted before the view is declared corrupt
+    :return: Iterator of ``FlatRange *`` objects.
+    """
+    nr = view.nr.value_()
+    if view.type_.type.has_member("nr_allocated"):
+        allocated = view.nr_allocated.value_()
+        if nr > allocated:
+            raise CorruptStructureError(
+                f"FlatView at 0x{view.value_():x} has nr {nr} > nr_allocated {allocated}"
+            )
+    if nr > limit:
+        raise CorruptStructureError(
+            f"FlatView at 0x{view.value_():x} has {nr} ranges (more than {limit})"
+        )
+    ranges = view.ranges.read_()
+    if nr and not ranges:
+        raise CorruptStructureError(f"FlatView at 0x{view.value_():x} has nr {nr} but no ranges")
+    for i in range(nr):
+        yield ranges + i
+
+
+def memory_region_name(mr: Object) -> str:
+    """
+    Return the name of a memory region (``memory_region_name()``:
+    ``mr->name``), or ``""`` if it has none.
+
+    :param mr: ``MemoryRegion *``
+    """
+    name = mr.name.read_()
+    return name.string_().decode(errors="replace") if name else ""
+
+
+def memory_region_is_ram(mr: Object) -> bool:
+    """
+    Return whether a memory region is RAM (``memory_region_is_ram()``:
+    ``mr->ram``; ROM is RAM too).
+
+    :param mr: ``MemoryRegion *``
+    """
+    return bool(mr.ram)
+
+
+def memory_region_is_ram_device(mr: Object) -> bool:
+    """
+    Return whether a memory region is a RAM device, e.g. a VFIO BAR
+    (``memory_region_is_ram_device()``: ``mr->ram_device``; False where
+    QEMU has no such field).
+
+    :param mr: ``MemoryRegion *``
+    """
+    return mr.type_.type.has_member("ram_device") and bool(mr.ram_device)
+
+
+def memory_region_is_nonvolatile(mr: Object) -> bool:
+    """
+    Return whether a memory region is non-volatile, e.g. an NVDIMM
+    (``memory_region_is_nonvolatile()``: ``mr->nonvolatile``; False where
+    QEMU has no such field).
+
+    :param mr: ``MemoryRegion *``
+    """
+    return mr.type_.type.has_member("nonvolatile") and bool(mr.nonvolatile)
+
+
+def memory_region_has_ram_discard_manager(mr: Object) -> bool:
+    """
+    Return whether a memory region has a ``RamDiscardManager`` that decides
+    which parts of it are populated, as virtio-mem does
+    (``memory_region_has_ram_discard_manager()``: ``mr->rdm``).
+
+    :param mr: ``MemoryRegion *``
+    """
+    return mr.type_.type.has_member("rdm") and bool(mr.rdm)
+
+
+def memory_region_get_ram_ptr(mr: Object, target_page_size: int = 4096) -> Object:
+    """
+    Return the host address of the start of a RAM memory region, like QEMU's
+    ``memory_region_get_ram_ptr()``: follow ``alias`` chains adding each
+    ``alias_offset``, then take ``ram_block->host`` (QEMU 2.5 and later) or
+    look ``ram_addr`` up in ``ram_list`` with ``qemu_get_ram_block()``
+    (older QEMU).
+
+    :param mr: ``MemoryRegion *``
+    :param target_page_size: guest page size, for the ``TARGET_PAGE_MASK``
+        that old QEMU applies to ``ram_addr``
+    :return: ``void *`` in QEMU's address space
+    """
+    prog = mr.prog_
+    offset = 0
+    depth = 0
+    while True:
+        alias = mr.alias.read_()
+        if not alias:
+            break
+        depth += 1
+        if depth > MAX_ALIAS_DEPTH:
+            raise CorruptStructureError(
+                f"MemoryRegion at 0x{mr.value_():x} has an alias chain longer than "
+                f"{MAX_ALIAS_DEPTH}; it is cyclic"
+            )
+        offset += mr.alias_offset.value_()
+        mr = alias
+    if mr.type_.type.has_member("ram_block"):
+        block = mr.ram_block.read_()
+        if not block:
+            raise CorruptStructureError(
+                f"MemoryRegion {memory_region_name(mr)!r} at 0x{mr.value_():x} has no ram_block"
+            )
+        ptr = ramblock_ptr(block, offset)
+    else:
+        ram_addr = mr.ram_addr.value_() & ~(target_page_size - 1)
+        ptr = qemu_get_ram_ptr(prog, ram_addr) + offset
+    return Object(prog, "void *", ptr.value_())
+
+
+def _address(obj: Object) -> int:
+    if obj.type_.unaliased().kind.name == "POINTER":
+        return obj.value_()
+    return obj.address_ or 0
+
+
+def flat_range_start(fr: Object) -> int:
+    """Return the guest address where a ``FlatRange *`` starts (``int128_get64(fr->addr.start)``)."""
+    return int128_get64(fr.addr.start)
+
+
+def flat_range_size(fr: Object) -> int:
+    """Return the size of a ``FlatRange *`` (``int128_get64(fr->addr.size)``)."""
+    return int128_get64(fr.addr.size)

@@ -1,0 +1,149 @@
+"""
+Guest Physical Blocks
+---------------------
+
+The ``drgn_qemu.helpers.memory_mapping`` module computes the guest-physical
+RAM blocks that QEMU's ``dump-guest-memory`` writes, exactly as
+``guest_phys_blocks_append()`` does (``memory_mapping.c`` in QEMU 7.2,
+``system/memory_mapping.c`` in 10.0): walk the ranges of
+``address_space_memory``'s FlatView, skip those that are not RAM, are RAM
+devices or are non-volatile, and merge a range into the block before it only
+when it continues that block in guest-physical memory, in host-virtual memory
+and in the same ``MemoryRegion``.
+"""
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+from drgn import Program
+
+from drgn_qemu.errors import CorruptStructureError, UnsupportedError
+from drgn_qemu.helpers.memory import (
+    address_space_memory,
+    address_space_to_flatview,
+    flat_range_size,
+    flat_range_start,
+    flatview_for_each_range,
+    memory_region_get_ram_ptr,
+    memory_region_has_ram_discard_manager,
+    memory_region_is_nonvolatile,
+    memory_region_is_ram,
+    memory_region_is_ram_device,
+    memory_region_name,
+)
+
+__all__ = (
+    "GuestPhysBlock",
+    "MAX_GUEST_PHYS_SIZE",
+    "guest_phys_blocks",
+    "guest_phys_blocks_merge_by_mr",
+)
+
+#: A FlatRange larger than this (2^52 bytes, 4 PiB) is taken as corrupt.
+MAX_GUEST_PHYS_SIZE = 1 << 52
+
+
+@dataclass
+class GuestPhysBlock:
+    """
+    One block of guest-physical RAM, mirroring QEMU's ``GuestPhysBlock``
+    (``include/system/memory_mapping.h``).
+    """
+
+    #: First guest-physical address of the block.
+    target_start: int
+    #: Guest-physical address just past the block.
+    target_end: int
+    #: Host-virtual address of ``target_start`` in the QEMU process.
+    host_addr: int
+    #: Address of the ``MemoryRegion`` backing the block.
+    mr: int
+    #: Name of that memory region.
+    mr_name: str = ""
+    #: How many FlatRanges were merged into the block.
+    ranges: int = 1
+
+    @property
+    def size(self) -> int:
+        """Bytes in the block (``target_end - target_start``)."""
+        return self.target_end - self.target_start
+
+
+def guest_phys_blocks_merge_by_mr(prog: Program) -> bool:
+    """
+    Return whether this QEMU refuses to merge ranges of different memory
+    regions into one block: true when its ``GuestPhysBlock`` has an ``mr``
+    member (the check and the member came together), and when the type is
+    not in the debug info.
+    """
+    try:
+        return prog.type("GuestPhysBlock").has_member("mr")
+    except LookupError:
+        return True
+
+
+def guest_phys_blocks(prog: Program, target_page_size: int = 4096) -> List[GuestPhysBlock]:
+    """
+    Return the guest-physical RAM blocks of ``address_space_memory``, as
+    QEMU's ``guest_phys_blocks_append()`` computes them for
+    ``dump-guest-memory``.
+
+    :param target_page_size: guest page size (only used by QEMU before 2.5)
+    :raises CorruptStructureError: if the FlatView is inconsistent (ranges
+        out of order, sizes beyond :data:`MAX_GUEST_PHYS_SIZE`, ...)
+    :raises UnsupportedError: for a region with a ``RamDiscardManager``
+        (virtio-mem), whose populated parts are not read yet
+    """
+    view = address_space_to_flatview(address_space_memory(prog))
+    by_mr = guest_phys_blocks_merge_by_mr(prog)
+    blocks: List[GuestPhysBlock] = []
+    for fr in flatview_for_each_range(view):
+        mr = fr.mr.read_()
+        if not mr:
+            raise CorruptStructureError(f"FlatRange at 0x{fr.value_():x} has no MemoryRegion")
+        if (
+            not memory_region_is_ram(mr)
+            or memory_region_is_ram_device(mr)
+            or memory_region_is_nonvolatile(mr)
+        ):
+            continue
+        if memory_region_has_ram_discard_manager(mr):
+            raise UnsupportedError(
+                f"memory region {memory_region_name(mr)!r} has a RamDiscardManager "
+                "(virtio-mem); dumping only its populated parts is not supported yet"
+            )
+        target_start = flat_range_start(fr)
+        size = flat_range_size(fr)
+        if size > MAX_GUEST_PHYS_SIZE or target_start + size > 1 << 64:
+            raise CorruptStructureError(
+                f"FlatRange at 0x{fr.value_():x} ({memory_region_name(mr)!r}) has an "
+                f"impossible size {size:#x} at {target_start:#x}"
+            )
+        target_end = target_start + size
+        host_addr = (
+            memory_region_get_ram_ptr(mr, target_page_size).value_() + fr.offset_in_region.value_()
+        )
+        predecessor: Optional[GuestPhysBlock] = blocks[-1] if blocks else None
+        if predecessor is not None:
+            # The memory API guarantees monotonically increasing traversal.
+            if predecessor.target_end > target_start:
+                raise CorruptStructureError(
+                    f"FlatView ranges out of order: {target_start:#x} follows a block "
+                    f"ending at {predecessor.target_end:#x}"
+                )
+            if (
+                predecessor.target_end < target_start
+                or predecessor.host_addr + predecessor.size != host_addr
+                or (by_mr and predecessor.mr != mr.value_())
+            ):
+                predecessor = None
+        if predecessor is None:
+            blocks.append(
+                GuestPhysBlock(
+                    target_start, target_end, host_addr, mr.value_(), memory_region_name(mr)
+                )
+            )
+        else:
+            predecessor.target_end = target_end
+            predecessor.ranges += 1
+    return blocks

@@ -1,0 +1,143 @@
+"""
+Opening QEMU
+------------
+
+The ``drgn_qemu.program`` module opens a QEMU core file or live process as a
+:class:`drgn.Program` with QEMU's debug info, the way drgn's own ``-c``,
+``-p`` and ``-s`` options do, and turns each way that can fail into a
+one-line :class:`~drgn_qemu.errors.DrgnQemuError`.
+"""
+
+import os
+from typing import Optional, Sequence
+
+import drgn
+from drgn import Program
+
+from drgn_qemu.elf import read_core_file_info
+from drgn_qemu.errors import DebugInfoError, NotQemuError, ProgramError
+
+__all__ = ("check_qemu_program", "load_qemu_debug_info", "open_qemu_program")
+
+
+def _open_core(prog: Program, core: str) -> None:
+    try:
+        info = read_core_file_info(core)
+    except FileNotFoundError:
+        raise ProgramError(f"core file {core} does not exist") from None
+    except IsADirectoryError:
+        raise ProgramError(f"core file {core} is a directory") from None
+    except OSError as e:
+        raise ProgramError(f"cannot read core file {core}: {e.strerror}") from None
+    except ValueError as e:
+        raise ProgramError(f"{core} is not a core file: {e}") from None
+    if info.needed_size > info.file_size:
+        raise ProgramError(
+            f"core file {core} is truncated: it has {info.file_size} bytes but its "
+            f"headers describe {info.needed_size} (was it cut short by a size limit "
+            "such as systemd-coredump's ProcessSizeMax or ulimit -c?)"
+        )
+    try:
+        prog.set_core_dump(core)
+    except (OSError, ValueError) as e:
+        raise ProgramError(f"cannot open core file {core}: {e}") from None
+
+
+def _open_pid(prog: Program, pid: int) -> None:
+    try:
+        prog.set_pid(pid)
+    except PermissionError:
+        raise ProgramError(
+            f"cannot attach to process {pid}: permission denied (reading a live "
+            "process needs ptrace permission, e.g. root)"
+        ) from None
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProgramError(f"process {pid} does not exist") from None
+    except (OSError, ValueError) as e:
+        raise ProgramError(f"cannot attach to process {pid}: {e}") from None
+
+
+def load_qemu_debug_info(prog: Program, symbols: Sequence[str] = ()) -> None:
+    """
+    Load the debug info of QEMU's executable (drgn's main module), trying the
+    files in *symbols* first, then drgn's enabled debug info finders. Missing
+    debug info of libraries (libc, GLib...) is not an error: the dump does not
+    need it.
+
+    :raises DebugInfoError: if the executable's debug info was not found,
+        naming the executable, its build ID and the files tried
+    """
+    for path in symbols:
+        if not os.path.exists(path):
+            raise DebugInfoError(f"debug info file {path} does not exist")
+    try:
+        prog.load_debug_info(list(symbols), main=True)
+    except drgn.MissingDebugInfoError:
+        pass
+    try:
+        main = prog.main_module()
+    except LookupError:
+        raise DebugInfoError(
+            "cannot tell which executable the program runs (no main module); "
+            "is this a core of a process?"
+        ) from None
+    if main.wants_debug_file():
+        build_id = main.build_id.hex() if main.build_id else "none"
+        tried = ", ".join(symbols) if symbols else "drgn's default debug info locations"
+        hint = (
+            "the file given with -s does not match it"
+            if symbols
+            else "pass QEMU's binary with debug info (or its .debug file) with -s PATH"
+        )
+        raise DebugInfoError(
+            f"no debug info for {main.name} (build ID {build_id}); tried {tried}: {hint}"
+        )
+
+
+def check_qemu_program(prog: Program) -> None:
+    """
+    Check that a program with its debug info loaded is a QEMU system
+    emulator, which has the global ``address_space_memory``.
+
+    :raises NotQemuError: otherwise
+    """
+    try:
+        prog.variable("address_space_memory")
+    except LookupError:
+        try:
+            name = prog.main_module().name
+        except LookupError:
+            name = "the program"
+        raise NotQemuError(
+            f"{name} is not a QEMU system emulator: its debug info has no 'address_space_memory'"
+        ) from None
+
+
+def open_qemu_program(
+    core: Optional[str] = None,
+    pid: Optional[int] = None,
+    symbols: Sequence[str] = (),
+) -> Program:
+    """
+    Open a QEMU core file (*core*) or live QEMU process (*pid*) and load
+    QEMU's debug info, like ``drgn -c CORE -s PATH`` or ``drgn -p PID``.
+
+    :param core: path of a core file of a QEMU process
+    :param pid: process ID of a running QEMU
+    :param symbols: files to try for QEMU's debug info before drgn's default
+        locations (``-s``)
+    :raises ProgramError: if the core or process cannot be opened
+    :raises DebugInfoError: if QEMU's debug info is missing
+    :raises NotQemuError: if the program is not QEMU
+    """
+    if (core is None) == (pid is None):
+        raise ProgramError("give exactly one of a core file (-c) or a process ID (-p)")
+    prog = Program()
+    if core is not None:
+        _open_core(prog, core)
+    else:
+        assert pid is not None
+        _open_pid(prog, pid)
+    load_qemu_debug_info(prog, symbols)
+    check_qemu_program(prog)
+    return prog

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Build qemu-system-x86_64 with debug info from Debian's qemu source package.
+#
+#   scripts/build-qemu.sh 7.2|10.0     prints the path of the built binary
+#
+# Builds are cached under ${DRGN_QEMU_CACHE:-~/.cache/drgn-qemu} (outside the
+# checkout) in a directory whose name includes a hash of this script, so a
+# change to the build recipe rebuilds, and an existing build is reused.
+# The script installs what it needs (deb-src entries, build dependencies):
+# run it as root on a fresh Debian machine.
+set -euo pipefail
+
+series=${1:?usage: build-qemu.sh 7.2|10.0}
+case "$series" in
+  7.2)  suite=bookworm ;;
+  10.0) suite=trixie ;;
+  *) echo "build-qemu.sh: unknown QEMU series '$series' (7.2 or 10.0)" >&2; exit 2 ;;
+esac
+
+cache=${DRGN_QEMU_CACHE:-$HOME/.cache/drgn-qemu}
+recipe=$(sha256sum "$0" | cut -c1-12)
+out=$cache/qemu-$series-$recipe
+bin=$out/qemu-system-x86_64
+if [ -x "$bin" ]; then
+  echo "$bin"
+  exit 0
+fi
+log() { echo "build-qemu.sh: $*" >&2; }
+
+# Keep pyenv and other user Pythons out of QEMU's configure.
+export PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
+export DEBIAN_FRONTEND=noninteractive
+
+src_list=/etc/apt/sources.list.d/drgn-qemu-src.sources
+if [ ! -f "$src_list" ]; then
+  log "adding deb-src entries for bookworm and trixie ($src_list)"
+  cat > "$src_list" <<'SRC'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  apt-get update -q >&2
+fi
+if ! apt-cache showsrc qemu 2>/dev/null | grep -q "^Version: "; then
+  apt-get update -q >&2
+fi
+apt-get install -y -q --no-install-recommends dpkg-dev build-essential pkg-config \
+  libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev ninja-build meson flex \
+  bison python3-venv xz-utils >&2
+
+# The newest qemu source of the suite.
+version=$(apt-cache showsrc qemu | awk -v s="$series" '
+  /^Package: /{p=$2} /^Version: /{v=$2; split(v,a,":"); u=a[2]; if (p=="qemu" && index(u, s)==1) print v}' \
+  | sort -V | tail -n1)
+[ -n "$version" ] || { log "no qemu $series source package found in the $suite sources"; exit 1; }
+
+srcroot=$cache/src
+mkdir -p "$srcroot"
+upstream=${version#*:}; upstream=${upstream%-*}
+srcdir=$srcroot/qemu-$upstream
+if [ ! -f "$srcdir/configure" ]; then
+  log "fetching qemu $version source"
+  rm -rf "$srcdir"
+  (cd "$srcroot" && apt-get source -q "qemu=$version" >&2)
+fi
+
+# A small device set: the pc machine, -device loader, DIMMs and fw_cfg DMA
+# (which brings the vmcoreinfo device).
+cat > "$srcdir/configs/devices/x86_64-softmmu/drgn-qemu.mak" <<'MAK'
+CONFIG_I440FX=y
+CONFIG_GENERIC_LOADER=y
+CONFIG_DIMM=y
+CONFIG_FW_CFG_DMA=y
+MAK
+
+build=$out.build
+rm -rf "$build" "$out"
+mkdir -p "$build"
+args=(--target-list=x86_64-softmmu --without-default-features --without-default-devices
+      --with-devices-x86_64=drgn-qemu --enable-kvm --enable-tcg --enable-debug-info
+      --disable-docs --disable-tools --disable-werror --disable-strip)
+if [ -d "$srcdir/python/scripts" ] && grep -q "disable-download" "$srcdir/configure"; then
+  # QEMU >= 8.1: needs a meson newer than Debian bookworm's; use one from PyPI.
+  venv=$cache/meson-venv
+  if [ ! -x "$venv/bin/meson" ]; then
+    log "creating $venv with meson from PyPI"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'meson>=1.5,<2' >&2
+  fi
+  args+=(--python="$venv/bin/python3" --disable-download --disable-install-blobs)
+else
+  args+=(--meson=/usr/bin/meson)
+fi
+log "configuring qemu $version in $build"
+(cd "$build" && "$srcdir/configure" "${args[@]}" >&2)
+log "building (this takes a few minutes)"
+ninja -C "$build" qemu-system-x86_64 >&2
+mkdir -p "$out"
+cp "$build/qemu-system-x86_64" "$bin.tmp"
+echo "$version" > "$out/VERSION"
+mv "$bin.tmp" "$bin"
+rm -rf "$build"
+log "built $bin"
+echo "$bin"
