@@ -18,7 +18,12 @@ from drgn import Program
 import drgn_qemu
 from drgn_qemu.arch import GuestArch, detect_arch, get_arch
 from drgn_qemu.elf import ElfCoreLayout, LoadSegment, elf_note
-from drgn_qemu.errors import DrgnQemuError, GuestMemoryError
+from drgn_qemu.errors import (
+    CorruptStructureError,
+    DrgnQemuError,
+    GuestMemoryError,
+    UnsupportedError,
+)
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_blocks
 from drgn_qemu.output import atomic_output, write_all
 
@@ -164,7 +169,15 @@ def plan_dump(
     the *begin*/*length* window) and the ELF layout.
     """
     guest_arch = get_arch(arch) if arch else detect_arch(prog)
-    blocks = guest_phys_blocks(prog, guest_arch.page_size)
+    try:
+        blocks = guest_phys_blocks(prog, guest_arch.page_size)
+    except drgn.FaultError as e:
+        raise CorruptStructureError(
+            f"cannot read QEMU's memory map: {e} (the core is damaged or incomplete)"
+        ) from None
+    except AttributeError as e:
+        # A member drgn-qemu expects is not in this QEMU's debug info.
+        raise UnsupportedError(f"unsupported QEMU data structure layout: {e}") from None
     segments = filter_guest_phys_blocks(blocks, begin, length)
     if not segments:
         raise GuestMemoryError(

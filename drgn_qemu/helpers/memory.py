@@ -15,7 +15,7 @@ Differences between QEMU versions are told apart from the debug info: a
 
 from typing import Iterator
 
-from drgn import Object, Program
+from drgn import FaultError, Object, Program
 
 from drgn_qemu.errors import CorruptStructureError, NotQemuError
 from drgn_qemu.helpers.int128 import int128_get64
@@ -104,12 +104,19 @@ def flatview_for_each_range(view: Object, limit: int = MAX_FLAT_RANGES) -> Itera
 def memory_region_name(mr: Object) -> str:
     """
     Return the name of a memory region (``memory_region_name()``:
-    ``mr->name``), or ``""`` if it has none.
+    ``mr->name``), ``""`` if it has none, or ``"?"`` if the name cannot be
+    read (the name only labels a region, so a crashed process's damaged name
+    should not stop a dump).
 
     :param mr: ``MemoryRegion *``
     """
     name = mr.name.read_()
-    return name.string_().decode(errors="replace") if name else ""
+    if not name:
+        return ""
+    try:
+        return name.string_().decode(errors="replace")
+    except FaultError:
+        return "?"
 
 
 def memory_region_is_ram(mr: Object) -> bool:

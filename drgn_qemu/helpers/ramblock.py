@@ -13,7 +13,7 @@ info.
 
 from typing import Iterator
 
-from drgn import Object, Program
+from drgn import Object, Program, sizeof
 
 from drgn_qemu.errors import CorruptStructureError
 from drgn_qemu.helpers.queue import DEFAULT_LIST_LIMIT, queue_for_each
@@ -79,10 +79,10 @@ def ram_addr_mask(prog: Program) -> int:
     arithmetic that QEMU does in unsigned ``ram_addr_t``.
     """
     try:
-        size = prog.type("ram_addr_t").size
+        size = sizeof(prog.type("ram_addr_t"))
     except LookupError:
-        size = None
-    return (1 << (8 * (size or 8))) - 1
+        size = 8
+    return (1 << (8 * size)) - 1
 
 
 def qemu_get_ram_block(prog: Program, ram_addr: int) -> Object:

@@ -1,0 +1,175 @@
+"""
+Run real QEMU guests for tests, the demo and benchmarks: build (or find) a
+debug QEMU with scripts/build-qemu.sh, start a guest with a QMP socket, stop
+it, ask QEMU for its own dump, and core the process with gdb's gcore.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMWARE_DIRS = ["/usr/share/seabios", "/usr/share/qemu"]
+SERIES = ("7.2", "10.0")
+
+_binaries: Dict[str, Path] = {}
+
+
+def qemu_binary(series: str) -> Path:
+    """Return our debug qemu-system-x86_64 of a series, building it if missing."""
+    if series not in _binaries:
+        out = subprocess.run(
+            [str(REPO / "scripts" / "build-qemu.sh"), series],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        ).stdout
+        _binaries[series] = Path(out.strip().splitlines()[-1])
+    return _binaries[series]
+
+
+def kvm_usable() -> bool:
+    """Return whether /dev/kvm can be opened."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def gcore(pid: int, path: Path) -> Path:
+    """Write a core file of a running process with gdb's gcore."""
+    subprocess.run(
+        ["gdb", "-nx", "-batch", "-p", str(pid), "-ex", f"gcore {path}", "-ex", "detach"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    if not path.exists():
+        raise RuntimeError(f"gcore did not write {path}")
+    return path
+
+
+class QemuGuest:
+    """A QEMU process with a QMP socket, running a firmware-only pc guest."""
+
+    def __init__(
+        self,
+        binary: Path,
+        workdir: Path,
+        accel: str = "tcg",
+        memory: str = "768M",
+        machine_opts: str = "dump-guest-core=on,max-ram-below-4g=512M",
+        extra_args: Sequence[str] = (),
+        smp: int = 1,
+    ) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.qmp_path = workdir / "qmp.sock"
+        accel_arg = "tcg,tb-size=64" if accel == "tcg" else accel
+        self.args: List[str] = [
+            str(binary),
+            "-machine",
+            f"pc,{machine_opts}" if machine_opts else "pc",
+            "-accel",
+            accel_arg,
+            "-m",
+            memory,
+            "-smp",
+            str(smp),
+            "-nodefaults",
+            "-display",
+            "none",
+            "-qmp",
+            f"unix:{self.qmp_path},server=on,wait=off",
+        ]
+        for d in FIRMWARE_DIRS:
+            if os.path.isdir(d):
+                self.args += ["-L", d]
+        self.args += list(extra_args)
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.qmp: Optional[QEMUMonitorProtocol] = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> "QemuGuest":
+        env = dict(os.environ, MALLOC_ARENA_MAX="1")
+        self.log = open(self.workdir / "qemu.log", "wb")
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while not self.qmp_path.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"QEMU exited with {self.proc.returncode}: "
+                    + (self.workdir / "qemu.log").read_text(errors="replace")
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError("QEMU did not create its QMP socket")
+            time.sleep(0.05)
+        self.qmp = QEMUMonitorProtocol(str(self.qmp_path))
+        self.qmp.connect()
+        return self
+
+    def command(self, cmd: str, **kwargs: object) -> object:
+        assert self.qmp is not None
+        return self.qmp.cmd(cmd, **kwargs)
+
+    def hmp(self, command_line: str) -> str:
+        return str(self.command("human-monitor-command", **{"command-line": command_line}))
+
+    def stop(self) -> None:
+        self.command("stop")
+
+    def dump(self, path: Path, **kwargs: object) -> Path:
+        """QEMU's own dump-guest-memory (paging off, ELF unless format is given)."""
+        self.command("dump-guest-memory", paging=False, protocol=f"file:{path}", **kwargs)
+        return path
+
+    def gcore(self, path: Path) -> Path:
+        return gcore(self.pid, path)
+
+    def close(self) -> None:
+        if self.qmp is not None:
+            try:
+                self.qmp.close()
+            except Exception:
+                pass
+            self.qmp = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def __enter__(self) -> "QemuGuest":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_blob(path: Path, size: int, seed: int) -> bytes:
+    """Write *size* pseudo-random bytes (reproducible from *seed*) to *path*."""
+    import random
+
+    data = random.Random(seed).randbytes(size)
+    path.write_bytes(data)
+    return data
+
+
+def drgn_qemu_command() -> List[str]:
+    """The drgn-qemu console command of the environment running the tests."""
+    exe = shutil.which("drgn-qemu")
+    if exe is None:
+        raise RuntimeError("drgn-qemu is not installed in this environment (pip install -e .)")
+    return [exe]
