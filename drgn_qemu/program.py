@@ -8,6 +8,7 @@ The ``drgn_qemu.program`` module opens a QEMU core file or live process as a
 one-line :class:`~drgn_qemu.errors.DrgnQemuError`.
 """
 
+import logging
 import os
 from typing import Optional, Sequence
 
@@ -70,10 +71,16 @@ def load_qemu_debug_info(prog: Program, symbols: Sequence[str] = ()) -> None:
     for path in symbols:
         if not os.path.exists(path):
             raise DebugInfoError(f"debug info file {path} does not exist")
+    # drgn also logs what it misses; the error below says it once, better.
+    logger = logging.getLogger("drgn")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
         prog.load_debug_info(list(symbols), main=True)
     except drgn.MissingDebugInfoError:
         pass
+    finally:
+        logger.setLevel(level)
     try:
         main = prog.main_module()
     except LookupError:

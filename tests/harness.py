@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -169,7 +170,8 @@ def write_blob(path: Path, size: int, seed: int) -> bytes:
 
 def drgn_qemu_command() -> List[str]:
     """The drgn-qemu console command of the environment running the tests."""
-    exe = shutil.which("drgn-qemu")
+    beside = Path(sys.executable).parent / "drgn-qemu"
+    exe = str(beside) if beside.exists() else shutil.which("drgn-qemu")
     if exe is None:
         raise RuntimeError("drgn-qemu is not installed in this environment (pip install -e .)")
     return [exe]

@@ -1,0 +1,43 @@
+"""
+Build and core the C fixture programs of tests/fixtures with gcc -g and
+gdb's gcore.
+"""
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+from harness import gcore
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+LAYOUTS = ("MODERN", "V24", "V15")
+
+
+def compile_fixture(source: str, out: Path, defines: List[str] = []) -> Path:
+    subprocess.run(
+        ["gcc", "-g", "-O0", "-Wall", "-Werror", *[f"-D{d}" for d in defines], "-o", str(out),
+         str(FIXTURES / source)],
+        check=True,
+    )
+    return out
+
+
+@dataclass
+class CoredProgram:
+    binary: Path
+    core: Path
+
+
+def run_and_core(binary: Path, core: Path, *args: str) -> CoredProgram:
+    """Run a fixture until it prints "ready", core it with gcore, kill it."""
+    proc = subprocess.Popen([str(binary), *args], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line == b"ready\n", f"{binary} printed {line!r}"
+        gcore(proc.pid, core)
+    finally:
+        proc.kill()
+        proc.wait()
+    return CoredProgram(binary, core)

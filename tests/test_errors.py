@@ -1,0 +1,197 @@
+"""
+Every user mistake and environment failure gives a one-line error, a
+non-zero exit, no traceback, and leaves no file behind.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterator, List
+
+import pytest
+from fixture_programs import CoredProgram, run_and_core
+from harness import QemuGuest, drgn_qemu_command, qemu_binary
+from test_synthetic import binaries, cored, pattern, run_cli  # noqa: F401
+from vmcore import loads, read_phys
+
+GetCore = Callable[..., CoredProgram]
+
+
+def assert_error(r: "subprocess.CompletedProcess[str]", *fragments: str) -> None:
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("drgn-qemu: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def dump(c: CoredProgram, out: Path, *extra: str) -> "subprocess.CompletedProcess[str]":
+    return run_cli("dump-guest-memory", "--arch", "x86_64", "-c", str(c.core), "-s", str(c.binary),
+                   *extra, str(out))
+
+
+def test_core_missing(tmp_path: Path) -> None:
+    r = run_cli("dump-guest-memory", "-c", str(tmp_path / "nope.core"), str(tmp_path / "out"))
+    assert_error(r, "nope.core does not exist")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_elf(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello\n")
+    r = run_cli("dump-guest-memory", "-c", str(tmp_path / "notes.txt"), str(tmp_path / "out"))
+    assert_error(r, "notes.txt is not a core file: not an ELF file")
+
+
+def test_not_a_core(binaries: dict, tmp_path: Path) -> None:  # noqa: F811
+    r = run_cli("dump-guest-memory", "-c", str(binaries["MODERN"]), str(tmp_path / "out"))
+    assert_error(r, "is not a core file", "not a core dump")
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_qemu(cored: GetCore, tmp_path: Path) -> None:  # noqa: F811
+    c = cored("not_qemu")
+    r = run_cli("dump-guest-memory", "-c", str(c.core), "-s", str(c.binary), str(tmp_path / "o"))
+    assert_error(r, "not_qemu is not a QEMU system emulator", "address_space_memory")
+
+
+def test_arch_not_detected(cored: GetCore, tmp_path: Path) -> None:  # noqa: F811
+    c = cored("MODERN")
+    r = run_cli("dump-guest-memory", "-c", str(c.core), "-s", str(c.binary), str(tmp_path / "o"))
+    assert_error(r, "could not detect the guest architecture", "--arch")
+
+
+def test_debug_info_missing(binaries: dict, tmp_path: Path) -> None:  # noqa: F811
+    # A QEMU whose binary was stripped after it ran: drgn finds the file the
+    # core names, but no debug info in it.
+    binary = tmp_path / "qemu-system-x86_64"
+    shutil.copy(binaries["MODERN"], binary)
+    c = run_and_core(binary, tmp_path / "qemu.core")
+    subprocess.run(["strip", "--strip-debug", str(binary)], check=True)
+    r = run_cli("dump-guest-memory", "-c", str(c.core), str(tmp_path / "o"))
+    assert_error(r, f"no debug info for {binary}", "build ID", "-s PATH")
+    # -s with a file that is not this binary.
+    r = run_cli("dump-guest-memory", "-c", str(c.core), "-s", str(binaries["not_qemu"]),
+                str(tmp_path / "o"))
+    assert_error(r, "the file given with -s does not match it")
+    r = run_cli("dump-guest-memory", "-c", str(c.core), "-s", str(tmp_path / "missing.debug"),
+                str(tmp_path / "o"))
+    assert_error(r, "missing.debug does not exist")
+    assert not (tmp_path / "o").exists()
+
+
+def test_truncated_core(cored: GetCore, tmp_path: Path) -> None:  # noqa: F811
+    c = cored("MODERN")
+    core = tmp_path / "truncated.core"
+    shutil.copy(c.core, core)
+    os.truncate(core, core.stat().st_size // 2)
+    r = run_cli("dump-guest-memory", "--arch", "x86_64", "-c", str(core), "-s", str(c.binary),
+                str(tmp_path / "o"))
+    assert_error(r, "truncated.core is truncated")
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_exists_kept_unless_force(cored: GetCore, tmp_path: Path) -> None:  # noqa: F811
+    c = cored("MODERN")
+    out = tmp_path / "guest.vmcore"
+    out.write_bytes(b"precious")
+    r = dump(c, out)
+    assert_error(r, "already exists", "--force")
+    assert out.read_bytes() == b"precious"
+    r = dump(c, out, "--force")
+    assert r.returncode == 0, r.stderr
+    assert read_phys(out, 0x100000, 0x1000) == pattern("pc.ram", 0x100000, 0x1000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["guest.vmcore"]
+
+
+def test_output_is_directory_or_in_missing_directory(cored: GetCore, tmp_path: Path) -> None:  # noqa: F811
+    c = cored("MODERN")
+    assert_error(dump(c, tmp_path), "is a directory")
+    assert_error(dump(c, tmp_path / "no" / "such" / "out"), "does not exist")
+
+
+def test_begin_length_errors(cored: GetCore, tmp_path: Path) -> None:  # noqa: F811
+    c = cored("MODERN")
+    assert_error(dump(c, tmp_path / "o", "--begin", "0x1000"), "--begin and --length go together")
+    assert_error(dump(c, tmp_path / "o", "--begin", "0x50000000", "--length", "16M"),
+                 "no guest memory to dump in that window")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def small_mount(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    mounts: List[Path] = []
+
+    def mount(options: str) -> Path:
+        d = tmp_path / f"mnt{len(mounts)}"
+        d.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "drgn-qemu-test", str(d)], check=True)
+        mounts.append(d)
+        return d
+
+    yield mount
+    for d in mounts:
+        subprocess.run(["umount", str(d)], check=False)
+
+
+def test_disk_full(cored: GetCore, small_mount: Callable[[str], Path]) -> None:  # noqa: F811
+    c = cored("MODERN")
+    d = small_mount("size=4m")
+    r = dump(c, d / "guest.vmcore")
+    assert_error(r, "cannot write", "No space left on device")
+    assert list(d.iterdir()) == []
+
+
+def test_unwritable_directory(cored: GetCore, small_mount: Callable[[str], Path]) -> None:  # noqa: F811
+    c = cored("MODERN")
+    d = small_mount("ro,size=1m")
+    r = dump(c, d / "guest.vmcore")
+    assert_error(r, f"cannot create a file in {d}", "Read-only file system")
+
+
+def test_pid_missing(tmp_path: Path) -> None:
+    r = run_cli("dump-guest-memory", "-p", "999999999", str(tmp_path / "o"))
+    assert_error(r, "process 999999999 does not exist")
+
+
+def test_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+    """Ctrl-C during a dump of a real QEMU: exit 130, no file, no traceback."""
+    binary = qemu_binary("10.0")
+    with QemuGuest(binary, tmp_path, memory="2G", machine_opts="dump-guest-core=on") as guest:
+        guest.stop()
+        out_dir = tmp_path / "out"
+        out_dir.mkdir()
+        proc = subprocess.Popen(
+            [*drgn_qemu_command(), "dump-guest-memory", "-p", str(guest.pid), "-s", str(binary),
+             str(out_dir / "guest.vmcore")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert proc.stdout is not None
+        # The block table is printed just before the copy starts.
+        while "pc.ram" not in proc.stdout.readline():
+            assert proc.poll() is None
+        time.sleep(0.2)
+        partial = list(out_dir.iterdir())
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    assert [p.name.endswith(".partial") for p in partial] == [True], "no dump in progress"
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted; no output written" in stderr
+    assert list(out_dir.iterdir()) == []
+
+
+def test_loads_reader_sanity(cored: GetCore, tmp_path: Path) -> None:  # noqa: F811
+    """The test reader itself: a PT_LOAD table pyelftools and readelf agree on."""
+    c = cored("MODERN")
+    out = tmp_path / "guest.vmcore"
+    assert dump(c, out).returncode == 0
+    readelf = subprocess.run(["readelf", "-W", "-l", str(out)], check=True,
+                             stdout=subprocess.PIPE, text=True).stdout
+    from_readelf = [int(line.split()[3], 16) for line in readelf.splitlines()
+                    if line.strip().startswith("LOAD")]
+    assert from_readelf == [s.paddr for s in loads(out)]

@@ -1,0 +1,163 @@
+"""
+drgn-qemu against QEMU itself: the same stopped guest dumped by QEMU's own
+QMP dump-guest-memory and by drgn-qemu from a gcore of the process (and from
+the live process), compared byte for byte with an independent ELF reader.
+
+Debug builds of QEMU 7.2 and 10.0 from Debian's source package come from
+scripts/build-qemu.sh (cached outside the checkout).
+"""
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+import pytest
+from harness import REPO, SERIES, QemuGuest, drgn_qemu_command, kvm_usable, qemu_binary, write_blob
+from vmcore import assert_same_memory, elf_header, loads, read_phys
+
+from drgn_qemu.dump import dump_guest_memory
+from drgn_qemu.helpers import guest_phys_blocks
+from drgn_qemu.program import open_qemu_program
+
+# Known bytes the guest gets at boot through -device loader: (guest address, size, seed).
+BLOBS = [(0x1000000, 4 << 20, 1), (0x100200000, 3 << 20, 2)]
+ACCELS = ("tcg", "kvm")
+
+
+@dataclass
+class StoppedGuest:
+    series: str
+    accel: str
+    binary: Path
+    guest: QemuGuest
+    work: Path
+    qemu_dump: Path
+    core: Path
+    blobs: Dict[int, bytes]
+
+
+def cases() -> List[Tuple[str, str]]:
+    return [(s, a) for s in SERIES for a in ACCELS]
+
+
+@pytest.fixture(scope="module", params=cases(), ids=lambda c: f"qemu{c[0]}-{c[1]}")
+def stopped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[StoppedGuest]:
+    series, accel = request.param
+    if accel == "kvm" and not kvm_usable():
+        pytest.skip("/dev/kvm is not usable on this machine (the TCG cases still run)")
+    binary = qemu_binary(series)
+    work = tmp_path_factory.mktemp(f"qemu{series}-{accel}")
+    blobs = {}
+    extra = []
+    for addr, size, seed in BLOBS:
+        path = work / f"blob-{addr:x}.bin"
+        blobs[addr] = write_blob(path, size, seed)
+        extra += ["-device", f"loader,file={path},addr={addr:#x},force-raw=on"]
+    guest = QemuGuest(binary, work, accel, extra_args=extra).start()
+    try:
+        time.sleep(0.5)  # let the firmware run and write to RAM
+        guest.stop()
+        t0 = time.monotonic()
+        qemu_dump = guest.dump(work / "qemu.vmcore")
+        qemu_seconds = time.monotonic() - t0
+        core = guest.gcore(work / "qemu.core")
+        print(f"\nQEMU {series} {accel}: QMP dump-guest-memory took {qemu_seconds:.2f} s")
+        yield StoppedGuest(series, accel, binary, guest, work, qemu_dump, core, blobs)
+    finally:
+        guest.close()
+        for name in ("qemu.vmcore", "qemu.core"):
+            (work / name).unlink(missing_ok=True)
+
+
+def check_blobs(vmcore: Path, blobs: Dict[int, bytes]) -> None:
+    for addr, data in blobs.items():
+        assert read_phys(vmcore, addr, len(data)) == data, f"blob at {addr:#x}"
+
+
+def run(cmd: List[str]) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_core_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:
+    out = tmp_path / "ours.vmcore"
+    t0 = time.monotonic()
+    r = run([*drgn_qemu_command(), "dump-guest-memory", "-c", str(stopped.core),
+             "-s", str(stopped.binary), str(out)])
+    seconds = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    print(f"drgn-qemu dump from the core took {seconds:.2f} s")
+    # QEMU's pc machine with RAM split around the 4 GiB hole and the BIOS ROM.
+    assert [(s.paddr, s.filesz) for s in loads(out)] == [
+        (0, 512 << 20), (0xFFFC0000, 256 << 10), (0x100000000, 256 << 20)
+    ]
+    compared = assert_same_memory(out, stopped.qemu_dump)
+    assert compared == (768 << 20) + (256 << 10)
+    check_blobs(out, stopped.blobs)
+    header = elf_header(out)
+    assert header["e_type"] == "ET_CORE"
+    assert header["e_machine"] == "EM_X86_64"
+    assert "pc.ram" in r.stdout and "pc.bios" in r.stdout
+
+
+def test_pid_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:
+    out = tmp_path / "ours.vmcore"
+    r = run([*drgn_qemu_command(), "dump-guest-memory", "-q", "-p", str(stopped.guest.pid),
+             "-s", str(stopped.binary), str(out)])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    assert_same_memory(out, stopped.qemu_dump)
+    check_blobs(out, stopped.blobs)
+
+
+def test_contrib_script_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:
+    out = tmp_path / "ours.vmcore"
+    drgn = Path(sys.executable).parent / "drgn"
+    r = run([str(drgn), "--main-symbols", "-c", str(stopped.core), "-s", str(stopped.binary),
+             str(REPO / "contrib" / "dump_guest_memory.py"), str(out)])
+    assert r.returncode == 0, r.stderr
+    assert_same_memory(out, stopped.qemu_dump)
+
+
+def test_window_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:
+    # A window that cuts the BIOS ROM and the RAM above 4 GiB.
+    begin, length = 0xFFFE0000, 0x100100000 - 0xFFFE0000
+    theirs = stopped.guest.dump(tmp_path / "qemu-window.vmcore", begin=begin, length=length)
+    out = tmp_path / "ours.vmcore"
+    r = run([*drgn_qemu_command(), "dump-guest-memory", "-c", str(stopped.core),
+             "-s", str(stopped.binary), "--begin", hex(begin), "--length", hex(length), str(out)])
+    assert r.returncode == 0, r.stderr
+    assert [(s.paddr, s.filesz) for s in loads(out)] == [(0xFFFE0000, 0x20000), (0x100000000, 1 << 20)]
+    assert_same_memory(out, theirs)
+
+
+def test_library_function(stopped: StoppedGuest, tmp_path: Path) -> None:
+    prog = open_qemu_program(core=str(stopped.core), symbols=[str(stopped.binary)])
+    blocks = guest_phys_blocks(prog)
+    assert [(b.target_start, b.target_end, b.mr_name) for b in blocks] == [
+        (0, 512 << 20, "pc.ram"),
+        (0xFFFC0000, 1 << 32, "pc.bios"),
+        (1 << 32, (1 << 32) + (256 << 20), "pc.ram"),
+    ]
+    seen = []
+    result = dump_guest_memory(prog, str(tmp_path / "lib.vmcore"), progress=seen.append)
+    assert sum(seen) == result.plan.guest_bytes == (768 << 20) + (256 << 10)
+    assert_same_memory(tmp_path / "lib.vmcore", stopped.qemu_dump)
+
+
+def test_dump_guest_core_off(tmp_path: Path) -> None:
+    """A real QEMU run without dump-guest-core=on: its core has no guest RAM."""
+    binary = qemu_binary(SERIES[-1])
+    with QemuGuest(binary, tmp_path, memory="128M", machine_opts="dump-guest-core=off") as guest:
+        guest.stop()
+        core = guest.gcore(tmp_path / "qemu.core")
+    r = run([*drgn_qemu_command(), "dump-guest-memory", "-c", str(core), "-s", str(binary),
+             str(tmp_path / "out.vmcore")])
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert "is not in the core" in r.stderr
+    assert "-machine dump-guest-core=on" in r.stderr
+    assert not (tmp_path / "out.vmcore").exists()

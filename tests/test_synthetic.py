@@ -1,0 +1,233 @@
+"""
+drgn-qemu on synthetic QEMU layouts: C programs that lay out QEMU's
+structures of several generations, cored with gcore, dumped with the
+drgn-qemu command, and read back with pyelftools and readelf.
+"""
+
+import array
+import subprocess
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+import pytest
+from drgn import Program
+from fixture_programs import LAYOUTS, CoredProgram, compile_fixture, run_and_core
+from harness import drgn_qemu_command
+from vmcore import elf_header, loads, read_phys
+
+from drgn_qemu.errors import CorruptStructureError
+from drgn_qemu.helpers import (
+    for_each_ram_block,
+    guest_phys_blocks,
+    int128_get,
+    int128_get64,
+    memory_region_get_ram_ptr,
+    qemu_get_ram_block,
+    qlist_for_each,
+    qsimpleq_for_each,
+    qtailq_for_each,
+    queue_for_each,
+    ramblock_name,
+)
+from drgn_qemu.program import open_qemu_program
+
+# The fixture's RAM blocks: (name, size, ram_addr offset).
+BLOCKS = {
+    "pc.ram": (0, 0x800000),
+    "rom2": (1, 0x20000),
+    "rom3": (2, 0x10000),
+    "ramdev": (3, 0x10000),
+    "nvdimm": (4, 0x10000),
+}
+
+# Expected vmcore segments: (guest start, size, [(block, offset in block, bytes)...]).
+Expected = List[Tuple[int, int, List[Tuple[str, int, int]]]]
+MODERN_SEGMENTS: Expected = [
+    (0x0, 0xA0000, [("pc.ram", 0, 0xA0000)]),
+    (0xC0000, 0x340000, [("pc.ram", 0xC0000, 0x340000)]),
+    (0x400000, 0x20000, [("rom2", 0, 0x20000)]),
+    # rom3 follows rom2 in guest and host memory, but is another MemoryRegion.
+    (0x420000, 0x10000, [("rom3", 0, 0x10000)]),
+    (0x100000000, 0x400000, [("pc.ram", 0x400000, 0x400000)]),
+]
+# QEMU without GuestPhysBlock.mr, ram_device or nonvolatile merges rom2+rom3
+# and dumps the RAM device and the NVDIMM.
+OLD_SEGMENTS: Expected = [
+    (0x0, 0xA0000, [("pc.ram", 0, 0xA0000)]),
+    (0xC0000, 0x340000, [("pc.ram", 0xC0000, 0x340000)]),
+    (0x400000, 0x30000, [("rom2", 0, 0x20000), ("rom3", 0, 0x10000)]),
+    (0x430000, 0x10000, [("ramdev", 0, 0x10000)]),
+    (0x440000, 0x10000, [("nvdimm", 0, 0x10000)]),
+    (0x100000000, 0x400000, [("pc.ram", 0x400000, 0x400000)]),
+]
+EXPECTED = {"MODERN": MODERN_SEGMENTS, "V24": OLD_SEGMENTS, "V15": OLD_SEGMENTS}
+
+
+def pattern(block: str, offset: int, size: int) -> bytes:
+    """The bytes the fixture wrote: 8-byte words ((index + 1) << 56) | offset."""
+    index = BLOCKS[block][0]
+    words = array.array("Q", ((index + 1) << 56 | o for o in range(offset, offset + size, 8)))
+    return words.tobytes()
+
+
+@pytest.fixture(scope="session")
+def binaries(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+    d = tmp_path_factory.mktemp("bin")
+    out = {
+        layout: compile_fixture("qemu_layout.c", d / f"qemu_layout_{layout}", [f"LAYOUT_{layout}"])
+        for layout in LAYOUTS
+    }
+    out["not_qemu"] = compile_fixture("not_qemu.c", d / "not_qemu")
+    return out
+
+
+_cores: Dict[Tuple[str, str], CoredProgram] = {}
+
+
+@pytest.fixture(scope="session")
+def cored(
+    binaries: Dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator["object"]:
+    d = tmp_path_factory.mktemp("cores")
+
+    def get(layout: str, mode: str = "ok") -> CoredProgram:
+        key = (layout, mode)
+        if key not in _cores:
+            args = [] if layout == "not_qemu" else [mode]
+            _cores[key] = run_and_core(binaries[layout], d / f"{layout}-{mode}.core", *args)
+        return _cores[key]
+
+    yield get
+    _cores.clear()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*drgn_qemu_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def open_fixture(c: CoredProgram) -> Program:
+    return open_qemu_program(core=str(c.core), symbols=[str(c.binary)])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_dump_layout(layout: str, cored: "object", tmp_path: Path) -> None:
+    c = cored(layout)  # type: ignore[operator]
+    out = tmp_path / "guest.vmcore"
+    r = run_cli("dump-guest-memory", "--arch", "x86_64", "-c", str(c.core), "-s", str(c.binary),
+                str(out))
+    assert r.returncode == 0, r.stderr
+    expected = EXPECTED[layout]
+    assert [(s.paddr, s.filesz, s.memsz) for s in loads(out)] == [
+        (start, size, size) for start, size, _ in expected
+    ]
+    header = elf_header(out)
+    assert header["e_type"] == "ET_CORE"
+    assert header["e_machine"] == "EM_X86_64"
+    assert header["e_ident"]["EI_CLASS"] == "ELFCLASS64"
+    assert header["e_ident"]["EI_DATA"] == "ELFDATA2LSB"
+    for start, size, pieces in expected:
+        data = b"".join(pattern(block, off, n) for block, off, n in pieces)
+        assert len(data) == size
+        assert read_phys(out, start, size) == data, f"segment at {start:#x}"
+    # readelf, a second independent reader, accepts the file and agrees.
+    readelf = subprocess.run(["readelf", "-W", "-l", str(out)], check=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert readelf.stderr == ""
+    assert readelf.stdout.count(" LOAD ") == len(expected)
+    assert readelf.stdout.count(" NOTE ") == 1
+    # The block table names every block.
+    assert r.stdout.count("\n0x") == len(expected)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_begin_length(layout: str, cored: "object", tmp_path: Path) -> None:
+    c = cored(layout)  # type: ignore[operator]
+    out = tmp_path / "window.vmcore"
+    # From inside the second block to inside the high block.
+    r = run_cli("dump-guest-memory", "--arch", "x86_64", "-c", str(c.core), "-s", str(c.binary),
+                "--begin", "0x200000", "--length", str(0x100001000 - 0x200000), str(out))
+    assert r.returncode == 0, r.stderr
+    segs = [(s.paddr, s.filesz) for s in loads(out)]
+    expected = [(max(start, 0x200000), min(start + size, 0x100001000) - max(start, 0x200000))
+                for start, size, _ in EXPECTED[layout] if start + size > 0x200000]
+    assert segs == expected
+    assert read_phys(out, 0x200000, 0x1000) == pattern("pc.ram", 0x200000, 0x1000)
+    assert read_phys(out, 0x100000000, 0x1000) == pattern("pc.ram", 0x400000, 0x1000)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_helpers(layout: str, cored: "object") -> None:
+    c = cored(layout)  # type: ignore[operator]
+    prog = open_fixture(c)
+    names = [ramblock_name(b) for b in for_each_ram_block(prog)]
+    assert names == ["rom2", "rom3", "ramdev", "nvdimm", "pc.ram"]
+    # pc.ram's ram_addr range lies below every other block's offset: found
+    # only if "ram_addr - offset < length" wraps around as in C.
+    assert ramblock_name(qemu_get_ram_block(prog, 0x123000)) == "pc.ram"
+    assert ramblock_name(qemu_get_ram_block(prog, 0x1100000 + 0x8000)) == "rom3"
+    with pytest.raises(CorruptStructureError, match="Bad ram offset"):
+        qemu_get_ram_block(prog, 0x2000000)
+    # Aliases: alias2 -> alias (+0x1000) -> pc.ram (+0x400000).
+    assert memory_region_get_ram_ptr(prog["mr_alias2"].address_of_()).value_() == prog[
+        "expected_alias2_ptr"
+    ].value_()
+    values = prog["int128_values"]
+    assert int128_get64(values[0]) == 0x123456789ABCDEF0
+    assert int128_get(values[1]) == 1 << 64
+    assert int128_get(values[2]) == -1
+    for bad in (values[1], values[2]):
+        with pytest.raises(CorruptStructureError, match="does not fit in 64 bits"):
+            int128_get64(bad)
+    assert [i.value.value_() for i in qsimpleq_for_each(prog["items"], "next")] == [1, 2, 3, 4, 5]
+    assert [i.value.value_() for i in qtailq_for_each(prog["titems"], "tnext")] == [1, 2, 3, 4, 5]
+    assert [i.value.value_() for i in queue_for_each(prog["items"], "next")] == [1, 2, 3, 4, 5]
+    blocks = guest_phys_blocks(prog)
+    assert [(b.target_start, b.target_end) for b in blocks] == [
+        (start, start + size) for start, size, _ in EXPECTED[layout]
+    ]
+
+
+def test_qlist_limit_and_cycle(cored: "object") -> None:
+    prog = open_fixture(cored("V24", "cycle"))  # type: ignore[operator]
+    with pytest.raises(CorruptStructureError, match="cyclic"):
+        list(qlist_for_each(prog["ram_list"].blocks, "next"))
+    prog = open_fixture(cored("V24"))  # type: ignore[operator]
+    with pytest.raises(CorruptStructureError, match="more than 3 elements"):
+        list(qlist_for_each(prog["ram_list"].blocks, "next", limit=3))
+
+
+def test_alias_cycle(cored: "object") -> None:
+    prog = open_fixture(cored("MODERN", "alias-cycle"))  # type: ignore[operator]
+    with pytest.raises(CorruptStructureError, match="alias chain"):
+        memory_region_get_ram_ptr(prog["mr_alias2"].address_of_())
+
+
+@pytest.mark.parametrize(
+    "layout,mode,message",
+    [
+        ("V24", "cycle", "QLIST is cyclic"),
+        ("V15", "cycle", "QTAILQ is cyclic"),
+        ("MODERN", "nr", "nr 2147483647 > nr_allocated 16"),
+        ("V24", "nr", "nr 2147483647 > nr_allocated 16"),
+        ("MODERN", "size", "impossible size 0x1000000000000000"),
+        ("MODERN", "int128", "does not fit in 64 bits"),
+        ("V15", "int128", "does not fit in 64 bits"),
+        ("MODERN", "order", "out of order"),
+        ("MODERN", "dontdump", "dump-guest-core=on"),
+        ("V24", "dontdump", "dump-guest-core=on"),
+    ],
+)
+def test_corrupt_or_missing(layout: str, mode: str, message: str, cored: "object",
+                            tmp_path: Path) -> None:
+    c = cored(layout, mode)  # type: ignore[operator]
+    out = tmp_path / "guest.vmcore"
+    r = run_cli("dump-guest-memory", "--arch", "x86_64", "-c", str(c.core), "-s", str(c.binary),
+                str(out))
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("drgn-qemu: error: ")
+    assert message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
