@@ -6,7 +6,7 @@ gdb's gcore.
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Callable, Sequence
 
 from harness import gcore
 
@@ -14,10 +14,19 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LAYOUTS = ("MODERN", "V24", "V15")
 
 
-def compile_fixture(source: str, out: Path, defines: List[str] = []) -> Path:
+def compile_fixture(source: str, out: Path, defines: Sequence[str] = ()) -> Path:
     subprocess.run(
-        ["gcc", "-g", "-O0", "-Wall", "-Werror", *[f"-D{d}" for d in defines], "-o", str(out),
-         str(FIXTURES / source)],
+        [
+            "gcc",
+            "-g",
+            "-O0",
+            "-Wall",
+            "-Werror",
+            *[f"-D{d}" for d in defines],
+            "-o",
+            str(out),
+            str(FIXTURES / source),
+        ],
         check=True,
     )
     return out
@@ -27,6 +36,10 @@ def compile_fixture(source: str, out: Path, defines: List[str] = []) -> Path:
 class CoredProgram:
     binary: Path
     core: Path
+
+
+#: get(layout, mode="ok"): the cored fixture program of a layout and mode.
+GetCore = Callable[..., CoredProgram]
 
 
 def run_and_core(binary: Path, core: Path, *args: str) -> CoredProgram:

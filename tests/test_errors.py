@@ -9,15 +9,13 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, Dict, Iterator, List
 
 import pytest
-from fixture_programs import CoredProgram, run_and_core
+from fixture_programs import CoredProgram, GetCore, run_and_core
 from harness import QemuGuest, drgn_qemu_command, qemu_binary
-from test_synthetic import binaries, cored, pattern, run_cli  # noqa: F401
+from test_synthetic import pattern, run_cli
 from vmcore import loads, read_phys
-
-GetCore = Callable[..., CoredProgram]
 
 
 def assert_error(r: "subprocess.CompletedProcess[str]", *fragments: str) -> None:
@@ -31,8 +29,17 @@ def assert_error(r: "subprocess.CompletedProcess[str]", *fragments: str) -> None
 
 
 def dump(c: CoredProgram, out: Path, *extra: str) -> "subprocess.CompletedProcess[str]":
-    return run_cli("dump-guest-memory", "--arch", "x86_64", "-c", str(c.core), "-s", str(c.binary),
-                   *extra, str(out))
+    return run_cli(
+        "dump-guest-memory",
+        "--arch",
+        "x86_64",
+        "-c",
+        str(c.core),
+        "-s",
+        str(c.binary),
+        *extra,
+        str(out),
+    )
 
 
 def test_core_missing(tmp_path: Path) -> None:
@@ -47,25 +54,25 @@ def test_not_elf(tmp_path: Path) -> None:
     assert_error(r, "notes.txt is not a core file: not an ELF file")
 
 
-def test_not_a_core(binaries: dict, tmp_path: Path) -> None:  # noqa: F811
+def test_not_a_core(binaries: Dict[str, Path], tmp_path: Path) -> None:
     r = run_cli("dump-guest-memory", "-c", str(binaries["MODERN"]), str(tmp_path / "out"))
     assert_error(r, "is not a core file", "not a core dump")
     assert not (tmp_path / "out").exists()
 
 
-def test_not_qemu(cored: GetCore, tmp_path: Path) -> None:  # noqa: F811
+def test_not_qemu(cored: GetCore, tmp_path: Path) -> None:
     c = cored("not_qemu")
     r = run_cli("dump-guest-memory", "-c", str(c.core), "-s", str(c.binary), str(tmp_path / "o"))
     assert_error(r, "not_qemu is not a QEMU system emulator", "address_space_memory")
 
 
-def test_arch_not_detected(cored: GetCore, tmp_path: Path) -> None:  # noqa: F811
+def test_arch_not_detected(cored: GetCore, tmp_path: Path) -> None:
     c = cored("MODERN")
     r = run_cli("dump-guest-memory", "-c", str(c.core), "-s", str(c.binary), str(tmp_path / "o"))
     assert_error(r, "could not detect the guest architecture", "--arch")
 
 
-def test_debug_info_missing(binaries: dict, tmp_path: Path) -> None:  # noqa: F811
+def test_debug_info_missing(binaries: Dict[str, Path], tmp_path: Path) -> None:
     # A QEMU whose binary was stripped after it ran: drgn finds the file the
     # core names, but no debug info in it.
     binary = tmp_path / "qemu-system-x86_64"
@@ -75,27 +82,42 @@ def test_debug_info_missing(binaries: dict, tmp_path: Path) -> None:  # noqa: F8
     r = run_cli("dump-guest-memory", "-c", str(c.core), str(tmp_path / "o"))
     assert_error(r, f"no debug info for {binary}", "build ID", "-s PATH")
     # -s with a file that is not this binary.
-    r = run_cli("dump-guest-memory", "-c", str(c.core), "-s", str(binaries["not_qemu"]),
-                str(tmp_path / "o"))
+    r = run_cli(
+        "dump-guest-memory", "-c", str(c.core), "-s", str(binaries["not_qemu"]), str(tmp_path / "o")
+    )
     assert_error(r, "the file given with -s does not match it")
-    r = run_cli("dump-guest-memory", "-c", str(c.core), "-s", str(tmp_path / "missing.debug"),
-                str(tmp_path / "o"))
+    r = run_cli(
+        "dump-guest-memory",
+        "-c",
+        str(c.core),
+        "-s",
+        str(tmp_path / "missing.debug"),
+        str(tmp_path / "o"),
+    )
     assert_error(r, "missing.debug does not exist")
     assert not (tmp_path / "o").exists()
 
 
-def test_truncated_core(cored: GetCore, tmp_path: Path) -> None:  # noqa: F811
+def test_truncated_core(cored: GetCore, tmp_path: Path) -> None:
     c = cored("MODERN")
     core = tmp_path / "truncated.core"
     shutil.copy(c.core, core)
     os.truncate(core, core.stat().st_size // 2)
-    r = run_cli("dump-guest-memory", "--arch", "x86_64", "-c", str(core), "-s", str(c.binary),
-                str(tmp_path / "o"))
+    r = run_cli(
+        "dump-guest-memory",
+        "--arch",
+        "x86_64",
+        "-c",
+        str(core),
+        "-s",
+        str(c.binary),
+        str(tmp_path / "o"),
+    )
     assert_error(r, "truncated.core is truncated")
     assert not (tmp_path / "o").exists()
 
 
-def test_output_exists_kept_unless_force(cored: GetCore, tmp_path: Path) -> None:  # noqa: F811
+def test_output_exists_kept_unless_force(cored: GetCore, tmp_path: Path) -> None:
     c = cored("MODERN")
     out = tmp_path / "guest.vmcore"
     out.write_bytes(b"precious")
@@ -108,17 +130,19 @@ def test_output_exists_kept_unless_force(cored: GetCore, tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["guest.vmcore"]
 
 
-def test_output_is_directory_or_in_missing_directory(cored: GetCore, tmp_path: Path) -> None:  # noqa: F811
+def test_output_is_directory_or_in_missing_directory(cored: GetCore, tmp_path: Path) -> None:
     c = cored("MODERN")
     assert_error(dump(c, tmp_path), "is a directory")
     assert_error(dump(c, tmp_path / "no" / "such" / "out"), "does not exist")
 
 
-def test_begin_length_errors(cored: GetCore, tmp_path: Path) -> None:  # noqa: F811
+def test_begin_length_errors(cored: GetCore, tmp_path: Path) -> None:
     c = cored("MODERN")
     assert_error(dump(c, tmp_path / "o", "--begin", "0x1000"), "--begin and --length go together")
-    assert_error(dump(c, tmp_path / "o", "--begin", "0x50000000", "--length", "16M"),
-                 "no guest memory to dump in that window")
+    assert_error(
+        dump(c, tmp_path / "o", "--begin", "0x50000000", "--length", "16M"),
+        "no guest memory to dump in that window",
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -129,7 +153,9 @@ def small_mount(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     def mount(options: str) -> Path:
         d = tmp_path / f"mnt{len(mounts)}"
         d.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "drgn-qemu-test", str(d)], check=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "drgn-qemu-test", str(d)], check=True
+        )
         mounts.append(d)
         return d
 
@@ -138,7 +164,7 @@ def small_mount(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         subprocess.run(["umount", str(d)], check=False)
 
 
-def test_disk_full(cored: GetCore, small_mount: Callable[[str], Path]) -> None:  # noqa: F811
+def test_disk_full(cored: GetCore, small_mount: Callable[[str], Path]) -> None:
     c = cored("MODERN")
     d = small_mount("size=4m")
     r = dump(c, d / "guest.vmcore")
@@ -146,7 +172,7 @@ def test_disk_full(cored: GetCore, small_mount: Callable[[str], Path]) -> None: 
     assert list(d.iterdir()) == []
 
 
-def test_unwritable_directory(cored: GetCore, small_mount: Callable[[str], Path]) -> None:  # noqa: F811
+def test_unwritable_directory(cored: GetCore, small_mount: Callable[[str], Path]) -> None:
     c = cored("MODERN")
     d = small_mount("ro,size=1m")
     r = dump(c, d / "guest.vmcore")
@@ -166,9 +192,18 @@ def test_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
         out_dir = tmp_path / "out"
         out_dir.mkdir()
         proc = subprocess.Popen(
-            [*drgn_qemu_command(), "dump-guest-memory", "-p", str(guest.pid), "-s", str(binary),
-             str(out_dir / "guest.vmcore")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                *drgn_qemu_command(),
+                "dump-guest-memory",
+                "-p",
+                str(guest.pid),
+                "-s",
+                str(binary),
+                str(out_dir / "guest.vmcore"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert proc.stdout is not None
         # The block table is printed just before the copy starts.
@@ -185,13 +220,15 @@ def test_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     assert list(out_dir.iterdir()) == []
 
 
-def test_loads_reader_sanity(cored: GetCore, tmp_path: Path) -> None:  # noqa: F811
+def test_loads_reader_sanity(cored: GetCore, tmp_path: Path) -> None:
     """The test reader itself: a PT_LOAD table pyelftools and readelf agree on."""
     c = cored("MODERN")
     out = tmp_path / "guest.vmcore"
     assert dump(c, out).returncode == 0
-    readelf = subprocess.run(["readelf", "-W", "-l", str(out)], check=True,
-                             stdout=subprocess.PIPE, text=True).stdout
-    from_readelf = [int(line.split()[3], 16) for line in readelf.splitlines()
-                    if line.strip().startswith("LOAD")]
+    readelf = subprocess.run(
+        ["readelf", "-W", "-l", str(out)], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
+    from_readelf = [
+        int(line.split()[3], 16) for line in readelf.splitlines() if line.strip().startswith("LOAD")
+    ]
     assert from_readelf == [s.paddr for s in loads(out)]

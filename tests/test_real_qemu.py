@@ -44,8 +44,9 @@ def cases() -> List[Tuple[str, str]]:
 
 
 @pytest.fixture(scope="module", params=cases(), ids=lambda c: f"qemu{c[0]}-{c[1]}")
-def stopped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[StoppedGuest]:
+def stopped(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StoppedGuest]:
     series, accel = request.param
     if accel == "kvm" and not kvm_usable():
         pytest.skip("/dev/kvm is not usable on this machine (the TCG cases still run)")
@@ -79,20 +80,31 @@ def check_blobs(vmcore: Path, blobs: Dict[int, bytes]) -> None:
 
 
 def run(cmd: List[str]) -> "subprocess.CompletedProcess[str]":
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, capture_output=True, text=True)
 
 
 def test_core_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:
     out = tmp_path / "ours.vmcore"
     t0 = time.monotonic()
-    r = run([*drgn_qemu_command(), "dump-guest-memory", "-c", str(stopped.core),
-             "-s", str(stopped.binary), str(out)])
+    r = run(
+        [
+            *drgn_qemu_command(),
+            "dump-guest-memory",
+            "-c",
+            str(stopped.core),
+            "-s",
+            str(stopped.binary),
+            str(out),
+        ]
+    )
     seconds = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     print(f"drgn-qemu dump from the core took {seconds:.2f} s")
     # QEMU's pc machine with RAM split around the 4 GiB hole and the BIOS ROM.
     assert [(s.paddr, s.filesz) for s in loads(out)] == [
-        (0, 512 << 20), (0xFFFC0000, 256 << 10), (0x100000000, 256 << 20)
+        (0, 512 << 20),
+        (0xFFFC0000, 256 << 10),
+        (0x100000000, 256 << 20),
     ]
     compared = assert_same_memory(out, stopped.qemu_dump)
     assert compared == (768 << 20) + (256 << 10)
@@ -105,8 +117,18 @@ def test_core_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:
 
 def test_pid_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:
     out = tmp_path / "ours.vmcore"
-    r = run([*drgn_qemu_command(), "dump-guest-memory", "-q", "-p", str(stopped.guest.pid),
-             "-s", str(stopped.binary), str(out)])
+    r = run(
+        [
+            *drgn_qemu_command(),
+            "dump-guest-memory",
+            "-q",
+            "-p",
+            str(stopped.guest.pid),
+            "-s",
+            str(stopped.binary),
+            str(out),
+        ]
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout == ""
     assert_same_memory(out, stopped.qemu_dump)
@@ -116,8 +138,18 @@ def test_pid_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:
 def test_contrib_script_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:
     out = tmp_path / "ours.vmcore"
     drgn = Path(sys.executable).parent / "drgn"
-    r = run([str(drgn), "--main-symbols", "-c", str(stopped.core), "-s", str(stopped.binary),
-             str(REPO / "contrib" / "dump_guest_memory.py"), str(out)])
+    r = run(
+        [
+            str(drgn),
+            "--main-symbols",
+            "-c",
+            str(stopped.core),
+            "-s",
+            str(stopped.binary),
+            str(REPO / "contrib" / "dump_guest_memory.py"),
+            str(out),
+        ]
+    )
     assert r.returncode == 0, r.stderr
     assert_same_memory(out, stopped.qemu_dump)
 
@@ -127,10 +159,26 @@ def test_window_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:
     begin, length = 0xFFFE0000, 0x100100000 - 0xFFFE0000
     theirs = stopped.guest.dump(tmp_path / "qemu-window.vmcore", begin=begin, length=length)
     out = tmp_path / "ours.vmcore"
-    r = run([*drgn_qemu_command(), "dump-guest-memory", "-c", str(stopped.core),
-             "-s", str(stopped.binary), "--begin", hex(begin), "--length", hex(length), str(out)])
+    r = run(
+        [
+            *drgn_qemu_command(),
+            "dump-guest-memory",
+            "-c",
+            str(stopped.core),
+            "-s",
+            str(stopped.binary),
+            "--begin",
+            hex(begin),
+            "--length",
+            hex(length),
+            str(out),
+        ]
+    )
     assert r.returncode == 0, r.stderr
-    assert [(s.paddr, s.filesz) for s in loads(out)] == [(0xFFFE0000, 0x20000), (0x100000000, 1 << 20)]
+    assert [(s.paddr, s.filesz) for s in loads(out)] == [
+        (0xFFFE0000, 0x20000),
+        (0x100000000, 1 << 20),
+    ]
     assert_same_memory(out, theirs)
 
 
@@ -142,7 +190,7 @@ def test_library_function(stopped: StoppedGuest, tmp_path: Path) -> None:
         (0xFFFC0000, 1 << 32, "pc.bios"),
         (1 << 32, (1 << 32) + (256 << 20), "pc.ram"),
     ]
-    seen = []
+    seen: List[int] = []
     result = dump_guest_memory(prog, str(tmp_path / "lib.vmcore"), progress=seen.append)
     assert sum(seen) == result.plan.guest_bytes == (768 << 20) + (256 << 10)
     assert_same_memory(tmp_path / "lib.vmcore", stopped.qemu_dump)
@@ -154,8 +202,17 @@ def test_dump_guest_core_off(tmp_path: Path) -> None:
     with QemuGuest(binary, tmp_path, memory="128M", machine_opts="dump-guest-core=off") as guest:
         guest.stop()
         core = guest.gcore(tmp_path / "qemu.core")
-    r = run([*drgn_qemu_command(), "dump-guest-memory", "-c", str(core), "-s", str(binary),
-             str(tmp_path / "out.vmcore")])
+    r = run(
+        [
+            *drgn_qemu_command(),
+            "dump-guest-memory",
+            "-c",
+            str(core),
+            "-s",
+            str(binary),
+            str(tmp_path / "out.vmcore"),
+        ]
+    )
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     assert "is not in the core" in r.stderr

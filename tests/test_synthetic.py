@@ -7,11 +7,11 @@ drgn-qemu command, and read back with pyelftools and readelf.
 import array
 import subprocess
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import List, Tuple
 
 import pytest
 from drgn import Program
-from fixture_programs import LAYOUTS, CoredProgram, compile_fixture, run_and_core
+from fixture_programs import LAYOUTS, CoredProgram, GetCore
 from harness import drgn_qemu_command
 from vmcore import elf_header, loads, read_phys
 
@@ -70,41 +70,8 @@ def pattern(block: str, offset: int, size: int) -> bytes:
     return words.tobytes()
 
 
-@pytest.fixture(scope="session")
-def binaries(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
-    d = tmp_path_factory.mktemp("bin")
-    out = {
-        layout: compile_fixture("qemu_layout.c", d / f"qemu_layout_{layout}", [f"LAYOUT_{layout}"])
-        for layout in LAYOUTS
-    }
-    out["not_qemu"] = compile_fixture("not_qemu.c", d / "not_qemu")
-    return out
-
-
-_cores: Dict[Tuple[str, str], CoredProgram] = {}
-
-
-@pytest.fixture(scope="session")
-def cored(
-    binaries: Dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator["object"]:
-    d = tmp_path_factory.mktemp("cores")
-
-    def get(layout: str, mode: str = "ok") -> CoredProgram:
-        key = (layout, mode)
-        if key not in _cores:
-            args = [] if layout == "not_qemu" else [mode]
-            _cores[key] = run_and_core(binaries[layout], d / f"{layout}-{mode}.core", *args)
-        return _cores[key]
-
-    yield get
-    _cores.clear()
-
-
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*drgn_qemu_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return subprocess.run([*drgn_qemu_command(), *args], capture_output=True, text=True)
 
 
 def open_fixture(c: CoredProgram) -> Program:
@@ -112,11 +79,12 @@ def open_fixture(c: CoredProgram) -> Program:
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_dump_layout(layout: str, cored: "object", tmp_path: Path) -> None:
-    c = cored(layout)  # type: ignore[operator]
+def test_dump_layout(layout: str, cored: GetCore, tmp_path: Path) -> None:
+    c = cored(layout)
     out = tmp_path / "guest.vmcore"
-    r = run_cli("dump-guest-memory", "--arch", "x86_64", "-c", str(c.core), "-s", str(c.binary),
-                str(out))
+    r = run_cli(
+        "dump-guest-memory", "--arch", "x86_64", "-c", str(c.core), "-s", str(c.binary), str(out)
+    )
     assert r.returncode == 0, r.stderr
     expected = EXPECTED[layout]
     assert [(s.paddr, s.filesz, s.memsz) for s in loads(out)] == [
@@ -132,8 +100,12 @@ def test_dump_layout(layout: str, cored: "object", tmp_path: Path) -> None:
         assert len(data) == size
         assert read_phys(out, start, size) == data, f"segment at {start:#x}"
     # readelf, a second independent reader, accepts the file and agrees.
-    readelf = subprocess.run(["readelf", "-W", "-l", str(out)], check=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    readelf = subprocess.run(
+        ["readelf", "-W", "-l", str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert readelf.stderr == ""
     assert readelf.stdout.count(" LOAD ") == len(expected)
     assert readelf.stdout.count(" NOTE ") == 1
@@ -142,24 +114,39 @@ def test_dump_layout(layout: str, cored: "object", tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_begin_length(layout: str, cored: "object", tmp_path: Path) -> None:
-    c = cored(layout)  # type: ignore[operator]
+def test_begin_length(layout: str, cored: GetCore, tmp_path: Path) -> None:
+    c = cored(layout)
     out = tmp_path / "window.vmcore"
     # From inside the second block to inside the high block.
-    r = run_cli("dump-guest-memory", "--arch", "x86_64", "-c", str(c.core), "-s", str(c.binary),
-                "--begin", "0x200000", "--length", str(0x100001000 - 0x200000), str(out))
+    r = run_cli(
+        "dump-guest-memory",
+        "--arch",
+        "x86_64",
+        "-c",
+        str(c.core),
+        "-s",
+        str(c.binary),
+        "--begin",
+        "0x200000",
+        "--length",
+        str(0x100001000 - 0x200000),
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     segs = [(s.paddr, s.filesz) for s in loads(out)]
-    expected = [(max(start, 0x200000), min(start + size, 0x100001000) - max(start, 0x200000))
-                for start, size, _ in EXPECTED[layout] if start + size > 0x200000]
+    expected = [
+        (max(start, 0x200000), min(start + size, 0x100001000) - max(start, 0x200000))
+        for start, size, _ in EXPECTED[layout]
+        if start + size > 0x200000
+    ]
     assert segs == expected
     assert read_phys(out, 0x200000, 0x1000) == pattern("pc.ram", 0x200000, 0x1000)
     assert read_phys(out, 0x100000000, 0x1000) == pattern("pc.ram", 0x400000, 0x1000)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_helpers(layout: str, cored: "object") -> None:
-    c = cored(layout)  # type: ignore[operator]
+def test_helpers(layout: str, cored: GetCore) -> None:
+    c = cored(layout)
     prog = open_fixture(c)
     names = [ramblock_name(b) for b in for_each_ram_block(prog)]
     assert names == ["rom2", "rom3", "ramdev", "nvdimm", "pc.ram"]
@@ -170,9 +157,10 @@ def test_helpers(layout: str, cored: "object") -> None:
     with pytest.raises(CorruptStructureError, match="Bad ram offset"):
         qemu_get_ram_block(prog, 0x2000000)
     # Aliases: alias2 -> alias (+0x1000) -> pc.ram (+0x400000).
-    assert memory_region_get_ram_ptr(prog["mr_alias2"].address_of_()).value_() == prog[
-        "expected_alias2_ptr"
-    ].value_()
+    assert (
+        memory_region_get_ram_ptr(prog["mr_alias2"].address_of_()).value_()
+        == prog["expected_alias2_ptr"].value_()
+    )
     values = prog["int128_values"]
     assert int128_get64(values[0]) == 0x123456789ABCDEF0
     assert int128_get(values[1]) == 1 << 64
@@ -189,17 +177,17 @@ def test_helpers(layout: str, cored: "object") -> None:
     ]
 
 
-def test_qlist_limit_and_cycle(cored: "object") -> None:
-    prog = open_fixture(cored("V24", "cycle"))  # type: ignore[operator]
+def test_qlist_limit_and_cycle(cored: GetCore) -> None:
+    prog = open_fixture(cored("V24", "cycle"))
     with pytest.raises(CorruptStructureError, match="cyclic"):
         list(qlist_for_each(prog["ram_list"].blocks, "next"))
-    prog = open_fixture(cored("V24"))  # type: ignore[operator]
+    prog = open_fixture(cored("V24"))
     with pytest.raises(CorruptStructureError, match="more than 3 elements"):
         list(qlist_for_each(prog["ram_list"].blocks, "next", limit=3))
 
 
-def test_alias_cycle(cored: "object") -> None:
-    prog = open_fixture(cored("MODERN", "alias-cycle"))  # type: ignore[operator]
+def test_alias_cycle(cored: GetCore) -> None:
+    prog = open_fixture(cored("MODERN", "alias-cycle"))
     with pytest.raises(CorruptStructureError, match="alias chain"):
         memory_region_get_ram_ptr(prog["mr_alias2"].address_of_())
 
@@ -219,12 +207,14 @@ def test_alias_cycle(cored: "object") -> None:
         ("V24", "dontdump", "dump-guest-core=on"),
     ],
 )
-def test_corrupt_or_missing(layout: str, mode: str, message: str, cored: "object",
-                            tmp_path: Path) -> None:
-    c = cored(layout, mode)  # type: ignore[operator]
+def test_corrupt_or_missing(
+    layout: str, mode: str, message: str, cored: GetCore, tmp_path: Path
+) -> None:
+    c = cored(layout, mode)
     out = tmp_path / "guest.vmcore"
-    r = run_cli("dump-guest-memory", "--arch", "x86_64", "-c", str(c.core), "-s", str(c.binary),
-                str(out))
+    r = run_cli(
+        "dump-guest-memory", "--arch", "x86_64", "-c", str(c.core), "-s", str(c.binary), str(out)
+    )
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     assert r.stderr.startswith("drgn-qemu: error: ")

@@ -44,7 +44,8 @@ def notes(path: Path) -> List[Tuple[str, int, bytes]]:
         elf = ELFFile(f)
         for seg in elf.iter_segments():
             if seg["p_type"] == "PT_NOTE":
-                for note in seg.iter_notes():
+                note_segment: Any = seg
+                for note in note_segment.iter_notes():
                     desc = note["n_descdata"]
                     if isinstance(desc, str):
                         desc = desc.encode("latin-1")
