@@ -14,6 +14,7 @@ from typing import Callable, Dict, Iterator, List
 import pytest
 from fixture_programs import CoredProgram, GetCore, run_and_core
 from harness import QemuGuest, drgn_qemu_command, qemu_binary
+from test_synthetic import dump_fixture as dump
 from test_synthetic import pattern, run_cli
 from vmcore import loads, read_phys
 
@@ -26,20 +27,6 @@ def assert_error(r: "subprocess.CompletedProcess[str]", *fragments: str) -> None
     assert lines[0].startswith("drgn-qemu: error: ")
     for fragment in fragments:
         assert fragment in lines[0]
-
-
-def dump(c: CoredProgram, out: Path, *extra: str) -> "subprocess.CompletedProcess[str]":
-    return run_cli(
-        "dump-guest-memory",
-        "--arch",
-        "x86_64",
-        "-c",
-        str(c.core),
-        "-s",
-        str(c.binary),
-        *extra,
-        str(out),
-    )
 
 
 def test_core_missing(tmp_path: Path) -> None:
@@ -103,16 +90,7 @@ def test_truncated_core(cored: GetCore, tmp_path: Path) -> None:
     core = tmp_path / "truncated.core"
     shutil.copy(c.core, core)
     os.truncate(core, core.stat().st_size // 2)
-    r = run_cli(
-        "dump-guest-memory",
-        "--arch",
-        "x86_64",
-        "-c",
-        str(core),
-        "-s",
-        str(c.binary),
-        str(tmp_path / "o"),
-    )
+    r = dump(CoredProgram(c.binary, core), tmp_path / "o")
     assert_error(r, "truncated.core is truncated")
     assert not (tmp_path / "o").exists()
 

@@ -83,20 +83,18 @@ def run(cmd: List[str]) -> "subprocess.CompletedProcess[str]":
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
+def dump_core(stopped: StoppedGuest, out: Path, *extra: str) -> "subprocess.CompletedProcess[str]":
+    """drgn-qemu dump-guest-memory of the guest's core, with QEMU's binary."""
+    return run(
+        [*drgn_qemu_command(), "dump-guest-memory", "-c", str(stopped.core),
+         "-s", str(stopped.binary), *extra, str(out)]
+    )  # fmt: skip
+
+
 def test_core_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:
     out = tmp_path / "ours.vmcore"
     t0 = time.monotonic()
-    r = run(
-        [
-            *drgn_qemu_command(),
-            "dump-guest-memory",
-            "-c",
-            str(stopped.core),
-            "-s",
-            str(stopped.binary),
-            str(out),
-        ]
-    )
+    r = dump_core(stopped, out)
     seconds = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     print(f"drgn-qemu dump from the core took {seconds:.2f} s")
@@ -159,21 +157,7 @@ def test_window_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:
     begin, length = 0xFFFE0000, 0x100100000 - 0xFFFE0000
     theirs = stopped.guest.dump(tmp_path / "qemu-window.vmcore", begin=begin, length=length)
     out = tmp_path / "ours.vmcore"
-    r = run(
-        [
-            *drgn_qemu_command(),
-            "dump-guest-memory",
-            "-c",
-            str(stopped.core),
-            "-s",
-            str(stopped.binary),
-            "--begin",
-            hex(begin),
-            "--length",
-            hex(length),
-            str(out),
-        ]
-    )
+    r = dump_core(stopped, out, "--begin", hex(begin), "--length", hex(length))
     assert r.returncode == 0, r.stderr
     assert [(s.paddr, s.filesz) for s in loads(out)] == [
         (0xFFFE0000, 0x20000),

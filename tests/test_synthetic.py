@@ -74,6 +74,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*drgn_qemu_command(), *args], capture_output=True, text=True)
 
 
+def dump_fixture(c: CoredProgram, out: Path, *extra: str) -> "subprocess.CompletedProcess[str]":
+    """drgn-qemu dump-guest-memory of a cored fixture program, with its binary."""
+    return run_cli(
+        "dump-guest-memory", "--arch", "x86_64", "-c", str(c.core), "-s", str(c.binary),
+        *extra, str(out),
+    )  # fmt: skip
+
+
 def open_fixture(c: CoredProgram) -> Program:
     return open_qemu_program(core=str(c.core), symbols=[str(c.binary)])
 
@@ -82,9 +90,7 @@ def open_fixture(c: CoredProgram) -> Program:
 def test_dump_layout(layout: str, cored: GetCore, tmp_path: Path) -> None:
     c = cored(layout)
     out = tmp_path / "guest.vmcore"
-    r = run_cli(
-        "dump-guest-memory", "--arch", "x86_64", "-c", str(c.core), "-s", str(c.binary), str(out)
-    )
+    r = dump_fixture(c, out)
     assert r.returncode == 0, r.stderr
     expected = EXPECTED[layout]
     assert [(s.paddr, s.filesz, s.memsz) for s in loads(out)] == [
@@ -118,20 +124,7 @@ def test_begin_length(layout: str, cored: GetCore, tmp_path: Path) -> None:
     c = cored(layout)
     out = tmp_path / "window.vmcore"
     # From inside the second block to inside the high block.
-    r = run_cli(
-        "dump-guest-memory",
-        "--arch",
-        "x86_64",
-        "-c",
-        str(c.core),
-        "-s",
-        str(c.binary),
-        "--begin",
-        "0x200000",
-        "--length",
-        str(0x100001000 - 0x200000),
-        str(out),
-    )
+    r = dump_fixture(c, out, "--begin", "0x200000", "--length", str(0x100001000 - 0x200000))
     assert r.returncode == 0, r.stderr
     segs = [(s.paddr, s.filesz) for s in loads(out)]
     expected = [
@@ -212,9 +205,7 @@ def test_corrupt_or_missing(
 ) -> None:
     c = cored(layout, mode)
     out = tmp_path / "guest.vmcore"
-    r = run_cli(
-        "dump-guest-memory", "--arch", "x86_64", "-c", str(c.core), "-s", str(c.binary), str(out)
-    )
+    r = dump_fixture(c, out)
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     assert r.stderr.startswith("drgn-qemu: error: ")
