@@ -12,7 +12,7 @@ from drgn import Program
 
 import drgn_qemu
 from drgn_qemu.arch import supported_arches
-from drgn_qemu.dump import DumpResult, format_blocks, plan_dump, write_dump
+from drgn_qemu.dump import DumpResult, format_plan, plan_dump, write_dump
 from drgn_qemu.errors import DrgnQemuError
 from drgn_qemu.output import check_output
 from drgn_qemu.program import open_qemu_program
@@ -77,6 +77,12 @@ def add_dump_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LEN",
         help="number of bytes from --begin to dump, e.g. 0x1000000 or 16M",
     )
+    parser.add_argument(
+        "--vmcoreinfo",
+        metavar="FILE",
+        help="the guest kernel's VMCOREINFO text, for when it is neither registered with "
+        "QEMU's vmcoreinfo device nor found in guest RAM",
+    )
     parser.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")
     parser.add_argument(
         "-q",
@@ -109,9 +115,11 @@ def run_dump(prog: Program, args: argparse.Namespace) -> DumpResult:
     progress on a terminal, write the vmcore and print a summary.
     """
     check_output(args.output, args.force)
-    plan = plan_dump(prog, args.arch, args.begin, args.length)
+    plan = plan_dump(prog, args.arch, args.begin, args.length, args.vmcoreinfo)
     if not args.quiet:
-        print(format_blocks(plan.blocks), flush=True)
+        print(format_plan(plan), flush=True)
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     progress = Progress(plan.guest_bytes, "dumping ", enabled=False if args.quiet else None)
     try:
         result = write_dump(prog, plan, args.output, args.force, progress.update)

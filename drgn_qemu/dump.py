@@ -9,15 +9,15 @@ as an ELF vmcore laid out like QEMU's own ``dump-guest-memory`` output.
 """
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, List, Optional
+from typing import BinaryIO, Callable, Iterator, List, Optional
 
 import drgn
 from drgn import Program
 
-import drgn_qemu
-from drgn_qemu.arch import GuestArch, detect_arch, get_arch
-from drgn_qemu.elf import ElfCoreLayout, LoadSegment, elf_note
+from drgn_qemu.arch import ArchDumpInfo, CpuSummary, GuestArch, detect_arch, get_arch
+from drgn_qemu.elf import ElfCoreLayout, LoadSegment
 from drgn_qemu.errors import (
     CorruptStructureError,
     DrgnQemuError,
@@ -26,6 +26,7 @@ from drgn_qemu.errors import (
 )
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_blocks
 from drgn_qemu.output import atomic_output, write_all
+from drgn_qemu.vmcoreinfo import Vmcoreinfo, find_vmcoreinfo
 
 __all__ = (
     "CHUNK_SIZE",
@@ -35,6 +36,7 @@ __all__ = (
     "dump_guest_memory",
     "filter_guest_phys_blocks",
     "format_blocks",
+    "format_plan",
     "plan_dump",
     "write_dump",
 )
@@ -73,6 +75,12 @@ class DumpPlan:
     #: The PT_LOAD segments: the blocks, clipped to the begin/length window.
     segments: List[DumpSegment]
     layout: ElfCoreLayout
+    #: ELF machine, class and byte order, chosen as QEMU does.
+    info: ArchDumpInfo
+    #: The vCPUs whose registers are in the notes.
+    cpus: List[CpuSummary] = field(default_factory=list)
+    #: The VMCOREINFO note, if one was found.
+    vmcoreinfo: Optional[Vmcoreinfo] = None
     warnings: List[str] = field(default_factory=list)
 
     @property
@@ -132,6 +140,32 @@ def format_blocks(blocks: List[GuestPhysBlock]) -> str:
     return "\n".join(lines)
 
 
+def format_plan(plan: DumpPlan) -> str:
+    """Return the dump summary: blocks, vCPUs and VMCOREINFO."""
+    lines = [format_blocks(plan.blocks), "vCPUs:"]
+    stale = []
+    for cpu in plan.cpus:
+        lines.append(
+            f"  {cpu.index}: {cpu.state}" + (" (registers may be stale)" if cpu.stale else "")
+        )
+        if cpu.stale:
+            stale.append(str(cpu.index))
+    if stale:
+        lines.append(
+            f"  under KVM, QEMU had not synchronized the registers of vCPU {', '.join(stale)} "
+            "since they last ran: their notes hold QEMU's older copy"
+        )
+    vmci = plan.vmcoreinfo
+    if vmci is None:
+        lines.append("VMCOREINFO: none")
+    else:
+        lines.append(
+            f"VMCOREINFO: from {vmci.source}: OSRELEASE={vmci.osrelease} "
+            f"KERNELOFFSET={vmci.kerneloffset}"
+        )
+    return "\n".join(lines)
+
+
 def _human(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
@@ -140,9 +174,18 @@ def _human(n: int) -> str:
     raise AssertionError
 
 
-def _placeholder_note(arch: GuestArch) -> bytes:
-    # A valid note that names its writer; vCPU and VMCOREINFO notes come later.
-    return elf_note(b"DRGN-QEMU", 0, f"drgn-qemu {drgn_qemu.__version__}".encode(), arch.elf_data)
+@contextmanager
+def _reading(what: str) -> Iterator[None]:
+    """Turn drgn's errors while reading QEMU's structures into user errors."""
+    try:
+        yield
+    except drgn.FaultError as e:
+        raise CorruptStructureError(
+            f"cannot read {what}: {e} (the core is damaged or incomplete)"
+        ) from None
+    except AttributeError as e:
+        # A member drgn-qemu expects is not in this QEMU's debug info.
+        raise UnsupportedError(f"unsupported QEMU data structure layout ({what}): {e}") from None
 
 
 def _check_readable(prog: Program, segments: List[DumpSegment]) -> None:
@@ -162,36 +205,40 @@ def plan_dump(
     arch: Optional[str] = None,
     begin: Optional[int] = None,
     length: Optional[int] = None,
+    vmcoreinfo: Optional[str] = None,
 ) -> DumpPlan:
     """
     Work out what :func:`dump_guest_memory` will write, without writing:
     the guest architecture, the guest-physical blocks, the segments (after
-    the *begin*/*length* window) and the ELF layout.
+    the *begin*/*length* window), the notes and the ELF layout.
     """
     guest_arch = get_arch(arch) if arch else detect_arch(prog)
-    try:
+    with _reading("QEMU's memory map"):
         blocks = guest_phys_blocks(prog, guest_arch.page_size)
-    except drgn.FaultError as e:
-        raise CorruptStructureError(
-            f"cannot read QEMU's memory map: {e} (the core is damaged or incomplete)"
-        ) from None
-    except AttributeError as e:
-        # A member drgn-qemu expects is not in this QEMU's debug info.
-        raise UnsupportedError(f"unsupported QEMU data structure layout: {e}") from None
     segments = filter_guest_phys_blocks(blocks, begin, length)
     if not segments:
         raise GuestMemoryError(
             "no guest memory to dump" + (" in that window" if begin is not None else "")
         )
     _check_readable(prog, segments)
+    with _reading("QEMU's vCPU state"):
+        info = guest_arch.cpu_get_dump_info(prog, blocks)
+        notes = guest_arch.cpu_notes(prog, info)
+        cpus = guest_arch.describe_cpus(prog)
+    with _reading("the guest's VMCOREINFO"):
+        vmci, warnings = find_vmcoreinfo(
+            prog, blocks, guest_arch.page_size, info.endian, vmcoreinfo
+        )
+    if vmci is not None:
+        notes += vmci.note
     layout = ElfCoreLayout(
-        guest_arch.elf_machine,
-        guest_arch.elf_class,
-        guest_arch.elf_data,
-        _placeholder_note(guest_arch),
+        info.machine,
+        info.elf_class,
+        info.endian,
+        notes,
         [LoadSegment(s.paddr, s.size) for s in segments],
     )
-    return DumpPlan(guest_arch, blocks, segments, layout)
+    return DumpPlan(guest_arch, blocks, segments, layout, info, cpus, vmci, warnings)
 
 
 def _copy_segment(
@@ -246,6 +293,7 @@ def dump_guest_memory(
     arch: Optional[str] = None,
     begin: Optional[int] = None,
     length: Optional[int] = None,
+    vmcoreinfo: Optional[str] = None,
     force: bool = False,
     progress: Optional[Callable[[int], None]] = None,
     chunk_size: int = CHUNK_SIZE,
@@ -253,7 +301,8 @@ def dump_guest_memory(
     """
     Write the guest-physical memory of a QEMU program as an ELF vmcore, the
     file QMP ``dump-guest-memory`` (``paging=false``, ELF format) would write:
-    one PT_LOAD per guest-physical block with ``p_paddr`` the guest address.
+    vCPU register notes and the guest's VMCOREINFO, then one PT_LOAD per
+    guest-physical block with ``p_paddr`` the guest address.
 
     :param prog: a QEMU core or process with QEMU's debug info loaded (see
         :func:`drgn_qemu.program.open_qemu_program`)
@@ -264,10 +313,12 @@ def dump_guest_memory(
     :param begin: with *length*, dump only guest-physical
         ``[begin, begin + length)``
     :param length: see *begin*
+    :param vmcoreinfo: file with the guest kernel's VMCOREINFO text, used
+        instead of looking for it in QEMU and guest RAM
     :param force: overwrite *output* if it exists
     :param progress: called with the number of bytes after each chunk
     :param chunk_size: bytes per read from the program
     :raises DrgnQemuError: on every error a user can act on
     """
-    plan = plan_dump(prog, arch, begin, length)
+    plan = plan_dump(prog, arch, begin, length, vmcoreinfo)
     return write_dump(prog, plan, output, force, progress, chunk_size)

@@ -25,6 +25,9 @@ def binaries(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
         layout: compile_fixture("qemu_layout.c", d / f"qemu_layout_{layout}", [f"LAYOUT_{layout}"])
         for layout in LAYOUTS
     }
+    out["NO_CPU"] = compile_fixture(
+        "qemu_layout.c", d / "qemu_layout_NO_CPU", ["LAYOUT_MODERN", "NO_CPU"]
+    )
     out["not_qemu"] = compile_fixture("not_qemu.c", d / "not_qemu")
     return out
 

@@ -5,6 +5,7 @@ drgn-qemu command, and read back with pyelftools and readelf.
 """
 
 import array
+import struct
 import subprocess
 from pathlib import Path
 from typing import List, Tuple
@@ -13,7 +14,7 @@ import pytest
 from drgn import Program
 from fixture_programs import LAYOUTS, CoredProgram, GetCore
 from harness import drgn_qemu_command
-from vmcore import elf_header, loads, read_phys
+from vmcore import elf_header, loads, notes, read_phys
 
 from drgn_qemu.errors import CorruptStructureError
 from drgn_qemu.helpers import (
@@ -98,6 +99,7 @@ def test_dump_layout(layout: str, cored: GetCore, tmp_path: Path) -> None:
     ]
     header = elf_header(out)
     assert header["e_type"] == "ET_CORE"
+    # The first vCPU is in long mode: x86_64, as QEMU's cpu_get_dump_info().
     assert header["e_machine"] == "EM_X86_64"
     assert header["e_ident"]["EI_CLASS"] == "ELFCLASS64"
     assert header["e_ident"]["EI_DATA"] == "ELFDATA2LSB"
@@ -212,3 +214,81 @@ def test_corrupt_or_missing(
     assert message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_arch_detected_and_cpu_notes(cored: GetCore, tmp_path: Path) -> None:
+    c = cored("MODERN")
+    out = tmp_path / "guest.vmcore"
+    r = run_cli("dump-guest-memory", "-c", str(c.core), "-s", str(c.binary), str(out))
+    assert r.returncode == 0, r.stderr
+    assert "x86_64 vmcore" in r.stdout
+    assert "0: rip=0xffffffff81000000 cr3=0x1000000 long mode" in r.stdout
+    assert "1: rip=0xffffffff81000001 cr3=0x1001000 long mode" in r.stdout
+    found = notes(out)
+    assert [(name, kind) for name, kind, _ in found] == [
+        ("CORE", 1), ("CORE", 1), ("QEMU", 0), ("QEMU", 0)
+    ]  # fmt: skip
+    for cpu in range(2):
+        prstatus = found[cpu][2]
+        # x86_64 elf_prstatus: 336 bytes, pr_pid at 32, user_regs_struct at 112.
+        assert len(prstatus) == 336
+        assert struct.unpack_from("<I", prstatus, 32)[0] == cpu + 1
+        regs = struct.unpack_from("<27Q", prstatus, 112)
+        r15, rbp, rax, rip, cs, eflags, rsp = (regs[i] for i in (0, 4, 10, 16, 17, 18, 19))
+        base = cpu << 12
+        assert (r15, rbp, rax, rsp) == (base | 15, base | 5, base | 0, base | 4)
+        assert (rip, cs, eflags) == (0xFFFFFFFF81000000 + cpu, 0x10, 0x246)
+        state = found[2 + cpu][2]
+        # QEMUCPUState: version 1, its size, rax first, cr[3] at 416.
+        assert struct.unpack_from("<II", state) == (1, 440) and len(state) == 440
+        assert struct.unpack_from("<Q", state, 8)[0] == base | 0
+        assert struct.unpack_from("<Q", state, 416)[0] == 0x1000000 + cpu * 0x1000
+    assert "no VMCOREINFO found" in r.stderr
+
+
+RAM_VMCOREINFO = (
+    b"OSRELEASE=6.1.0-ram\nBUILD-ID=0123456789abcdef\nPAGESIZE=4096\n"
+    b"SYMBOL(init_uts_ns)=ffffffff82a0e1a0\nSYMBOL(swapper_pg_dir)=ffffffff82a0a000\n"
+    b"NUMBER(phys_base)=0\nKERNELOFFSET=1e000000\n"
+)
+DEVICE_VMCOREINFO = (
+    b"OSRELEASE=6.1.0-device\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffffffff82a0a000\n"
+    b"KERNELOFFSET=0\n"
+)
+
+
+def test_vmcoreinfo_from_guest_ram(cored: GetCore, tmp_path: Path) -> None:
+    c = cored("MODERN", "vmcoreinfo-ram")
+    out = tmp_path / "guest.vmcore"
+    r = dump_fixture(c, out)
+    assert r.returncode == 0, r.stderr
+    assert notes(out)[-1] == ("VMCOREINFO", 0, RAM_VMCOREINFO)
+    assert (
+        "VMCOREINFO: from guest RAM at 0x200000: OSRELEASE=6.1.0-ram KERNELOFFSET=1e000000"
+        in r.stdout
+    )
+    # The registered device had no note yet: QEMU's warning, then ours is quiet.
+    assert "guest note is not present" in r.stderr
+    assert "no VMCOREINFO found" not in r.stderr
+
+
+def test_vmcoreinfo_from_device(cored: GetCore, tmp_path: Path) -> None:
+    c = cored("MODERN", "vmcoreinfo-device")
+    out = tmp_path / "guest.vmcore"
+    r = dump_fixture(c, out)
+    assert r.returncode == 0, r.stderr
+    # The device's note wins over the page in guest RAM, and is copied as is.
+    assert notes(out)[-1] == ("VMCOREINFO", 0, DEVICE_VMCOREINFO)
+    assert "from vmcoreinfo device (guest note at 0x210001): OSRELEASE=6.1.0-device" in r.stdout
+    assert r.stderr == ""
+
+
+def test_vmcoreinfo_from_file(cored: GetCore, tmp_path: Path) -> None:
+    c = cored("MODERN", "vmcoreinfo-device")
+    text = b"OSRELEASE=6.12.0-file\nPAGESIZE=4096\nSYMBOL(_stext)=ffffffff81000000\n"
+    (tmp_path / "vmcoreinfo").write_bytes(text)
+    out = tmp_path / "guest.vmcore"
+    r = dump_fixture(c, out, "--vmcoreinfo", str(tmp_path / "vmcoreinfo"))
+    assert r.returncode == 0, r.stderr
+    assert notes(out)[-1] == ("VMCOREINFO", 0, text)
+    assert "OSRELEASE=6.12.0-file" in r.stdout

@@ -3,6 +3,7 @@ Read vmcores in tests with pyelftools, an ELF reader independent of the
 writer under test.
 """
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Tuple
@@ -38,18 +39,23 @@ def loads(path: Path) -> List[Load]:
 
 
 def notes(path: Path) -> List[Tuple[str, int, bytes]]:
-    """(name, type, descriptor) of every note."""
+    """(name, type, descriptor) of every note, from the PT_NOTE segments."""
     out = []
     with open(path, "rb") as f:
         elf = ELFFile(f)
+        order = "<" if elf.little_endian else ">"
         for seg in elf.iter_segments():
-            if seg["p_type"] == "PT_NOTE":
-                note_segment: Any = seg
-                for note in note_segment.iter_notes():
-                    desc = note["n_descdata"]
-                    if isinstance(desc, str):
-                        desc = desc.encode("latin-1")
-                    out.append((note["n_name"], note["n_type"], bytes(desc)))
+            if seg["p_type"] != "PT_NOTE":
+                continue
+            data = seg.data()
+            pos = 0
+            while pos + 12 <= len(data):
+                namesz, descsz, kind = struct.unpack_from(order + "III", data, pos)
+                pos += 12
+                name = data[pos : pos + namesz].rstrip(b"\0").decode()
+                pos += (namesz + 3) // 4 * 4
+                out.append((name, kind, data[pos : pos + descsz]))
+                pos += (descsz + 3) // 4 * 4
     return out
 
 
@@ -88,3 +94,35 @@ def assert_same_memory(ours: Path, theirs: Path) -> int:
                 done += n
             total += la.filesz
     return total
+
+
+#: Where e_ehsize lives in an ELF header (both classes).
+E_EHSIZE = slice(52, 54)
+
+
+def assert_same_file_but_ehsize(ours: Path, theirs: Path) -> None:
+    """
+    Assert that two vmcores are identical byte for byte, except e_ehsize:
+    QEMU writes sizeof(a pointer), 8, where the ELF header's size belongs
+    (``elf_header->e_ehsize = sizeof(elf_header)`` in dump/dump.c); ours is
+    the true size.
+    """
+    assert ours.stat().st_size == theirs.stat().st_size
+    ours_header = elf_header(ours)
+    assert ours_header["e_ehsize"] == (
+        64 if ours_header["e_ident"]["EI_CLASS"] == "ELFCLASS64" else 52
+    )
+    assert elf_header(theirs)["e_ehsize"] == 8
+    with open(ours, "rb") as fa, open(theirs, "rb") as fb:
+        offset = 0
+        while True:
+            da, db = fa.read(CHUNK), fb.read(CHUNK)
+            if offset == 0:
+                da = da[: E_EHSIZE.start] + b"\0\0" + da[E_EHSIZE.stop :]
+                db = db[: E_EHSIZE.start] + b"\0\0" + db[E_EHSIZE.stop :]
+            if da != db:
+                i = next(i for i in range(min(len(da), len(db))) if da[i] != db[i])
+                raise AssertionError(f"the vmcores differ at file offset {offset + i:#x}")
+            if not da:
+                break
+            offset += len(da)

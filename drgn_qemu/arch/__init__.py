@@ -2,44 +2,88 @@
 Guest architectures
 -------------------
 
-Each guest architecture that drgn-qemu dumps has one module here that knows
-its ELF machine, class, byte order and page size, and how to recognise the
-QEMU target from the debug info. :func:`detect_arch` picks the module for a
-program; :func:`get_arch` looks one up by the name given to ``--arch``.
+Each guest architecture that drgn-qemu dumps is one module here, a subclass
+of :class:`GuestArch` that knows how QEMU's ``target/*/arch_dump.c`` for that
+target chooses the vmcore's ELF machine, class and byte order
+(``cpu_get_dump_info()``) and writes its vCPU notes. :func:`detect_arch`
+picks the module for a program; :func:`get_arch` looks one up by the name
+given to ``--arch``. Adding a target is adding a module and listing it in
+:func:`_registry`.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 from drgn import Program
 
 from drgn_qemu.errors import UnsupportedError
+from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
-__all__ = ("GuestArch", "detect_arch", "get_arch", "supported_arches")
+__all__ = (
+    "ArchDumpInfo",
+    "CpuSummary",
+    "GuestArch",
+    "detect_arch",
+    "get_arch",
+    "supported_arches",
+)
 
 
 @dataclass(frozen=True)
-class GuestArch:
-    """What the dump needs to know about a guest architecture."""
+class ArchDumpInfo:
+    """QEMU's ``ArchDumpInfo``: the vmcore's ELF header choices."""
 
-    #: Name used by ``--arch``.
-    name: str
-    #: ``e_machine`` of the vmcore.
-    elf_machine: int
+    #: ``e_machine``.
+    machine: int
     #: ``ELFCLASS32`` or ``ELFCLASS64``.
     elf_class: int
     #: ``ELFDATA2LSB`` or ``ELFDATA2MSB``.
-    elf_data: int
+    endian: int
+
+
+@dataclass(frozen=True)
+class CpuSummary:
+    """One vCPU as the dump summary shows it."""
+
+    #: ``CPUState.cpu_index``.
+    index: int
+    #: A short description of its state (instruction pointer, mode...).
+    state: str
+    #: Whether QEMU's copy of its registers may be older than the vCPU's
+    #: (KVM, and QEMU had not synchronized them).
+    stale: bool = False
+
+
+class GuestArch:
+    """What the dump needs to know about one guest architecture."""
+
+    #: Name used by ``--arch``.
+    name: str = ""
     #: Guest page size (``TARGET_PAGE_SIZE``).
-    page_size: int
-    #: Returns whether a program is a QEMU for this target.
-    matches: Callable[[Program], bool]
+    page_size: int = 4096
+
+    def matches(self, prog: Program) -> bool:
+        """Return whether *prog* is a QEMU for this target (from its debug info)."""
+        raise NotImplementedError
+
+    def cpu_get_dump_info(self, prog: Program, blocks: List[GuestPhysBlock]) -> ArchDumpInfo:
+        """Choose the ELF machine, class and byte order, as QEMU's ``cpu_get_dump_info()``."""
+        raise NotImplementedError
+
+    def cpu_notes(self, prog: Program, info: ArchDumpInfo) -> bytes:
+        """Return the vCPU notes, in QEMU's order and byte layout."""
+        raise NotImplementedError
+
+    def describe_cpus(self, prog: Program) -> List[CpuSummary]:
+        """Summarise each vCPU for the dump summary."""
+        raise NotImplementedError
 
 
 def _registry() -> Dict[str, GuestArch]:
     from drgn_qemu.arch import x86_64
 
-    return {arch.name: arch for arch in (x86_64.ARCH,)}
+    arches: List[GuestArch] = [x86_64.X86_64()]
+    return {arch.name: arch for arch in arches}
 
 
 def supported_arches() -> List[str]:

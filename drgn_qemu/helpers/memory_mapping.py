@@ -37,6 +37,7 @@ __all__ = (
     "MAX_GUEST_PHYS_SIZE",
     "guest_phys_blocks",
     "guest_phys_blocks_merge_by_mr",
+    "guest_phys_read",
 )
 
 #: A FlatRange larger than this (2^52 bytes, 4 PiB) is taken as corrupt.
@@ -147,3 +148,25 @@ def guest_phys_blocks(prog: Program, target_page_size: int = 4096) -> List[Guest
             predecessor.target_end = target_end
             predecessor.ranges += 1
     return blocks
+
+
+def guest_phys_read(prog: Program, blocks: List[GuestPhysBlock], paddr: int, size: int) -> bytes:
+    """
+    Read guest-physical memory through the guest RAM blocks that hold it
+    (the RAM part of QEMU's ``cpu_physical_memory_read()``).
+
+    :param blocks: from :func:`guest_phys_blocks`
+    :raises LookupError: if part of the range is not guest RAM
+    """
+    out = []
+    while size > 0:
+        for block in blocks:
+            if block.target_start <= paddr < block.target_end:
+                n = min(size, block.target_end - paddr)
+                out.append(prog.read(block.host_addr + (paddr - block.target_start), n))
+                paddr += n
+                size -= n
+                break
+        else:
+            raise LookupError(f"guest-physical address 0x{paddr:x} is not in guest RAM")
+    return b"".join(out)

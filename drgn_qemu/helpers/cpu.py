@@ -1,0 +1,72 @@
+"""
+CPUs
+----
+
+The ``drgn_qemu.helpers.cpu`` module walks QEMU's vCPUs
+(``include/hw/core/cpu.h``): the global list of ``CPUState`` that
+``CPU_FOREACH`` iterates, called ``cpus`` up to QEMU 8.x and ``cpus_queue``
+since (found from the debug info, not the version).
+"""
+
+from typing import Iterator
+
+from drgn import Object, Program
+
+from drgn_qemu.errors import NotQemuError
+from drgn_qemu.helpers.queue import queue_for_each
+
+__all__ = (
+    "MAX_CPUS",
+    "cpu_list_head",
+    "first_cpu",
+    "for_each_cpu",
+    "qemu_get_cpu",
+)
+
+#: The most vCPUs a walk accepts before declaring the list corrupt.
+MAX_CPUS = 1 << 16
+
+
+def cpu_list_head(prog: Program) -> Object:
+    """
+    Return the head of QEMU's vCPU list: ``cpus_queue`` (QEMU 9.0 and later)
+    or ``cpus`` (before), a ``QTAILQ_HEAD`` of ``CPUState``.
+
+    :raises NotQemuError: if neither exists
+    """
+    for name in ("cpus_queue", "cpus"):
+        try:
+            return prog.variable(name)
+        except LookupError:
+            pass
+    raise NotQemuError("QEMU's debug info has no vCPU list ('cpus_queue' or 'cpus')")
+
+
+def for_each_cpu(prog: Program) -> Iterator[Object]:
+    """
+    Iterate over QEMU's vCPUs in order (``CPU_FOREACH(cpu)``).
+
+    :return: Iterator of ``CPUState *`` objects.
+    """
+    return queue_for_each(cpu_list_head(prog), "node", MAX_CPUS)
+
+
+def first_cpu(prog: Program) -> Object:
+    """
+    Return the first vCPU (``first_cpu``), or a null ``CPUState *`` if there
+    is none.
+    """
+    for cpu in for_each_cpu(prog):
+        return cpu
+    return Object(prog, "CPUState *", 0)
+
+
+def qemu_get_cpu(prog: Program, index: int) -> Object:
+    """
+    Return the vCPU whose ``cpu_index`` is *index* (``qemu_get_cpu()``), or a
+    null ``CPUState *``.
+    """
+    for cpu in for_each_cpu(prog):
+        if cpu.cpu_index.value_() == index:
+            return cpu
+    return Object(prog, "CPUState *", 0)

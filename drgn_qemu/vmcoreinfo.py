@@ -1,0 +1,217 @@
+"""
+VMCOREINFO
+----------
+
+A kernel debugger opens a vmcore through the guest kernel's VMCOREINFO
+(``OSRELEASE=``, ``PAGESIZE=``, ``SYMBOL(...)=``, ``KERNELOFFSET=`` lines):
+drgn needs it, and crash uses it to find the KASLR offset. The
+``drgn_qemu.vmcoreinfo`` module finds it for the vmcore's "VMCOREINFO" note,
+in this order:
+
+1. from QEMU's ``-device vmcoreinfo``, where the guest registered its note,
+   read and checked exactly as QEMU's ``dump_init()`` does (so the note is
+   QEMU's, byte for byte);
+2. from guest RAM: Linux keeps the text in a page of its own
+   (``vmcoreinfo_data``) that begins with ``OSRELEASE=``;
+3. or from a file the user gives (``--vmcoreinfo``), which overrides both.
+"""
+
+import re
+import struct
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import drgn
+from drgn import Program
+
+from drgn_qemu.elf import ELFDATA2LSB, elf_note
+from drgn_qemu.errors import DrgnQemuError
+from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_read
+from drgn_qemu.helpers.vmcoreinfo import FW_CFG_VMCOREINFO_FORMAT_ELF, vmcoreinfo_find
+
+__all__ = (
+    "Vmcoreinfo",
+    "find_vmcoreinfo",
+    "parse_vmcoreinfo",
+    "vmcoreinfo_from_device",
+    "vmcoreinfo_from_file",
+    "vmcoreinfo_from_guest_ram",
+)
+
+#: QEMU's ``MAX_GUEST_NOTE_SIZE``.
+MAX_GUEST_NOTE_SIZE = 1 << 20
+#: Linux's ``VMCOREINFO_BYTES`` is a page; allow the largest page size.
+MAX_VMCOREINFO_TEXT = 64 << 10
+NOTE_HEADER_SIZE = 12
+_SCAN_CHUNK = 8 << 20
+_LINE = re.compile(rb"[A-Za-z0-9_-]+(\([^)\n]*\))?=[^\n]*")
+
+
+@dataclass
+class Vmcoreinfo:
+    """A VMCOREINFO note and where it came from."""
+
+    #: Where it was found, for the summary.
+    source: str
+    #: The encoded ELF note.
+    note: bytes
+    #: The ``KEY=value`` lines.
+    fields: Dict[str, str]
+
+    @property
+    def osrelease(self) -> str:
+        return self.fields.get("OSRELEASE", "?")
+
+    @property
+    def kerneloffset(self) -> str:
+        return self.fields.get("KERNELOFFSET", "?")
+
+
+def parse_vmcoreinfo(text: bytes) -> Optional[Dict[str, str]]:
+    """
+    Parse VMCOREINFO text and return its ``KEY=value`` lines, or None if it
+    does not look like Linux's VMCOREINFO: every line ``KEY=value`` or
+    ``SYMBOL(name)=value``, with ``OSRELEASE=``, ``PAGESIZE=`` and at least
+    one ``SYMBOL(...)`` line.
+    """
+    if not text.startswith(b"OSRELEASE=") or len(text) > MAX_VMCOREINFO_TEXT:
+        return None
+    fields = {}
+    lines = text.rstrip(b"\n").split(b"\n")
+    for line in lines:
+        if not _LINE.fullmatch(line):
+            return None
+        key, _, value = line.partition(b"=")
+        fields[key.decode()] = value.decode("ascii", errors="replace")
+    if "PAGESIZE" not in fields or not any(k.startswith("SYMBOL(") for k in fields):
+        return None
+    return fields
+
+
+def _text_note(text: bytes, source: str, endian: int) -> Vmcoreinfo:
+    fields = parse_vmcoreinfo(text)
+    assert fields is not None
+    # As Linux's append_elf_note(): name "VMCOREINFO", type 0, the text.
+    return Vmcoreinfo(source, elf_note(b"VMCOREINFO", 0, text, endian), fields)
+
+
+def vmcoreinfo_from_device(
+    prog: Program, blocks: List[GuestPhysBlock], endian: int = ELFDATA2LSB
+) -> Tuple[Optional[Vmcoreinfo], Optional[str]]:
+    """
+    Return the guest's note registered with ``-device vmcoreinfo``, checked
+    as QEMU's ``dump_init()`` checks it, and a warning (QEMU's wording) when
+    the device exists but holds no usable note.
+    """
+    state = vmcoreinfo_find(prog)
+    if not state:
+        return None, None
+    info = state.vmcoreinfo
+    guest_format = info.guest_format.value_()
+    size = info.size.value_()
+    paddr = info.paddr.value_()
+    if not state.has_vmcoreinfo:
+        return None, "vmcoreinfo device: guest note is not present"
+    if size < NOTE_HEADER_SIZE or size > MAX_GUEST_NOTE_SIZE:
+        return None, f"vmcoreinfo device: guest note size is invalid: {size}"
+    if guest_format != FW_CFG_VMCOREINFO_FORMAT_ELF:
+        return None, f"vmcoreinfo device: guest note format is unsupported: {guest_format}"
+    try:
+        note = bytearray(guest_phys_read(prog, blocks, paddr, size))
+    except (LookupError, drgn.FaultError):
+        return None, f"vmcoreinfo device: guest note at 0x{paddr:x} is not in guest RAM"
+    order = "<" if endian == ELFDATA2LSB else ">"
+    namesz, descsz, _ = struct.unpack_from(order + "III", note)
+    note_size = NOTE_HEADER_SIZE + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    if namesz > MAX_GUEST_NOTE_SIZE or descsz > MAX_GUEST_NOTE_SIZE or note_size > size:
+        return None, "vmcoreinfo device: invalid guest note header"
+    name = bytes(note[NOTE_HEADER_SIZE : NOTE_HEADER_SIZE + namesz]).rstrip(b"\0")
+    desc_at = NOTE_HEADER_SIZE + (namesz + 3) // 4 * 4
+    text = bytes(note[desc_at : desc_at + descsz])
+    if name == b"VMCOREINFO" and desc_at + descsz < note_size:
+        # vmcoreinfo_update_phys_base() NUL-terminates the text in place.
+        note[desc_at + descsz] = 0
+    fields = parse_vmcoreinfo(text.rstrip(b"\0")) or {}
+    return Vmcoreinfo(f"vmcoreinfo device (guest note at 0x{paddr:x})", bytes(note[:note_size]),
+                      fields), None  # fmt: skip
+
+
+def vmcoreinfo_from_guest_ram(
+    prog: Program,
+    blocks: List[GuestPhysBlock],
+    page_size: int,
+    endian: int = ELFDATA2LSB,
+) -> Optional[Vmcoreinfo]:
+    """
+    Find Linux's VMCOREINFO text in guest RAM: a page that begins with
+    ``OSRELEASE=`` and holds valid VMCOREINFO up to its first NUL.
+    """
+    key = b"OSRELEASE="
+    for block in blocks:
+        offset = 0
+        while offset < block.size:
+            n = min(_SCAN_CHUNK, block.size - offset)
+            try:
+                chunk = prog.read(block.host_addr + offset, n)
+            except drgn.FaultError:
+                break
+            i = chunk.find(key)
+            while i >= 0:
+                paddr = block.target_start + offset + i
+                if paddr % page_size == 0:
+                    page = guest_phys_read(
+                        prog, blocks, paddr, min(page_size, block.target_end - paddr)
+                    )
+                    text = page.split(b"\0", 1)[0]
+                    if parse_vmcoreinfo(text) is not None:
+                        return _text_note(text, f"guest RAM at 0x{paddr:x}", endian)
+                i = chunk.find(key, i + 1)
+            offset += n
+    return None
+
+
+def vmcoreinfo_from_file(path: str, endian: int = ELFDATA2LSB) -> Vmcoreinfo:
+    """
+    Read VMCOREINFO text from a file (e.g. a saved ``/sys/kernel/vmcoreinfo``
+    target, or the text of another dump of the same kernel).
+
+    :raises DrgnQemuError: if the file is unreadable or not VMCOREINFO
+    """
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_VMCOREINFO_TEXT + 1).split(b"\0", 1)[0]
+    except OSError as e:
+        raise DrgnQemuError(f"cannot read VMCOREINFO file {path}: {e.strerror}") from None
+    if parse_vmcoreinfo(text) is None:
+        raise DrgnQemuError(
+            f"{path} is not VMCOREINFO text (OSRELEASE=, PAGESIZE= and SYMBOL(...)= lines)"
+        )
+    return _text_note(text, f"file {path}", endian)
+
+
+def find_vmcoreinfo(
+    prog: Program,
+    blocks: List[GuestPhysBlock],
+    page_size: int,
+    endian: int = ELFDATA2LSB,
+    path: Optional[str] = None,
+    scan: bool = True,
+) -> Tuple[Optional[Vmcoreinfo], List[str]]:
+    """
+    Return the VMCOREINFO for the vmcore (file, else device, else guest RAM
+    when *scan*) and the warnings to show.
+    """
+    if path is not None:
+        return vmcoreinfo_from_file(path, endian), []
+    warnings = []
+    found, warning = vmcoreinfo_from_device(prog, blocks, endian)
+    if warning:
+        warnings.append(warning)
+    if found is None and scan:
+        found = vmcoreinfo_from_guest_ram(prog, blocks, page_size, endian)
+    if found is None:
+        warnings.append(
+            "no VMCOREINFO found (not a Linux guest, or its kernel was not up yet): "
+            "crash and drgn will need the kernel's details another way"
+        )
+    return found, warnings
