@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in gcc gdb binutils seabios python3-venv util-linux ca-certificates; do
+for pkg in gcc gdb binutils seabios qemu-system-data busybox-static crash xz-utils \
+    python3-venv util-linux ca-certificates; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run all of drgn-qemu's checks on a fresh machine: install what is needed,
-# build the debug QEMUs (cached in ~/.cache/drgn-qemu), lint, type-check and
+# build the debug QEMUs and fetch the guest kernels (cached in
+# ~/.cache/drgn-qemu), lint, type-check and
 # run the test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,9 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 for series in 7.2 10.0; do
   echo "test.sh: QEMU $series: $(scripts/build-qemu.sh "$series")"
+done
+for series in 6.1 6.12; do
+  echo "test.sh: Linux $series guest kernel: $(scripts/fetch-kernel.sh "$series")"
 done
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

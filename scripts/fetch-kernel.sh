@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Fetch a Debian cloud kernel for the Linux guest tests and print the
+# directory holding it:
+#
+#   scripts/fetch-kernel.sh 6.1|6.12
+#
+# The directory (under ${DRGN_QEMU_CACHE:-~/.cache/drgn-qemu}/kernels, outside
+# the checkout) holds vmlinuz, vmlinux (debug info, from the -dbg package),
+# qemu_fw_cfg.ko (uncompressed) and RELEASE. Fetched once, then reused. Picks
+# the newest build of the series whose -dbg package is in the archive.
+set -euo pipefail
+
+series=${1:?usage: fetch-kernel.sh 6.1|6.12}
+case "$series" in
+  6.1)  release_re='6\.1\.0-[0-9]+-cloud-amd64' ;;
+  6.12) release_re='6\.12\.[0-9]+\+deb12-cloud-amd64' ;;
+  *) echo "fetch-kernel.sh: unknown series '$series' (6.1 or 6.12)" >&2; exit 2 ;;
+esac
+cache=${DRGN_QEMU_CACHE:-$HOME/.cache/drgn-qemu}/kernels
+export DEBIAN_FRONTEND=noninteractive
+log() { echo "fetch-kernel.sh: $*" >&2; }
+
+# A kernel of the series fetched before is reused as it is.
+cached=$(ls "$cache" 2>/dev/null | grep -E "^$release_re\$" | sort -V | tail -n1 || true)
+if [ -n "$cached" ] && [ -f "$cache/$cached/RELEASE" ]; then
+  echo "$cache/$cached"
+  exit 0
+fi
+
+pattern="^linux-image-$release_re-unsigned\$"
+names=$(apt-cache pkgnames linux-image- 2>/dev/null || true)
+if ! grep -Eq "$pattern" <<<"$names"; then
+  apt-get update -q >&2
+  names=$(apt-cache pkgnames linux-image-)
+fi
+release=
+for pkg in $(grep -E "$pattern" <<<"$names" | sort -V -r); do
+  rel=${pkg#linux-image-}; rel=${rel%-unsigned}
+  if apt-cache show "linux-image-$rel-dbg" >/dev/null 2>&1; then
+    release=$rel
+    break
+  fi
+done
+[ -n "$release" ] || { log "no $series cloud kernel with a -dbg package in the archive"; exit 1; }
+
+out=$cache/$release
+for tool in dpkg-deb xz; do
+  command -v "$tool" >/dev/null || apt-get install -y -q --no-install-recommends dpkg xz-utils >&2
+done
+tmp=$out.tmp
+rm -rf "$tmp"
+mkdir -p "$tmp"
+cd "$tmp"
+log "downloading linux-image-$release-unsigned and -dbg (about 300 MB)"
+apt-get download -q "linux-image-$release-unsigned" "linux-image-$release-dbg" >&2
+dpkg-deb --fsys-tarfile linux-image-"$release"-unsigned_*.deb \
+  | tar -x --wildcards "./boot/vmlinuz-$release" "./lib/modules/$release/kernel/drivers/firmware/qemu_fw_cfg.ko*"
+dpkg-deb --fsys-tarfile linux-image-"$release"-dbg_*.deb \
+  | tar -x --wildcards "./usr/lib/debug/boot/vmlinux-$release"
+mv "boot/vmlinuz-$release" vmlinuz
+mv "usr/lib/debug/boot/vmlinux-$release" vmlinux
+module=$(find lib/modules -name 'qemu_fw_cfg.ko*')
+case "$module" in
+  *.xz) xz -dc "$module" > qemu_fw_cfg.ko ;;
+  *.zst) zstd -dc "$module" > qemu_fw_cfg.ko ;;
+  *) cp "$module" qemu_fw_cfg.ko ;;
+esac
+rm -rf boot usr lib ./*.deb
+echo "$release" > RELEASE
+cd /
+mv "$tmp" "$out"
+log "fetched $release into $out"
+echo "$out"

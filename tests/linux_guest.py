@@ -1,0 +1,140 @@
+"""
+A real Linux guest for the tests: a Debian cloud kernel (scripts/fetch-kernel.sh)
+booted under our debug QEMU with a tiny initramfs built here from Debian's
+busybox-static. Its /init mounts proc, sys and devtmpfs, loads qemu_fw_cfg
+(so that a vmcoreinfo device gets the kernel's VMCOREINFO), starts a process
+called "drgn-canary" and says on ttyS0 that it is up.
+"""
+
+import gzip
+import io
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+from harness import REPO, QemuGuest
+
+CANARY = "drgn-canary"
+READY = "drgn-qemu guest up"
+BUSYBOX = Path("/bin/busybox")
+
+INIT = f"""#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox insmod /qemu_fw_cfg.ko
+/bin/{CANARY} &
+echo "{READY}: $(/bin/busybox uname -r)" > /dev/ttyS0
+while :; do /bin/busybox sleep 3600; done
+"""
+CANARY_SCRIPT = "#!/bin/busybox sh\nwhile :; do /bin/busybox sleep 3600; done\n"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    release: str
+    vmlinuz: Path
+    vmlinux: Path
+    fw_cfg_module: Path
+
+
+def fetch_kernel(series: str) -> Kernel:
+    """A Debian cloud kernel of a series (6.1 or 6.12), fetched once and cached."""
+    out = subprocess.run(
+        [str(REPO / "scripts" / "fetch-kernel.sh"), series],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    d = Path(out.strip().splitlines()[-1])
+    return Kernel(
+        (d / "RELEASE").read_text().strip(), d / "vmlinuz", d / "vmlinux", d / "qemu_fw_cfg.ko"
+    )
+
+
+def _cpio_newc(entries: List[Tuple[str, int, bytes]]) -> bytes:
+    """A cpio archive in the kernel's "newc" format: (path, mode, data)."""
+    out = io.BytesIO()
+    for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], 1):
+        encoded = name.encode() + b"\0"
+        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0]
+        out.write(b"070701" + b"".join(b"%08X" % f for f in fields) + encoded)
+        out.write(b"\0" * (-out.tell() % 4))
+        out.write(data)
+        out.write(b"\0" * (-out.tell() % 4))
+    return out.getvalue()
+
+
+def build_initramfs(path: Path, kernel: Kernel) -> Path:
+    dirs = ["bin", "proc", "sys", "dev", "tmp"]
+    entries = [(d, 0o40755, b"") for d in dirs]
+    entries += [
+        ("bin/busybox", 0o100755, BUSYBOX.read_bytes()),
+        ("bin/sh", 0o120777, b"busybox"),
+        (f"bin/{CANARY}", 0o100755, CANARY_SCRIPT.encode()),
+        ("init", 0o100755, INIT.encode()),
+        ("qemu_fw_cfg.ko", 0o100644, kernel.fw_cfg_module.read_bytes()),
+    ]
+    path.write_bytes(gzip.compress(_cpio_newc(entries), compresslevel=1))
+    return path
+
+
+def boot_linux(
+    binary: Path, work: Path, kernel: Kernel, vmcoreinfo_device: bool, memory: str = "1G"
+) -> QemuGuest:
+    """Start QEMU on the kernel (TCG, KASLR on) and wait until /init says it is up."""
+    initrd = build_initramfs(work / "initrd.gz", kernel)
+    console = work / "console.log"
+    extra = [
+        "-kernel", str(kernel.vmlinuz),
+        "-initrd", str(initrd),
+        "-append", "console=ttyS0 panic=-1 loglevel=4",
+        "-no-reboot",
+        "-serial", f"file:{console}",
+    ]  # fmt: skip
+    if vmcoreinfo_device:
+        extra += ["-device", "vmcoreinfo"]
+    guest = QemuGuest(binary, work, "tcg", memory=memory, machine_opts="dump-guest-core=on",
+                      extra_args=extra).start()  # fmt: skip
+    deadline = time.monotonic() + 180
+    while READY not in (console.read_text(errors="replace") if console.exists() else ""):
+        if guest.proc is not None and guest.proc.poll() is not None:
+            raise RuntimeError(f"QEMU exited while booting; console:\n{_tail(console)}")
+        if time.monotonic() > deadline:
+            guest.close()
+            raise RuntimeError(f"the guest did not come up; console:\n{_tail(console)}")
+        time.sleep(0.2)
+    return guest
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def drgn_kernel_facts(vmcore: Path, vmlinux: Path) -> Dict[str, object]:
+    """Open a kernel vmcore with drgn: the release and the tasks' names."""
+    import drgn
+    from drgn.helpers.linux.pid import for_each_task
+
+    prog = drgn.Program()
+    prog.set_core_dump(str(vmcore))
+    prog.load_debug_info([str(vmlinux)])
+    release = prog["init_uts_ns"].name.release.string_().decode()
+    comms = [t.comm.string_().decode() for t in for_each_task(prog)]
+    return {"release": release, "comms": comms}
+
+
+def crash_output(vmcore: Path, vmlinux: Path, commands: str = "sys\nps\n") -> str:
+    """What crash prints for *commands* on a vmcore."""
+    r = subprocess.run(
+        ["crash", "-s", str(vmlinux), str(vmcore)],
+        input=commands + "quit\n",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
+    return r.stdout
