@@ -48,3 +48,12 @@ def cored(binaries: Dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
 
     yield get
     _cores.clear()
+
+
+@pytest.fixture(autouse=True)
+def _remove_large_outputs(tmp_path: Path) -> Iterator[None]:
+    """Delete each test's vmcores and cores when it ends: they are GiBs each."""
+    yield
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_size > (16 << 20):
+            path.unlink()
