@@ -65,6 +65,8 @@ def linux_dump(
     assert r.returncode == 0, r.stderr
     core.unlink()
     yield LinuxDump(kernel, device, ours, theirs, r.stdout, r.stderr)
+    ours.unlink()
+    theirs.unlink()
 
 
 def test_against_qemu_dump(linux_dump: LinuxDump) -> None:
