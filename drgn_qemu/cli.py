@@ -4,6 +4,7 @@ The ``drgn-qemu`` command line: a thin layer over
 """
 
 import argparse
+import os
 import re
 import sys
 from typing import Callable, Optional, Sequence
@@ -17,6 +18,7 @@ from drgn_qemu.errors import DrgnQemuError
 from drgn_qemu.output import check_output
 from drgn_qemu.program import open_qemu_program
 from drgn_qemu.progress import Progress
+from drgn_qemu.reader import IO_MODES, MemoryReader, open_reader
 
 __all__ = ("add_dump_arguments", "main", "parse_size", "run_dump")
 
@@ -83,6 +85,13 @@ def add_dump_arguments(parser: argparse.ArgumentParser) -> None:
         help="the guest kernel's VMCOREINFO text, for when it is neither registered with "
         "QEMU's vmcoreinfo device nor found in guest RAM",
     )
+    parser.add_argument(
+        "--no-sparse",
+        dest="sparse",
+        action="store_false",
+        help="write all-zero pages too (by default they are holes: same bytes, less disk)",
+    )
+    parser.add_argument("--io", choices=IO_MODES, default="auto", help=argparse.SUPPRESS)
     parser.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")
     parser.add_argument(
         "-q",
@@ -108,21 +117,31 @@ def _add_program_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_dump(prog: Program, args: argparse.Namespace) -> DumpResult:
+def run_dump(
+    prog: Program, args: argparse.Namespace, reader: Optional[MemoryReader] = None
+) -> DumpResult:
     """
     Run ``dump-guest-memory`` with parsed *args* (see
     :func:`add_dump_arguments`) on *prog*: print the block table, show
     progress on a terminal, write the vmcore and print a summary.
     """
     check_output(args.output, args.force)
-    plan = plan_dump(prog, args.arch, args.begin, args.length, args.vmcoreinfo)
+    plan = plan_dump(prog, args.arch, args.begin, args.length, args.vmcoreinfo, reader)
     if not args.quiet:
         print(format_plan(plan), flush=True)
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     progress = Progress(plan.guest_bytes, "dumping ", enabled=False if args.quiet else None)
     try:
-        result = write_dump(prog, plan, args.output, args.force, progress.update)
+        result = write_dump(
+            prog,
+            plan,
+            args.output,
+            args.force,
+            progress.update,
+            reader=reader,
+            sparse=args.sparse,
+        )
     finally:
         progress.close()
     if not args.quiet:
@@ -139,7 +158,11 @@ def run_dump(prog: Program, args: argparse.Namespace) -> DumpResult:
 def _cmd_dump(args: argparse.Namespace) -> int:
     check_output(args.output, args.force)
     prog = open_qemu_program(core=args.core, pid=args.pid, symbols=args.symbols)
-    run_dump(prog, args)
+    reader = open_reader(prog, args.core, args.pid, args.io)
+    try:
+        run_dump(prog, args, reader)
+    finally:
+        reader.close()
     return 0
 
 
@@ -187,7 +210,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _entry() -> None:
-    sys.exit(main())
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip tearing down drgn's debug info and the like: a large QEMU's takes
+    # a noticeable part of a second, and the process is done.
+    os._exit(status)
 
 
 if __name__ == "__main__":

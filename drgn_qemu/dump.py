@@ -8,10 +8,11 @@ The ``drgn_qemu.dump`` module is the library behind every entry point
 as an ELF vmcore laid out like QEMU's own ``dump-guest-memory`` output.
 """
 
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import drgn
 from drgn import Program
@@ -22,10 +23,13 @@ from drgn_qemu.errors import (
     CorruptStructureError,
     DrgnQemuError,
     GuestMemoryError,
+    OutputError,
     UnsupportedError,
 )
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_blocks
-from drgn_qemu.output import atomic_output, write_all
+from drgn_qemu.output import atomic_output
+from drgn_qemu.reader import MemoryFault, MemoryReader, ProgramReader
+from drgn_qemu.sparse import pwrite_all, pwrite_nonzero, pwrite_zeros
 from drgn_qemu.vmcoreinfo import Vmcoreinfo, find_vmcoreinfo
 
 __all__ = (
@@ -206,6 +210,7 @@ def plan_dump(
     begin: Optional[int] = None,
     length: Optional[int] = None,
     vmcoreinfo: Optional[str] = None,
+    reader: Optional[MemoryReader] = None,
 ) -> DumpPlan:
     """
     Work out what :func:`dump_guest_memory` will write, without writing:
@@ -227,7 +232,7 @@ def plan_dump(
         cpus = guest_arch.describe_cpus(prog)
     with _reading("the guest's VMCOREINFO"):
         vmci, warnings = find_vmcoreinfo(
-            prog, blocks, guest_arch.page_size, info.endian, vmcoreinfo
+            prog, blocks, guest_arch.page_size, info.endian, vmcoreinfo, reader=reader
         )
     if vmci is not None:
         notes += vmci.note
@@ -242,27 +247,42 @@ def plan_dump(
 
 
 def _copy_segment(
-    prog: Program,
+    reader: MemoryReader,
     seg: DumpSegment,
-    f: BinaryIO,
-    path: str,
-    chunk_size: int,
+    fd: int,
+    offset: int,
+    sparse: bool,
+    buf: memoryview,
+    zeros: memoryview,
     progress: Optional[Callable[[int], None]],
 ) -> None:
-    done = 0
-    while done < seg.size:
-        n = min(chunk_size, seg.size - done)
-        try:
-            data = prog.read(seg.host_addr + done, n)
-        except drgn.FaultError as e:
-            raise GuestMemoryError(
-                f"cannot read guest RAM at guest-physical 0x{seg.paddr + done:x} "
-                f"(host address 0x{e.address:x}): {_DUMP_GUEST_CORE_HINT}"
-            ) from None
-        write_all(f, data, path)
-        done += n
-        if progress is not None:
-            progress(n)
+    """Copy one segment's guest memory to file *fd* at *offset*."""
+    for address, size, has_data in reader.extents(seg.host_addr, seg.size):
+        out = offset + (address - seg.host_addr)
+        if not has_data:
+            # A hole in a sparse core: zeros, without reading them.
+            if not sparse:
+                pwrite_zeros(fd, size, out, zeros)
+            if progress is not None:
+                progress(size)
+            continue
+        done = 0
+        while done < size:
+            n = min(len(buf), size - done)
+            if sparse or not reader.copy(address + done, n, fd, out + done):
+                view = reader.view(address + done, n)
+                if view is None:
+                    view = buf[:n]
+                    reader.readinto(address + done, view)
+                if sparse:
+                    pwrite_nonzero(fd, view, out + done)
+                else:
+                    pwrite_all(fd, view, out + done)
+                del view
+                reader.release(address + done, n)
+            done += n
+            if progress is not None:
+                progress(n)
 
 
 def write_dump(
@@ -272,18 +292,38 @@ def write_dump(
     force: bool = False,
     progress: Optional[Callable[[int], None]] = None,
     chunk_size: int = CHUNK_SIZE,
+    reader: Optional[MemoryReader] = None,
+    sparse: bool = True,
 ) -> DumpResult:
     """
     Write the vmcore that *plan* describes to *output* (see
-    :func:`dump_guest_memory` for the parameters).
+    :func:`dump_guest_memory` for the parameters). *reader* reads QEMU's
+    memory (default: through drgn); memory is copied through one buffer of
+    *chunk_size* bytes, so memory use does not grow with the guest.
     """
     start = time.monotonic()
+    reader = reader if reader is not None else ProgramReader(prog)
+    buf = memoryview(bytearray(chunk_size))
+    zeros = memoryview(bytes(chunk_size))
+    layout = plan.layout
     with atomic_output(output, force) as f:
-        write_all(f, plan.layout.header(), output)
-        for seg in plan.segments:
-            _copy_segment(prog, seg, f, output, chunk_size, progress)
-        write_all(f, plan.layout.trailer(), output)
-    return DumpResult(output, plan, plan.layout.file_size, time.monotonic() - start)
+        fd = f.fileno()
+        try:
+            pwrite_all(fd, memoryview(layout.header()), 0)
+            for seg, offset in zip(plan.segments, layout.segment_offsets):
+                try:
+                    _copy_segment(reader, seg, fd, offset, sparse, buf, zeros, progress)
+                except MemoryFault as e:
+                    raise GuestMemoryError(
+                        f"cannot read guest RAM at guest-physical "
+                        f"0x{seg.paddr + e.address - seg.host_addr:x} (host address "
+                        f"0x{e.address:x}): {_DUMP_GUEST_CORE_HINT}"
+                    ) from None
+            pwrite_all(fd, memoryview(layout.trailer()), layout.shstrtab_offset)
+            os.ftruncate(fd, layout.file_size)
+        except OSError as e:
+            raise OutputError(f"cannot write {output}: {e.strerror or e}") from None
+    return DumpResult(output, plan, layout.file_size, time.monotonic() - start)
 
 
 def dump_guest_memory(
@@ -297,6 +337,8 @@ def dump_guest_memory(
     force: bool = False,
     progress: Optional[Callable[[int], None]] = None,
     chunk_size: int = CHUNK_SIZE,
+    reader: Optional[MemoryReader] = None,
+    sparse: bool = True,
 ) -> DumpResult:
     """
     Write the guest-physical memory of a QEMU program as an ELF vmcore, the
@@ -318,7 +360,10 @@ def dump_guest_memory(
     :param force: overwrite *output* if it exists
     :param progress: called with the number of bytes after each chunk
     :param chunk_size: bytes per read from the program
+    :param reader: how to read QEMU's memory (see :func:`drgn_qemu.reader.open_reader`;
+        default: through drgn)
+    :param sparse: leave all-zero blocks of guest memory as holes in the file
     :raises DrgnQemuError: on every error a user can act on
     """
-    plan = plan_dump(prog, arch, begin, length, vmcoreinfo)
-    return write_dump(prog, plan, output, force, progress, chunk_size)
+    plan = plan_dump(prog, arch, begin, length, vmcoreinfo, reader)
+    return write_dump(prog, plan, output, force, progress, chunk_size, reader, sparse)

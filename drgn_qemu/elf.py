@@ -18,7 +18,7 @@ Both classes (ELFCLASS32/64) and both byte orders are supported.
 
 import struct
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 __all__ = (
     "ELFCLASS32",
@@ -27,6 +27,7 @@ __all__ = (
     "ELFDATA2MSB",
     "ET_CORE",
     "CoreFileInfo",
+    "CoreSegment",
     "ElfCoreLayout",
     "LoadSegment",
     "PN_XNUM",
@@ -185,6 +186,16 @@ class ElfCoreLayout:
 
 
 @dataclass(frozen=True)
+class CoreSegment:
+    """A PT_LOAD of a core file: memory at *vaddr*, the first *filesz* bytes at *offset*."""
+
+    vaddr: int
+    memsz: int
+    offset: int
+    filesz: int
+
+
+@dataclass(frozen=True)
 class CoreFileInfo:
     """What :func:`read_core_file_info` found in an ELF core file's headers."""
 
@@ -194,6 +205,8 @@ class CoreFileInfo:
     needed_size: int
     #: ``e_machine``.
     machine: int
+    #: The PT_LOAD segments, in file order.
+    segments: Tuple[CoreSegment, ...] = ()
 
 
 def read_core_file_info(path: str) -> CoreFileInfo:
@@ -243,12 +256,15 @@ def read_core_file_info(path: str) -> CoreFileInfo:
             return CoreFileInfo(file_size, needed, e_machine)
         f.seek(e_phoff)
         table = f.read(e_phnum * e_phentsize)
+    segments = []
     for i in range(e_phnum):
         fields = phdr_struct.unpack_from(table, i * e_phentsize)
         if elf_class == ELFCLASS64:
-            p_offset, p_filesz = fields[2], fields[5]
+            p_type, p_offset, p_vaddr, p_filesz, p_memsz = (fields[j] for j in (0, 2, 3, 5, 6))
         else:
-            p_offset, p_filesz = fields[1], fields[4]
+            p_type, p_offset, p_vaddr, p_filesz, p_memsz = (fields[j] for j in (0, 1, 2, 4, 5))
         if p_filesz:
             needed = max(needed, p_offset + p_filesz)
-    return CoreFileInfo(file_size, needed, e_machine)
+        if p_type == PT_LOAD:
+            segments.append(CoreSegment(p_vaddr, p_memsz, p_offset, p_filesz))
+    return CoreFileInfo(file_size, needed, e_machine, tuple(segments))

@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import drgn
+import numpy as np
 from drgn import Program
 
 from drgn_qemu.elf import ELFDATA2LSB, elf_note
 from drgn_qemu.errors import DrgnQemuError
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_read
 from drgn_qemu.helpers.vmcoreinfo import FW_CFG_VMCOREINFO_FORMAT_ELF, vmcoreinfo_find
+from drgn_qemu.reader import MemoryFault, MemoryReader, ProgramReader
 
 __all__ = (
     "Vmcoreinfo",
@@ -136,37 +138,72 @@ def vmcoreinfo_from_device(
                       fields), None  # fmt: skip
 
 
+def _page_starts_with(data: memoryview, key: bytes, first: int, page_size: int) -> List[int]:
+    """
+    Return the offsets in *data* of the pages (the first at *first*, then
+    every *page_size* bytes) that begin with the first 8 bytes of *key*,
+    compared with numpy one word per page; the caller checks the rest.
+    """
+    count = (len(data) - first) // page_size
+    if count <= 0 or len(key) < 8 or page_size % 8:
+        return []
+    words = np.frombuffer(data, dtype=np.uint64, count=count * page_size // 8, offset=first)
+    head = np.frombuffer(key[:8], dtype=np.uint64)[0]
+    found = np.flatnonzero(words[:: page_size // 8] == head)
+    return [first + int(i) * page_size for i in found]
+
+
 def vmcoreinfo_from_guest_ram(
     prog: Program,
     blocks: List[GuestPhysBlock],
     page_size: int,
     endian: int = ELFDATA2LSB,
+    reader: Optional[MemoryReader] = None,
 ) -> Optional[Vmcoreinfo]:
     """
     Find Linux's VMCOREINFO text in guest RAM: a page that begins with
     ``OSRELEASE=`` and holds valid VMCOREINFO up to its first NUL.
+
+    :param reader: how to read QEMU's memory (default: through drgn); holes
+        of a sparse core are not read
     """
     key = b"OSRELEASE="
+    reader = reader if reader is not None else ProgramReader(prog)
+    buf = bytearray(_SCAN_CHUNK)
+    view = memoryview(buf)
     for block in blocks:
-        offset = 0
-        while offset < block.size:
-            n = min(_SCAN_CHUNK, block.size - offset)
-            try:
-                chunk = prog.read(block.host_addr + offset, n)
-            except drgn.FaultError:
-                break
-            i = chunk.find(key)
-            while i >= 0:
-                paddr = block.target_start + offset + i
-                if paddr % page_size == 0:
+        try:
+            extents = list(reader.extents(block.host_addr, block.size))
+        except MemoryFault:
+            continue
+        for address, size, has_data in extents:
+            done = 0
+            while has_data and done < size:
+                n = min(len(buf), size - done)
+                end_paddr = block.target_start + (address + done + n - block.host_addr)
+                if done + n < size and n > end_paddr % page_size:
+                    # End chunks on guest page boundaries: a key at the start
+                    # of a page is then never split between two chunks.
+                    n -= end_paddr % page_size
+                start_paddr = block.target_start + (address + done - block.host_addr)
+                try:
+                    data = reader.view(address + done, n)
+                    if data is None:
+                        reader.readinto(address + done, view[:n])
+                        data = view[:n]
+                except MemoryFault:
+                    break
+                for i in _page_starts_with(data, key, (-start_paddr) % page_size, page_size):
+                    paddr = start_paddr + i
                     page = guest_phys_read(
                         prog, blocks, paddr, min(page_size, block.target_end - paddr)
                     )
                     text = page.split(b"\0", 1)[0]
                     if parse_vmcoreinfo(text) is not None:
                         return _text_note(text, f"guest RAM at 0x{paddr:x}", endian)
-                i = chunk.find(key, i + 1)
-            offset += n
+                del data
+                reader.release(address + done, n)
+                done += n
     return None
 
 
@@ -196,6 +233,7 @@ def find_vmcoreinfo(
     endian: int = ELFDATA2LSB,
     path: Optional[str] = None,
     scan: bool = True,
+    reader: Optional[MemoryReader] = None,
 ) -> Tuple[Optional[Vmcoreinfo], List[str]]:
     """
     Return the VMCOREINFO for the vmcore (file, else device, else guest RAM
@@ -208,7 +246,7 @@ def find_vmcoreinfo(
     if warning:
         warnings.append(warning)
     if found is None and scan:
-        found = vmcoreinfo_from_guest_ram(prog, blocks, page_size, endian)
+        found = vmcoreinfo_from_guest_ram(prog, blocks, page_size, endian, reader)
     if found is None:
         warnings.append(
             "no VMCOREINFO found (not a Linux guest, or its kernel was not up yet): "

@@ -1,0 +1,300 @@
+"""
+Reading QEMU's memory
+---------------------
+
+The dump copies gigabytes of guest RAM out of QEMU's address space. The
+``drgn_qemu.reader`` module reads it into reused buffers, as fast as the
+input allows, with a plain path behind every fast one:
+
+* :class:`ProgramReader`: through drgn's ``Program.read`` (any program);
+* :class:`CoreFileReader`: straight from a core file, through its PT_LOAD
+  table: a read-only mapping of the file to look at memory without copying
+  it (or ``preadv`` into the caller's buffer), holes of a sparse core (as the
+  kernel and systemd-coredump write them) skipped with ``SEEK_DATA``, and
+  ``copy_file_range`` for copies that need not pass through Python;
+* :class:`ProcessReader`: ``/proc/PID/mem`` of a live QEMU.
+
+All readers give the same bytes; the tests compare their outputs.
+"""
+
+import bisect
+import errno
+import mmap as mmap_module
+import os
+from typing import Iterator, List, Optional, Tuple
+
+import drgn
+from drgn import Program
+
+from drgn_qemu.elf import CoreSegment, read_core_file_info
+
+__all__ = (
+    "CoreFileReader",
+    "MemoryFault",
+    "MemoryReader",
+    "ProcessReader",
+    "ProgramReader",
+    "IO_MODES",
+    "open_reader",
+)
+
+
+class MemoryFault(Exception):
+    """QEMU's memory at :attr:`address` cannot be read (not in the core)."""
+
+    def __init__(self, address: int) -> None:
+        super().__init__(f"cannot read QEMU's memory at 0x{address:x}")
+        self.address = address
+
+
+class MemoryReader:
+    """Reads QEMU's memory at host-virtual addresses."""
+
+    #: Name shown in diagnostics.
+    name = "program"
+
+    def readinto(self, address: int, buf: memoryview) -> None:
+        """Fill *buf* with the memory at *address*, or raise :class:`MemoryFault`."""
+        raise NotImplementedError
+
+    def extents(self, address: int, size: int) -> Iterator[Tuple[int, int, bool]]:
+        """
+        Split ``[address, address + size)`` into ``(address, size, has_data)``
+        runs; runs without data read as zeros (holes of a sparse core).
+        """
+        yield address, size, True
+
+    def copy(self, address: int, size: int, fd: int, offset: int) -> bool:
+        """
+        Copy memory to file *fd* at *offset* without passing it through
+        Python, if this reader can; return whether it did.
+        """
+        return False
+
+    def view(self, address: int, size: int) -> Optional[memoryview]:
+        """
+        Return the memory as a read-only view without copying it (a mapping
+        of the core file), or None if this reader cannot; then use
+        :meth:`readinto`. Call :meth:`release` when done with it.
+        """
+        return None
+
+    def release(self, address: int, size: int) -> None:
+        """
+        Say that memory returned by :meth:`view` is no longer needed, so
+        that its pages leave this process (they stay in the page cache):
+        memory use stays flat however large the guest.
+        """
+
+    def close(self) -> None:
+        pass
+
+
+class ProgramReader(MemoryReader):
+    """Reads through ``drgn.Program.read``: works for any program drgn opens."""
+
+    name = "program"
+
+    def __init__(self, prog: Program) -> None:
+        self.prog = prog
+
+    def readinto(self, address: int, buf: memoryview) -> None:
+        try:
+            buf[:] = self.prog.read(address, len(buf))
+        except drgn.FaultError as e:
+            raise MemoryFault(e.address) from None
+
+
+class _FdReader(MemoryReader):
+    fd: int
+
+    def _pread(self, buf: memoryview, offset: int, address: int) -> None:
+        done = 0
+        while done < len(buf):
+            try:
+                n = os.preadv(self.fd, [buf[done:]], offset + done)
+            except OSError as e:
+                if e.errno in (errno.EIO, errno.EFAULT):
+                    raise MemoryFault(address + done) from None
+                raise
+            if n <= 0:
+                raise MemoryFault(address + done)
+            done += n
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class CoreFileReader(_FdReader):
+    """
+    Reads QEMU's memory straight from its ELF core file.
+
+    :param path: the core file
+    :param copy_file_range: whether :meth:`copy` may use ``copy_file_range``
+    :param mmap: whether :meth:`view` may map the file
+    """
+
+    name = "core file"
+
+    def __init__(self, path: str, copy_file_range: bool = True, mmap: bool = True) -> None:
+        info = read_core_file_info(path)
+        if info.needed_size > info.file_size:
+            raise ValueError(f"core file {path} is truncated")
+        self.segments: List[CoreSegment] = sorted(info.segments, key=lambda s: s.vaddr)
+        self._starts = [s.vaddr for s in self.segments]
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self.use_copy_file_range = copy_file_range and hasattr(os, "copy_file_range")
+        self._map: Optional[mmap_module.mmap] = None
+        if mmap and info.file_size:
+            try:
+                self._map = mmap_module.mmap(self.fd, 0, access=mmap_module.ACCESS_READ)
+                self._map.madvise(mmap_module.MADV_SEQUENTIAL)
+            except (OSError, ValueError, AttributeError):
+                pass
+        try:
+            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except (AttributeError, OSError):
+            pass
+
+    def view(self, address: int, size: int) -> Optional[memoryview]:
+        if self._map is None:
+            return None
+        pieces = list(self._pieces(address, size))
+        if len(pieces) != 1 or pieces[0][2] is None:
+            return None
+        offset = pieces[0][2]
+        return memoryview(self._map)[offset : offset + size]
+
+    def release(self, address: int, size: int) -> None:
+        if self._map is None:
+            return
+        for _, n, offset in self._pieces(address, size):
+            if offset is None:
+                continue
+            # Whole pages inside the range only.
+            start = -(-offset // mmap_module.PAGESIZE) * mmap_module.PAGESIZE
+            end = (offset + n) // mmap_module.PAGESIZE * mmap_module.PAGESIZE
+            if end > start:
+                self._map.madvise(mmap_module.MADV_DONTNEED, start, end - start)
+
+    def close(self) -> None:
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a view is still alive; the GC will unmap it
+                pass
+            self._map = None
+        super().close()
+
+    def _pieces(self, address: int, size: int) -> Iterator[Tuple[int, int, Optional[int]]]:
+        """(address, size, file offset or None for memory past p_filesz)."""
+        end = address + size
+        while address < end:
+            i = bisect.bisect_right(self._starts, address) - 1
+            if i < 0 or address >= self.segments[i].vaddr + self.segments[i].memsz:
+                raise MemoryFault(address)
+            seg = self.segments[i]
+            n = min(end, seg.vaddr + seg.memsz) - address
+            delta = address - seg.vaddr
+            if delta < seg.filesz:
+                n = min(n, seg.filesz - delta)
+                yield address, n, seg.offset + delta
+            else:
+                yield address, n, None
+            address += n
+
+    def readinto(self, address: int, buf: memoryview) -> None:
+        done = 0
+        for piece, n, offset in self._pieces(address, len(buf)):
+            if offset is None:
+                # Left out of the core (MADV_DONTDUMP, coredump_filter).
+                raise MemoryFault(piece)
+            self._pread(buf[done : done + n], offset, piece)
+            done += n
+
+    def extents(self, address: int, size: int) -> Iterator[Tuple[int, int, bool]]:
+        for piece, n, offset in self._pieces(address, size):
+            if offset is None:
+                raise MemoryFault(piece)
+            end = offset + n
+            pos = offset
+            while pos < end:
+                try:
+                    data = os.lseek(self.fd, pos, os.SEEK_DATA)
+                except OSError as e:
+                    if e.errno == errno.ENXIO:  # only a hole up to the end of the file
+                        data = end
+                    else:  # no SEEK_DATA here: all data
+                        data = pos
+                data = min(data, end)
+                if data > pos:
+                    yield piece + (pos - offset), data - pos, False
+                    pos = data
+                    continue
+                try:
+                    hole = min(os.lseek(self.fd, pos, os.SEEK_HOLE), end)
+                except OSError:
+                    hole = end
+                yield piece + (pos - offset), hole - pos, True
+                pos = hole
+
+    def copy(self, address: int, size: int, fd: int, offset: int) -> bool:
+        if not self.use_copy_file_range:
+            return False
+        pieces = list(self._pieces(address, size))
+        if any(p[2] is None for p in pieces):
+            return False
+        for _, n, src in pieces:
+            assert src is not None
+            done = 0
+            while done < n:
+                try:
+                    copied = os.copy_file_range(self.fd, fd, n - done, src + done, offset + done)
+                except OSError as e:
+                    if e.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                        # Not between these files: the caller reads instead.
+                        self.use_copy_file_range = False
+                        return False
+                    raise
+                if copied <= 0:
+                    raise MemoryFault(address)
+                done += copied
+            offset += n
+        return True
+
+
+class ProcessReader(_FdReader):
+    """Reads a live QEMU's memory through ``/proc/PID/mem``."""
+
+    name = "process"
+
+    def __init__(self, pid: int) -> None:
+        self.fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+    def readinto(self, address: int, buf: memoryview) -> None:
+        self._pread(buf, address, address)
+
+
+#: The ``io`` choices of :func:`open_reader`.
+IO_MODES = ("auto", "pread", "program")
+
+
+def open_reader(
+    prog: Program, core: Optional[str] = None, pid: Optional[int] = None, io: str = "auto"
+) -> MemoryReader:
+    """
+    Return the fastest reader for a program opened from *core* or *pid*:
+    ``io="auto"`` uses every fast path, ``"pread"`` reads the core or process
+    file with ``preadv`` only (no mapping, no ``copy_file_range``), ``"program"`` reads through drgn only.
+    """
+    if io not in IO_MODES:
+        raise ValueError(f"io must be one of {IO_MODES}")
+    if io != "program":
+        if core is not None:
+            fast = io == "auto"
+            return CoreFileReader(core, copy_file_range=fast, mmap=fast)
+        if pid is not None:
+            return ProcessReader(pid)
+    return ProgramReader(prog)
