@@ -29,6 +29,7 @@ from vmcore import (
 from drgn_qemu.dump import dump_guest_memory
 from drgn_qemu.helpers import guest_phys_blocks
 from drgn_qemu.program import open_qemu_program
+from drgn_qemu.reader import IO_MODES
 
 # Known bytes the guest gets at boot through -device loader: (guest address, size, seed).
 BLOBS = [(0x1000000, 4 << 20, 1), (0x100200000, 3 << 20, 2)]
@@ -221,3 +222,28 @@ def test_dump_guest_core_off(tmp_path: Path) -> None:
     assert "is not in the core" in r.stderr
     assert "-machine dump-guest-core=on" in r.stderr
     assert not (tmp_path / "out.vmcore").exists()
+
+
+def test_every_io_path_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:
+    """Sparse or full, mapped, preadv'd, copy_file_range'd or through drgn: QEMU's bytes."""
+    for io in IO_MODES:
+        for sparse in (True, False):
+            out = tmp_path / f"{io}-{sparse}.vmcore"
+            flags = ["-q", "--io", io, *([] if sparse else ["--no-sparse"])]
+            r = dump_core(stopped, out, *flags)
+            assert r.returncode == 0, r.stderr
+            assert_same_file_but_ehsize(out, stopped.qemu_dump)
+            used = out.stat().st_blocks * 512
+            if sparse:
+                # A firmware-only guest is mostly zeros: holes, not disk blocks.
+                assert used < out.stat().st_size // 10, (io, used)
+            else:
+                assert used >= out.stat().st_size - (1 << 20), (io, used)
+            out.unlink()
+    for io in ("auto", "program"):
+        out = tmp_path / f"pid-{io}.vmcore"
+        r = run([*drgn_qemu_command(), "dump-guest-memory", "-q", "--io", io,
+                 "-p", str(stopped.guest.pid), "-s", str(stopped.binary), str(out)])  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert_same_file_but_ehsize(out, stopped.qemu_dump)
+        out.unlink()
