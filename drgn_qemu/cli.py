@@ -13,7 +13,7 @@ from drgn import Program
 
 import drgn_qemu
 from drgn_qemu.arch import supported_arches
-from drgn_qemu.dump import DumpResult, format_plan, plan_dump, write_dump
+from drgn_qemu.dump import CHUNK_SIZE, DumpResult, format_plan, plan_dump, write_dump
 from drgn_qemu.errors import DrgnQemuError
 from drgn_qemu.output import check_output
 from drgn_qemu.program import open_qemu_program
@@ -92,6 +92,7 @@ def add_dump_arguments(parser: argparse.ArgumentParser) -> None:
         help="write all-zero pages too (by default they are holes: same bytes, less disk)",
     )
     parser.add_argument("--io", choices=IO_MODES, default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--chunk-size", type=parse_size, default=CHUNK_SIZE, help=argparse.SUPPRESS)
     parser.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")
     parser.add_argument(
         "-q",
@@ -139,6 +140,7 @@ def run_dump(
             args.output,
             args.force,
             progress.update,
+            chunk_size=args.chunk_size,
             reader=reader,
             sparse=args.sparse,
         )

@@ -29,7 +29,7 @@ from drgn_qemu.errors import (
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_blocks
 from drgn_qemu.output import atomic_output
 from drgn_qemu.reader import MemoryFault, MemoryReader, ProgramReader
-from drgn_qemu.sparse import pwrite_all, pwrite_nonzero, pwrite_zeros
+from drgn_qemu.sparse import nonzero_runs, pwrite_all, pwrite_zeros
 from drgn_qemu.vmcoreinfo import Vmcoreinfo, find_vmcoreinfo
 
 __all__ = (
@@ -274,10 +274,14 @@ def _copy_segment(
                 if view is None:
                     view = buf[:n]
                     reader.readinto(address + done, view)
-                if sparse:
-                    pwrite_nonzero(fd, view, out + done)
-                else:
+                if not sparse:
                     pwrite_all(fd, view, out + done)
+                else:
+                    # The non-zero runs go by copy_file_range where the reader
+                    # can (no copy through this process), else by pwrite.
+                    for a, b in nonzero_runs(view):
+                        if not reader.copy(address + done + a, b - a, fd, out + done + a):
+                            pwrite_all(fd, view[a:b], out + done + a)
                 del view
                 reader.release(address + done, n)
             done += n

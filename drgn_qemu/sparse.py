@@ -10,10 +10,11 @@ whole buffer at once (tens of GB/s), not with a Python loop over pages.
 """
 
 import os
+from typing import List, Tuple
 
 import numpy as np
 
-__all__ = ("SPARSE_BLOCK", "pwrite_all", "pwrite_nonzero", "pwrite_zeros")
+__all__ = ("SPARSE_BLOCK", "nonzero_runs", "pwrite_all", "pwrite_nonzero", "pwrite_zeros")
 
 #: Granularity of holes: a filesystem block (and a guest page).
 SPARSE_BLOCK = 4096
@@ -39,15 +40,14 @@ def pwrite_zeros(fd: int, size: int, offset: int, zeros: memoryview) -> None:
         done += n
 
 
-def pwrite_nonzero(fd: int, data: memoryview, offset: int) -> int:
+def nonzero_runs(data: memoryview) -> List[Tuple[int, int]]:
     """
-    Write the blocks of *data* that are not all zero at *offset* + their
-    position, leaving zero blocks unwritten (holes, in a new file); return
-    the bytes written.
+    Return the ``(start, end)`` byte ranges of *data* that are not all zero,
+    at block granularity (a partial last block counts as a block).
     """
     size = len(data)
     whole = size - size % SPARSE_BLOCK
-    written = 0
+    runs: List[Tuple[int, int]] = []
     if whole:
         words = np.frombuffer(data, dtype=np.uint64, count=whole // 8)
         if words.any():
@@ -58,11 +58,23 @@ def pwrite_nonzero(fd: int, data: memoryview, offset: int) -> int:
             ends = np.concatenate((edges, [len(nonzero)]))
             for start, end in zip(starts.tolist(), ends.tolist()):
                 if nonzero[start]:
-                    a, b = start * SPARSE_BLOCK, end * SPARSE_BLOCK
-                    pwrite_all(fd, data[a:b], offset + a)
-                    written += b - a
-    tail = data[whole:]
-    if len(tail) and bytes(tail).count(0) != len(tail):
-        pwrite_all(fd, tail, offset + whole)
-        written += len(tail)
+                    runs.append((start * SPARSE_BLOCK, end * SPARSE_BLOCK))
+    if whole < size and bytes(data[whole:]).count(0) != size - whole:
+        if runs and runs[-1][1] == whole:
+            runs[-1] = (runs[-1][0], size)
+        else:
+            runs.append((whole, size))
+    return runs
+
+
+def pwrite_nonzero(fd: int, data: memoryview, offset: int) -> int:
+    """
+    Write the blocks of *data* that are not all zero at *offset* + their
+    position, leaving zero blocks unwritten (holes, in a new file); return
+    the bytes written.
+    """
+    written = 0
+    for start, end in nonzero_runs(data):
+        pwrite_all(fd, data[start:end], offset + start)
+        written += end - start
     return written

@@ -16,4 +16,6 @@ done
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# The benchmark on its smallest guest, as a smoke test (timings are not asserted).
+.venv/bin/python benchmarks/bench_dump.py --smoke
 exec .venv/bin/pytest -v "$@"

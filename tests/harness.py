@@ -22,17 +22,26 @@ SERIES = ("7.2", "10.0")
 _binaries: Dict[str, Path] = {}
 
 
+def cached_artifact(script: str, series: str) -> Path:
+    """Run scripts/SCRIPT SERIES, which makes or finds a cached artifact, and return its path."""
+    out = subprocess.run(
+        [str(REPO / "scripts" / script), series], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
 def qemu_binary(series: str) -> Path:
     """Return our debug qemu-system-x86_64 of a series, building it if missing."""
     if series not in _binaries:
-        out = subprocess.run(
-            [str(REPO / "scripts" / "build-qemu.sh"), series],
-            check=True,
-            stdout=subprocess.PIPE,
-            text=True,
-        ).stdout
-        _binaries[series] = Path(out.strip().splitlines()[-1])
+        _binaries[series] = cached_artifact("build-qemu.sh", series)
     return _binaries[series]
+
+
+def qemu_source_dir(binary: Path) -> Path:
+    """The Debian source tree a binary from qemu_binary() was built from."""
+    version = (binary.parent / "VERSION").read_text().strip()
+    upstream = version.split(":", 1)[-1].rsplit("-", 1)[0]
+    return binary.parent.parent / "src" / f"qemu-{upstream}"
 
 
 def kvm_usable() -> bool:

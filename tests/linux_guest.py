@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from harness import REPO, QemuGuest
+from harness import QemuGuest, cached_artifact
 
 CANARY = "drgn-canary"
 READY = "drgn-qemu guest up"
@@ -43,13 +43,7 @@ class Kernel:
 
 def fetch_kernel(series: str) -> Kernel:
     """A Debian cloud kernel of a series (6.1 or 6.12), fetched once and cached."""
-    out = subprocess.run(
-        [str(REPO / "scripts" / "fetch-kernel.sh"), series],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout
-    d = Path(out.strip().splitlines()[-1])
+    d = cached_artifact("fetch-kernel.sh", series)
     return Kernel(
         (d / "RELEASE").read_text().strip(), d / "vmlinuz", d / "vmlinux", d / "qemu_fw_cfg.ko"
     )

@@ -1,0 +1,254 @@
+"""
+Benchmark: dumping a stopped guest's memory, measured in one run on the same
+guest, our dump against the alternatives:
+
+- drgn-qemu from a gcore of QEMU (-c), and from the live process (-p);
+- QEMU's own QMP dump-guest-memory;
+- QEMU's gdb script scripts/dump-guest-memory.py (from the same Debian source
+  package the tests build), run as
+  ``gdb -batch BIN CORE -ex 'source ...' -ex 'dump-guest-memory OUT X86_64'``;
+- cp of the same bytes (QEMU's vmcore), and of as many bytes as are non-zero.
+
+Guests: 768 MiB mostly empty (firmware only), 2 GiB mostly written (random
+data loaded with -device loader) and 8 GiB under KVM, mostly untouched. For
+each: wall time, peak RSS, output size on disk, and ratios. Results go to
+benchmarks/RESULTS.md (``--smoke``: the smallest guest only, printed, for CI).
+
+    .venv/bin/python benchmarks/bench_dump.py [--smoke] [--guests NAME,...]
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness import (  # noqa: E402
+    QemuGuest,
+    drgn_qemu_command,
+    kvm_usable,
+    qemu_binary,
+    qemu_source_dir,
+)
+
+GUESTS = {
+    "768M-empty": {"memory": "768M", "fill": 0, "accel": "auto"},
+    "2G-written": {"memory": "2G", "fill": 1800 << 20, "accel": "auto"},
+    "8G-kvm-untouched": {"memory": "8G", "fill": 0, "accel": "kvm"},
+}
+CHUNK_SIZES = ["1M", "4M", "8M", "16M", "32M"]
+#: Runs of each measurement (the median is reported); QEMU's gdb script runs once.
+REPEAT = 3
+
+
+@dataclass
+class Run:
+    what: str
+    seconds: float
+    rss_mib: Optional[float]
+    disk_mib: Optional[float]
+    command: str
+
+
+def measure(what: str, cmd: List[str], output: Optional[Path], repeat: int = REPEAT) -> Run:
+    """
+    Run *cmd* *repeat* times, each after a sync (so no run pays for the last
+    one's writeback); return the median wall time and the peak RSS that GNU
+    time measured for the command itself.
+    """
+    times = []
+    rss = 0.0
+    for _ in range(repeat):
+        if output is not None:
+            output.unlink(missing_ok=True)
+        os.sync()
+        rss_file = output.with_suffix(".rss") if output else Path("/tmp/drgn-qemu-bench.rss")
+        start = time.monotonic()
+        r = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        times.append(time.monotonic() - start)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr.decode(errors='replace')}")
+        rss = max(rss, int(rss_file.read_text().split()[-1]) / 1024)
+        rss_file.unlink()
+    return Run(what, statistics.median(times), rss, disk_mib(output), " ".join(cmd))
+
+
+def disk_mib(path: Optional[Path]) -> Optional[float]:
+    if path is None or not path.exists():
+        return None
+    return path.stat().st_blocks * 512 / (1 << 20)
+
+
+def random_blob(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 64 << 20)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def bench_guest(name: str, spec: Dict[str, object], work: Path, binary: Path, script: Path,
+                chunk_sweep: bool) -> Tuple[List[Run], Dict[str, str]]:  # fmt: skip
+    work.mkdir(parents=True, exist_ok=True)
+    accel = str(spec["accel"])
+    if accel == "auto" or (accel == "kvm" and not kvm_usable()):
+        accel = "kvm" if kvm_usable() else "tcg"
+    extra: List[str] = []
+    fill = int(spec["fill"])  # type: ignore[call-overload]
+    if fill:
+        random_blob(work / "fill.bin", fill)
+        extra = ["-device", f"loader,file={work / 'fill.bin'},addr=0x100000,force-raw=on"]
+    runs: List[Run] = []
+    info = {"guest": name, "accel": accel, "memory": str(spec["memory"])}
+    guest = QemuGuest(binary, work, accel, memory=str(spec["memory"]),
+                      machine_opts="dump-guest-core=on", extra_args=extra).start()  # fmt: skip
+    try:
+        time.sleep(0.5)
+        guest.stop()
+        qemu_out = work / "qemu.vmcore"
+        qemu_times = []
+        for _ in range(REPEAT):
+            qemu_out.unlink(missing_ok=True)
+            os.sync()
+            t0 = time.monotonic()
+            guest.dump(qemu_out)
+            qemu_times.append(time.monotonic() - t0)
+        runs.append(Run("QEMU QMP dump-guest-memory", statistics.median(qemu_times), None,
+                        disk_mib(qemu_out), "QMP dump-guest-memory paging=false"))  # fmt: skip
+        t0 = time.monotonic()
+        core = guest.gcore(work / "qemu.core")
+        info["gcore_seconds"] = f"{time.monotonic() - t0:.2f}"
+        info["core_mib"] = f"{core.stat().st_size / (1 << 20):.0f}"
+        ours = work / "ours.vmcore"
+        dump = [*drgn_qemu_command(), "dump-guest-memory", "-q", "-f", "-s", str(binary)]
+        runs.append(measure("drgn-qemu -c CORE", [*dump, "-c", str(core), str(ours)], ours))
+        nonzero = ours.stat().st_blocks * 512
+        ours.unlink()
+        runs.append(measure("drgn-qemu -p PID", [*dump, "-p", str(guest.pid), str(ours)], ours))
+        ours.unlink()
+        runs.append(measure("drgn-qemu -c CORE --no-sparse",
+                            [*dump, "--no-sparse", "-c", str(core), str(ours)], ours))  # fmt: skip
+        ours.unlink()
+        if chunk_sweep:
+            for size in CHUNK_SIZES:
+                runs.append(measure(f"drgn-qemu -c CORE, {size} chunks",
+                                    [*dump, "--chunk-size", size, "-c", str(core), str(ours)],
+                                    ours))  # fmt: skip
+                ours.unlink()
+        gdb_out = work / "gdb.vmcore"
+        runs.append(measure(
+            "QEMU's gdb script",
+            ["gdb", "-nx", "-batch", str(binary), str(core), "-ex", f"source {script}",
+             "-ex", f"dump-guest-memory {gdb_out} X86_64"],
+            gdb_out, repeat=1))  # fmt: skip
+        gdb_out.unlink()
+        cp_out = work / "cp.out"
+        runs.append(measure("cp of all guest bytes",
+                            ["cp", "--sparse=never", str(qemu_out), str(cp_out)], cp_out))  # fmt: skip
+        cp_out.unlink()
+        part = work / "nonzero.bin"
+        with open(qemu_out, "rb") as src, open(part, "wb") as dst:
+            done = 0
+            while done < nonzero:
+                copied = os.copy_file_range(src.fileno(), dst.fileno(), nonzero - done)
+                if copied <= 0:
+                    break
+                done += copied
+        runs.append(measure("cp of the non-zero bytes",
+                            ["cp", "--sparse=never", str(part), str(cp_out)], cp_out))  # fmt: skip
+        info["nonzero_mib"] = f"{nonzero / (1 << 20):.0f}"
+    finally:
+        guest.close()
+        for name_ in ("qemu.vmcore", "qemu.core", "ours.vmcore", "gdb.vmcore", "cp.out",
+                      "nonzero.bin", "fill.bin"):  # fmt: skip
+            (work / name_).unlink(missing_ok=True)
+    return runs, info
+
+
+def table(runs: List[Run]) -> str:
+    ours = next(r for r in runs if r.what == "drgn-qemu -c CORE")
+    lines = [
+        "| what | wall s | peak RSS MiB | on disk MiB | time / ours (-c) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in runs:
+        rss = (
+            f"{r.rss_mib:.0f}"
+            if r.rss_mib is not None and not r.what.startswith("QEMU QMP")
+            else "n/a"
+        )
+        disk = f"{r.disk_mib:.0f}" if r.disk_mib is not None else "n/a"
+        lines.append(
+            f"| {r.what} | {r.seconds:.2f} | {rss} | {disk} | {r.seconds / ours.seconds:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="smallest guest only; print, do not write RESULTS.md"
+    )
+    parser.add_argument("--guests", default=",".join(GUESTS), help="comma-separated: %(default)s")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "drgn-qemu-bench"
+    )
+    args = parser.parse_args()
+    names = ["768M-empty"] if args.smoke else args.guests.split(",")
+    binary = qemu_binary("10.0")
+    script = qemu_source_dir(binary) / "scripts" / "dump-guest-memory.py"
+    report = [
+        "# Dump benchmark",
+        "",
+        f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()}: "
+        f"{os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / (1 << 30):.0f} GiB, "
+        f"Linux {platform.release()}, QEMU {binary.parent.joinpath('VERSION').read_text().strip()} "
+        f"(debug build), drgn {__import__('drgn').__version__}.",
+        "Regenerate with `.venv/bin/python benchmarks/bench_dump.py` (after `scripts/test.sh` or "
+        "`scripts/bootstrap.sh`). Inputs are in the page cache (warm), as right after a crash; "
+        f"each time is the median of {REPEAT} runs, each after a `sync` (QEMU's gdb script: one "
+        "run); peak RSS is GNU time's for the command (n/a for QEMU's QMP dump, done inside QEMU).",
+        "",
+    ]
+    for name in names:
+        print(f"== {name}", flush=True)
+        runs, info = bench_guest(name, GUESTS[name], args.workdir / name, binary, script,
+                                 chunk_sweep=name == "2G-written")  # fmt: skip
+        text = table(runs)
+        print(text, flush=True)
+        report += [
+            f"## {name}",
+            "",
+            f"{info['memory']} guest, {info['accel'].upper()}; gcore took {info['gcore_seconds']} s "
+            f"and wrote a {info['core_mib']} MiB core; {info['nonzero_mib']} MiB of guest memory are not zero.",
+            "",
+            text,
+            "",
+            "Commands:",
+            "",
+            *[f"- {r.what}: `{r.command}`" for r in runs if r.command],
+            "",
+        ]
+    if not args.smoke:
+        (REPO / "benchmarks" / "RESULTS.md").write_text("\n".join(report))
+        print(f"wrote {REPO / 'benchmarks' / 'RESULTS.md'}")
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""
+drgn plugin
+-----------
+
+Installing drgn-qemu registers this module as a drgn plugin (entry point
+group ``drgn.plugins``). In drgn's REPL on a QEMU core or process it
+provides the ``%qemu`` command, enabled only for QEMU programs; from a
+script, ``drgn.commands.run_command(prog, "qemu ramblocks")``::
+
+    >>> %qemu ramblocks
+    >>> %qemu dump-guest-memory guest.vmcore
+"""
+
+import argparse
+import shlex
+from typing import Any, NoReturn, Optional
+
+from drgn import Program
+from drgn.commands import argument, raw_command
+
+from drgn_qemu.cli import DUMP_DESCRIPTION, add_dump_arguments, run_dump
+from drgn_qemu.errors import DrgnQemuError
+from drgn_qemu.monitor import hmp_info_cpus, hmp_info_ramblock
+from drgn_qemu.program import check_qemu_program
+
+__all__ = ("drgn_prog_set", "is_qemu_program")
+
+
+def is_qemu_program(prog: Program) -> bool:
+    """Return whether *prog* is a QEMU system emulator (has ``address_space_memory``)."""
+    try:
+        check_qemu_program(prog)
+    except DrgnQemuError:
+        return False
+    return True
+
+
+def drgn_prog_set(prog: Program) -> None:
+    """drgn plugin hook: nothing to set up; ``%qemu`` checks the program itself."""
+
+
+class _Exit(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that reports instead of exiting the REPL."""
+
+    def exit(self, status: int = 0, message: Optional[str] = None) -> NoReturn:
+        if message:
+            print(message, end="")
+        raise _Exit()
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage()
+        raise DrgnQemuError(message)
+
+
+def _dump(prog: Program, args: argparse.Namespace) -> None:
+    run_dump(prog, args)
+
+
+def _ramblocks(prog: Program, args: argparse.Namespace) -> None:
+    print(hmp_info_ramblock(prog), end="")
+
+
+def _cpus(prog: Program, args: argparse.Namespace) -> None:
+    print(hmp_info_cpus(prog), end="")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="%qemu", description="Inspect a QEMU core or process.")
+    sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+    dump = sub.add_parser(
+        "dump-guest-memory",
+        help="write the guest's physical memory as an ELF vmcore",
+        description=DUMP_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_dump_arguments(dump)
+    dump.set_defaults(run=_dump)
+    sub.add_parser("ramblocks", help="the RAM blocks, as HMP 'info ramblock'").set_defaults(
+        run=_ramblocks
+    )
+    sub.add_parser("cpus", help="the vCPUs, as HMP 'info cpus'").set_defaults(run=_cpus)
+    return parser
+
+
+@raw_command(
+    name="qemu",
+    description="inspect a QEMU core or process (drgn-qemu)",
+    usage="**qemu** *SUBCOMMAND* [*OPTION*...]",
+    long_description="Subcommands: dump-guest-memory, ramblocks, cpus. "
+    "Run '%qemu SUBCOMMAND --help' for each one's options.",
+    arguments=(argument("subcommand", help="dump-guest-memory, ramblocks or cpus"),),
+    enabled=is_qemu_program,
+)
+def _cmd_qemu(prog: Program, name: str, args: str, **kwargs: Any) -> None:
+    try:
+        ns = _parser().parse_args(shlex.split(args))
+        check_qemu_program(prog)
+        ns.run(prog, ns)
+    except _Exit:
+        pass
+    except DrgnQemuError as e:
+        print(f"%qemu: error: {e}")
+    except KeyboardInterrupt:
+        print("%qemu: interrupted; no output written")
