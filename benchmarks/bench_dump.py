@@ -196,6 +196,39 @@ def table(runs: List[Run]) -> str:
     return "\n".join(lines)
 
 
+def targets(results: Dict[str, List[Run]]) -> List[str]:
+    """The targets of the performance issue, each judged on this run's figures."""
+
+    def t(runs: List[Run], what: str) -> float:
+        return next(r.seconds for r in runs if r.what == what)
+
+    def rss(runs: List[Run], what: str) -> float:
+        return next(r.rss_mib or 0.0 for r in runs if r.what == what)
+
+    out = []
+    ours = "drgn-qemu -c CORE"
+    for name, factor in (("768M-empty", 10.0), ("2G-written", 3.0)):
+        if name in results:
+            ratio = t(results[name], "QEMU's gdb script") / t(results[name], ours)
+            out.append(f"- {factor:g}x faster than QEMU's gdb script on {name}: {ratio:.1f}x, "
+                       + ("met" if ratio >= factor else "**not met**"))  # fmt: skip
+    for name in ("768M-empty", "2G-written"):
+        if name in results:
+            ratio = t(results[name], "QEMU QMP dump-guest-memory") / t(results[name], ours)
+            out.append(f"- faster than QEMU's QMP dump on {name}: {ratio:.2f}x, "
+                       + ("met" if ratio > 1 else "**not met**"))  # fmt: skip
+    if "2G-written" in results:
+        runs = results["2G-written"]
+        ratio = t(runs, ours) / t(runs, "cp of the non-zero bytes")
+        out.append(f"- within 1.2x of cp of the non-zero bytes on 2G-written: {ratio:.2f}x, "
+                   + ("met" if ratio <= 1.2 else "**not met**"))  # fmt: skip
+    if "8G-kvm-untouched" in results:
+        peak = rss(results["8G-kvm-untouched"], ours)
+        out.append(f"- peak RSS <= 150 MB on the 8 GiB guest: {peak:.0f} MiB, "
+                   + ("met" if peak * 1.048576 <= 150 else "**not met**"))  # fmt: skip
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -224,10 +257,13 @@ def main() -> int:
         "run); peak RSS is GNU time's for the command (n/a for QEMU's QMP dump, done inside QEMU).",
         "",
     ]
+    intro = len(report)
+    results: Dict[str, List[Run]] = {}
     for name in names:
         print(f"== {name}", flush=True)
         runs, info = bench_guest(name, GUESTS[name], args.workdir / name, binary, script,
                                  chunk_sweep=name == "2G-written")  # fmt: skip
+        results[name] = runs
         text = table(runs)
         print(text, flush=True)
         report += [
@@ -243,6 +279,9 @@ def main() -> int:
             *[f"- {r.what}: `{r.command}`" for r in runs if r.command],
             "",
         ]
+    judged = targets(results)
+    print("\n".join(judged))
+    report[intro:intro] = ["## Targets", "", *judged, ""]
     if not args.smoke:
         (REPO / "benchmarks" / "RESULTS.md").write_text("\n".join(report))
         print(f"wrote {REPO / 'benchmarks' / 'RESULTS.md'}")
