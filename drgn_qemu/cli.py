@@ -4,6 +4,7 @@ The ``drgn-qemu`` command line: a thin layer over
 """
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -13,6 +14,7 @@ from drgn import Program
 
 import drgn_qemu
 from drgn_qemu.arch import supported_arches
+from drgn_qemu.compressed import uncompressed_core
 from drgn_qemu.dump import CHUNK_SIZE, DumpResult, format_plan, plan_dump, write_dump
 from drgn_qemu.errors import DrgnQemuError
 from drgn_qemu.output import check_output
@@ -105,7 +107,13 @@ def add_dump_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_program_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("program (as in drgn)")
     source = group.add_mutually_exclusive_group(required=True)
-    source.add_argument("-c", "--core", metavar="CORE", help="core file of a QEMU process")
+    source.add_argument(
+        "-c",
+        "--core",
+        metavar="CORE",
+        help="core file of a QEMU process; zstd, xz or lz4 compressed ones (as "
+        "systemd-coredump stores them) are unpacked next to OUTPUT and removed after",
+    )
     source.add_argument("-p", "--pid", metavar="PID", type=int, help="live QEMU process")
     group.add_argument(
         "-s",
@@ -159,12 +167,28 @@ def run_dump(
 
 def _cmd_dump(args: argparse.Namespace) -> int:
     check_output(args.output, args.force)
-    prog = open_qemu_program(core=args.core, pid=args.pid, symbols=args.symbols)
-    reader = open_reader(prog, args.core, args.pid, args.io)
-    try:
+    with contextlib.ExitStack() as stack:
+        core = args.core
+        if core is not None:
+            # A compressed core is unpacked next to the output, and removed after.
+            unpacking = Progress(0, "unpacking core: ", enabled=False if args.quiet else None)
+            stack.callback(unpacking.close)
+            core = stack.enter_context(
+                uncompressed_core(
+                    core, os.path.dirname(os.path.abspath(args.output)), unpacking.update
+                )  # fmt: skip
+            )
+            unpacking.close()
+        try:
+            prog = open_qemu_program(core=core, pid=args.pid, symbols=args.symbols)
+        except DrgnQemuError as e:
+            if core == args.core:
+                raise
+            # Name the user's file, not our temporary copy of it.
+            raise type(e)(str(e).replace(core, f"{args.core} (unpacked)")) from None
+        reader = open_reader(prog, core, args.pid, args.io)
+        stack.callback(reader.close)
         run_dump(prog, args, reader)
-    finally:
-        reader.close()
     return 0
 
 

@@ -47,12 +47,19 @@ class Progress:
         if not self.enabled:
             return
         now = time.monotonic()
-        if now - self._last >= self.interval or self.done >= self.total:
+        if now - self._last >= self.interval or (self.total and self.done >= self.total):
             self._last = now
             self._draw(now)
 
     def _draw(self, now: float) -> None:
-        fraction = self.done / self.total if self.total else 1.0
+        if not self.total:
+            # Unknown total: the amount done and the rate.
+            rate = self.done / max(now - self.start, 1e-6)
+            self.stream.write(f"\r{self.label}{_mib(self.done)} {rate / (1 << 20):.0f} MiB/s ")
+            self.stream.flush()
+            self._drawn = True
+            return
+        fraction = self.done / self.total
         width = 30
         filled = int(width * fraction)
         elapsed = max(now - self.start, 1e-6)

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in gcc gdb binutils time seabios qemu-system-data busybox-static crash xz-utils \
+for pkg in gcc gdb binutils time seabios qemu-system-data busybox-static crash xz-utils zstd lz4 \
     python3-venv util-linux ca-certificates; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
