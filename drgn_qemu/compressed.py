@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, BinaryIO, Callable, Iterator, Optional, cast
 
 from drgn_qemu.errors import ProgramError
+from drgn_qemu.program import core_file_error
 
 __all__ = ("compression_of", "uncompressed_core")
 
@@ -130,12 +131,8 @@ def uncompressed_core(
     """
     try:
         kind = compression_of(path)
-    except FileNotFoundError:
-        raise ProgramError(f"core file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ProgramError(f"core file {path} is a directory") from None
     except OSError as e:
-        raise ProgramError(f"cannot read core file {path}: {e.strerror}") from None
+        raise core_file_error(path, e) from None
     if kind is None:
         yield path
         return

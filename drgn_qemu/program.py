@@ -18,18 +18,28 @@ from drgn import Program
 from drgn_qemu.elf import read_core_file_info
 from drgn_qemu.errors import DebugInfoError, NotQemuError, ProgramError
 
-__all__ = ("check_qemu_program", "load_qemu_debug_info", "open_qemu_program")
+__all__ = (
+    "check_qemu_program",
+    "core_file_error",
+    "load_qemu_debug_info",
+    "open_qemu_program",
+)
+
+
+def core_file_error(core: str, e: OSError) -> ProgramError:
+    """The error to report when a core file cannot be read."""
+    if isinstance(e, FileNotFoundError):
+        return ProgramError(f"core file {core} does not exist")
+    if isinstance(e, IsADirectoryError):
+        return ProgramError(f"core file {core} is a directory")
+    return ProgramError(f"cannot read core file {core}: {e.strerror}")
 
 
 def _open_core(prog: Program, core: str) -> None:
     try:
         info = read_core_file_info(core)
-    except FileNotFoundError:
-        raise ProgramError(f"core file {core} does not exist") from None
-    except IsADirectoryError:
-        raise ProgramError(f"core file {core} is a directory") from None
     except OSError as e:
-        raise ProgramError(f"cannot read core file {core}: {e.strerror}") from None
+        raise core_file_error(core, e) from None
     except ValueError as e:
         raise ProgramError(f"{core} is not a core file: {e}") from None
     if info.needed_size > info.file_size:
