@@ -124,6 +124,14 @@ def _add_program_arguments(parser: argparse.ArgumentParser) -> None:
         help="QEMU binary with debug info, or its .debug file (repeatable); "
         "default: where drgn finds it (the executable named in the core, build ID)",
     )
+    group.add_argument(
+        "--debug-directory",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="also search DIR for debug info by build ID (DIR/.build-id/xx/yyyy.debug) "
+        "and debug link, as drgn's option of that name (repeatable)",
+    )
 
 
 def run_dump(
@@ -180,7 +188,12 @@ def _cmd_dump(args: argparse.Namespace) -> int:
             )
             unpacking.close()
         try:
-            prog = open_qemu_program(core=core, pid=args.pid, symbols=args.symbols)
+            prog = open_qemu_program(
+                core=core,
+                pid=args.pid,
+                symbols=args.symbols,
+                debug_directories=args.debug_directory,
+            )
         except DrgnQemuError as e:
             if core == args.core:
                 raise

@@ -68,19 +68,26 @@ def _open_pid(prog: Program, pid: int) -> None:
         raise ProgramError(f"cannot attach to process {pid}: {e}") from None
 
 
-def load_qemu_debug_info(prog: Program, symbols: Sequence[str] = ()) -> None:
+def load_qemu_debug_info(
+    prog: Program, symbols: Sequence[str] = (), debug_directories: Sequence[str] = ()
+) -> None:
     """
     Load the debug info of QEMU's executable (drgn's main module), trying the
-    files in *symbols* first, then drgn's enabled debug info finders. Missing
-    debug info of libraries (libc, GLib...) is not an error: the dump does not
-    need it.
+    files in *symbols* first, then drgn's enabled debug info finders (build ID
+    and ``.gnu_debuglink`` under *debug_directories* and drgn's standard
+    directories such as ``/usr/lib/debug``, debuginfod if enabled). Missing
+    debug info of libraries (libc, GLib...) is not an error: the dump does
+    not need it.
 
     :raises DebugInfoError: if the executable's debug info was not found,
-        naming the executable, its build ID and the files tried
+        naming the executable, its build ID and what was tried
     """
     for path in symbols:
         if not os.path.exists(path):
             raise DebugInfoError(f"debug info file {path} does not exist")
+    if debug_directories:
+        options = prog.debug_info_options
+        options.directories = tuple(debug_directories) + tuple(options.directories)
     # drgn also logs what it misses; the error below says it once, better.
     logger = logging.getLogger("drgn")
     level = logger.level
@@ -100,7 +107,11 @@ def load_qemu_debug_info(prog: Program, symbols: Sequence[str] = ()) -> None:
         ) from None
     if main.wants_debug_file():
         build_id = main.build_id.hex() if main.build_id else "none"
-        tried = ", ".join(symbols) if symbols else "drgn's default debug info locations"
+        places = [*symbols, *(f"{d}/.build-id" for d in prog.debug_info_options.directories)]
+        places.append("the executable's .gnu_debuglink")
+        if "debuginfod" in prog.enabled_debug_info_finders():
+            places.append("debuginfod")
+        tried = ", ".join(places)
         hint = (
             "the file given with -s does not match it"
             if symbols
@@ -134,6 +145,7 @@ def open_qemu_program(
     core: Optional[str] = None,
     pid: Optional[int] = None,
     symbols: Sequence[str] = (),
+    debug_directories: Sequence[str] = (),
 ) -> Program:
     """
     Open a QEMU core file (*core*) or live QEMU process (*pid*) and load
@@ -143,6 +155,8 @@ def open_qemu_program(
     :param pid: process ID of a running QEMU
     :param symbols: files to try for QEMU's debug info before drgn's default
         locations (``-s``)
+    :param debug_directories: more directories to search by build ID and
+        debug link, before drgn's standard ones (``--debug-directory``)
     :raises ProgramError: if the core or process cannot be opened
     :raises DebugInfoError: if QEMU's debug info is missing
     :raises NotQemuError: if the program is not QEMU
@@ -155,6 +169,6 @@ def open_qemu_program(
     else:
         assert pid is not None
         _open_pid(prog, pid)
-    load_qemu_debug_info(prog, symbols)
+    load_qemu_debug_info(prog, symbols, debug_directories)
     check_qemu_program(prog)
     return prog
