@@ -16,7 +16,7 @@ from typing import BinaryIO, Iterator
 
 from drgn_qemu.errors import OutputError
 
-__all__ = ("atomic_output", "check_output", "write_all")
+__all__ = ("atomic_output", "check_output")
 
 
 def check_output(path: str, force: bool) -> None:
@@ -90,19 +90,3 @@ def atomic_output(path: str, force: bool = False) -> Iterator[BinaryIO]:
         except FileNotFoundError:
             pass
         raise
-
-
-def write_all(f: BinaryIO, data: bytes, path: str) -> None:
-    """
-    Write *data* to *f*, the file that will be called *path*, turning an
-    ``OSError`` (a full disk, an I/O error) into an :class:`OutputError`.
-    """
-    view = memoryview(data)
-    try:
-        while view:
-            n = f.write(view)
-            if n is None or n <= 0:
-                raise OSError(errno.EIO, "short write")
-            view = view[n:]
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None

@@ -14,7 +14,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-__all__ = ("SPARSE_BLOCK", "nonzero_runs", "pwrite_all", "pwrite_nonzero", "pwrite_zeros")
+__all__ = ("SPARSE_BLOCK", "nonzero_runs", "pwrite_all", "pwrite_zeros")
 
 #: Granularity of holes: a filesystem block (and a guest page).
 SPARSE_BLOCK = 4096
@@ -65,16 +65,3 @@ def nonzero_runs(data: memoryview) -> List[Tuple[int, int]]:
         else:
             runs.append((whole, size))
     return runs
-
-
-def pwrite_nonzero(fd: int, data: memoryview, offset: int) -> int:
-    """
-    Write the blocks of *data* that are not all zero at *offset* + their
-    position, leaving zero blocks unwritten (holes, in a new file); return
-    the bytes written.
-    """
-    written = 0
-    for start, end in nonzero_runs(data):
-        pwrite_all(fd, data[start:end], offset + start)
-        written += end - start
-    return written
