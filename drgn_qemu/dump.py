@@ -270,10 +270,7 @@ def _copy_segment(
         while done < size:
             n = min(len(buf), size - done)
             if sparse or not reader.copy(address + done, n, fd, out + done):
-                view = reader.view(address + done, n)
-                if view is None:
-                    view = buf[:n]
-                    reader.readinto(address + done, view)
+                view = reader.read_view(address + done, buf[:n])
                 if not sparse:
                     pwrite_all(fd, view, out + done)
                 else:

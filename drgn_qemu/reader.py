@@ -71,17 +71,19 @@ class MemoryReader:
         """
         return False
 
-    def view(self, address: int, size: int) -> Optional[memoryview]:
+    def read_view(self, address: int, buf: memoryview) -> memoryview:
         """
-        Return the memory as a read-only view without copying it (a mapping
-        of the core file), or None if this reader cannot; then use
-        :meth:`readinto`. Call :meth:`release` when done with it.
+        Return the ``len(buf)`` bytes of memory at *address*: a read-only view
+        of them where the reader can give one without copying (a mapping of
+        the core file), else *buf* filled by :meth:`readinto`. Call
+        :meth:`release` when done with it.
         """
-        return None
+        self.readinto(address, buf)
+        return buf
 
     def release(self, address: int, size: int) -> None:
         """
-        Say that memory returned by :meth:`view` is no longer needed, so
+        Say that memory returned by :meth:`read_view` is no longer needed, so
         that its pages leave this process (they stay in the page cache):
         memory use stays flat however large the guest.
         """
@@ -133,7 +135,7 @@ class CoreFileReader(_FdReader):
 
     :param path: the core file
     :param copy_file_range: whether :meth:`copy` may use ``copy_file_range``
-    :param mmap: whether :meth:`view` may map the file
+    :param mmap: whether :meth:`read_view` may map the file
     """
 
     name = "core file"
@@ -158,14 +160,13 @@ class CoreFileReader(_FdReader):
         except (AttributeError, OSError):
             pass
 
-    def view(self, address: int, size: int) -> Optional[memoryview]:
-        if self._map is None:
-            return None
-        pieces = list(self._pieces(address, size))
-        if len(pieces) != 1 or pieces[0][2] is None:
-            return None
-        offset = pieces[0][2]
-        return memoryview(self._map)[offset : offset + size]
+    def read_view(self, address: int, buf: memoryview) -> memoryview:
+        if self._map is not None:
+            pieces = list(self._pieces(address, len(buf)))
+            if len(pieces) == 1 and pieces[0][2] is not None:
+                offset = pieces[0][2]
+                return memoryview(self._map)[offset : offset + len(buf)]
+        return super().read_view(address, buf)
 
     def release(self, address: int, size: int) -> None:
         if self._map is None:

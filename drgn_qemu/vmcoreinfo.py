@@ -169,8 +169,7 @@ def vmcoreinfo_from_guest_ram(
     """
     key = b"OSRELEASE="
     reader = reader if reader is not None else ProgramReader(prog)
-    buf = bytearray(_SCAN_CHUNK)
-    view = memoryview(buf)
+    buf = memoryview(bytearray(_SCAN_CHUNK))
     for block in blocks:
         try:
             extents = list(reader.extents(block.host_addr, block.size))
@@ -187,10 +186,7 @@ def vmcoreinfo_from_guest_ram(
                     n -= end_paddr % page_size
                 start_paddr = block.target_start + (address + done - block.host_addr)
                 try:
-                    data = reader.view(address + done, n)
-                    if data is None:
-                        reader.readinto(address + done, view[:n])
-                        data = view[:n]
+                    data = reader.read_view(address + done, buf[:n])
                 except MemoryFault:
                     break
                 for i in _page_starts_with(data, key, (-start_paddr) % page_size, page_size):
