@@ -187,18 +187,14 @@ def _cmd_dump(args: argparse.Namespace) -> int:
                 )  # fmt: skip
             )
             unpacking.close()
-        try:
-            prog = open_qemu_program(
-                core=core,
-                pid=args.pid,
-                symbols=args.symbols,
-                debug_directories=args.debug_directory,
-            )
-        except DrgnQemuError as e:
-            if core == args.core:
-                raise
+        prog = open_qemu_program(
+            core=core,
+            pid=args.pid,
+            symbols=args.symbols,
+            debug_directories=args.debug_directory,
             # Name the user's file, not our temporary copy of it.
-            raise type(e)(str(e).replace(core, f"{args.core} (unpacked)")) from None
+            core_name=args.core if core == args.core else f"{args.core} (unpacked)",
+        )
         reader = open_reader(prog, core, args.pid, args.io)
         stack.callback(reader.close)
         run_dump(prog, args, reader)

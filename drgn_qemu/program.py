@@ -35,23 +35,23 @@ def core_file_error(core: str, e: OSError) -> ProgramError:
     return ProgramError(f"cannot read core file {core}: {e.strerror}")
 
 
-def _open_core(prog: Program, core: str) -> None:
+def _open_core(prog: Program, core: str, name: str) -> None:
     try:
         info = read_core_file_info(core)
     except OSError as e:
-        raise core_file_error(core, e) from None
+        raise core_file_error(name, e) from None
     except ValueError as e:
-        raise ProgramError(f"{core} is not a core file: {e}") from None
+        raise ProgramError(f"{name} is not a core file: {e}") from None
     if info.needed_size > info.file_size:
         raise ProgramError(
-            f"core file {core} is truncated: it has {info.file_size} bytes but its "
+            f"core file {name} is truncated: it has {info.file_size} bytes but its "
             f"headers describe {info.needed_size} (was it cut short by a size limit "
             "such as systemd-coredump's ProcessSizeMax or ulimit -c?)"
         )
     try:
         prog.set_core_dump(core)
     except (OSError, ValueError) as e:
-        raise ProgramError(f"cannot open core file {core}: {e}") from None
+        raise ProgramError(f"cannot open core file {name}: {e}") from None
 
 
 def _open_pid(prog: Program, pid: int) -> None:
@@ -146,6 +146,7 @@ def open_qemu_program(
     pid: Optional[int] = None,
     symbols: Sequence[str] = (),
     debug_directories: Sequence[str] = (),
+    core_name: Optional[str] = None,
 ) -> Program:
     """
     Open a QEMU core file (*core*) or live QEMU process (*pid*) and load
@@ -157,6 +158,8 @@ def open_qemu_program(
         locations (``-s``)
     :param debug_directories: more directories to search by build ID and
         debug link, before drgn's standard ones (``--debug-directory``)
+    :param core_name: what to call the core in messages, when *core* is a
+        copy of the user's file (an unpacked compressed core)
     :raises ProgramError: if the core or process cannot be opened
     :raises DebugInfoError: if QEMU's debug info is missing
     :raises NotQemuError: if the program is not QEMU
@@ -165,7 +168,7 @@ def open_qemu_program(
         raise ProgramError("give exactly one of a core file (-c) or a process ID (-p)")
     prog = Program()
     if core is not None:
-        _open_core(prog, core)
+        _open_core(prog, core, core_name or core)
     else:
         assert pid is not None
         _open_pid(prog, pid)
