@@ -15,7 +15,7 @@ from drgn import Program
 import drgn_qemu
 from drgn_qemu.arch import supported_arches
 from drgn_qemu.compressed import uncompressed_core
-from drgn_qemu.dump import CHUNK_SIZE, DumpResult, format_plan, plan_dump, write_dump
+from drgn_qemu.dump import CHUNK_SIZE, FORMATS, DumpResult, format_plan, plan_dump, write_dump
 from drgn_qemu.errors import DrgnQemuError
 from drgn_qemu.output import check_output
 from drgn_qemu.program import open_qemu_program
@@ -40,6 +40,14 @@ The core must contain guest RAM: QEMU must have run with
 -machine dump-guest-core=on (libvirt: <memory dumpCore='on'>). A live QEMU
 (-p PID) needs no such option and no working monitor.
 
+With --format kdump-zlib, kdump-zstd or kdump-snappy, write instead the
+kdump-compressed file that QMP dump-guest-memory writes with
+format=kdump-raw-zlib (and so on): the same notes, every page of guest RAM
+compressed on its own, all-zero pages sharing one page of data. crash, drgn
+(libkdumpfile) and makedumpfile read it. Pages are compressed by one thread
+per CPU (--threads). kdump-lzo is not offered: no maintained Python package
+writes LZO.
+
 The vmcore is written under a temporary name next to OUTPUT and renamed when
 complete; an existing OUTPUT is kept unless --force is given."""
 
@@ -47,7 +55,8 @@ DUMP_EPILOG = """\
 examples:
   drgn-qemu dump-guest-memory -c qemu.core -s /usr/bin/qemu-system-x86_64 guest.vmcore
   drgn-qemu dump-guest-memory -p $(pidof qemu-system-x86_64) guest.vmcore
-  drgn-qemu dump-guest-memory -c qemu.core --begin 0x100000 --length 16M low.vmcore"""
+  drgn-qemu dump-guest-memory -c qemu.core --begin 0x100000 --length 16M low.vmcore
+  drgn-qemu dump-guest-memory -c qemu.core.zst --format kdump-zstd guest.kdump"""
 
 
 def parse_size(text: str) -> int:
@@ -68,6 +77,18 @@ def add_dump_arguments(parser: argparse.ArgumentParser) -> None:
         "--arch",
         choices=supported_arches(),
         help="guest architecture (default: detected from QEMU's debug info)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="elf",
+        help="elf (default): an ELF vmcore; kdump-*: kdump-compressed with that compression",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="threads compressing pages for the kdump formats (default: one per CPU)",
     )
     parser.add_argument(
         "--begin",
@@ -143,7 +164,9 @@ def run_dump(
     progress on a terminal, write the vmcore and print a summary.
     """
     check_output(args.output, args.force)
-    plan = plan_dump(prog, args.arch, args.begin, args.length, args.vmcoreinfo, reader)
+    if args.threads is not None and args.threads < 1:
+        raise DrgnQemuError("--threads must be at least 1")
+    plan = plan_dump(prog, args.arch, args.begin, args.length, args.vmcoreinfo, reader, args.format)
     if not args.quiet:
         print(format_plan(plan), flush=True)
     for warning in plan.warnings:
@@ -159,16 +182,21 @@ def run_dump(
             chunk_size=args.chunk_size,
             reader=reader,
             sparse=args.sparse,
+            threads=args.threads,
         )
     finally:
         progress.close()
     if not args.quiet:
         rate = plan.guest_bytes / max(result.seconds, 1e-6) / (1 << 20)
         count = len(plan.segments)
+        if plan.format == "elf":
+            what = f"vmcore, {count} PT_LOAD segment{'s' if count != 1 else ''}"
+        else:
+            what = f"{plan.format} dump ({result.file_size / (1 << 20):.1f} MiB)"
         print(
-            f"wrote {result.output}: {plan.arch.name} vmcore, {count} PT_LOAD "
-            f"segment{'s' if count != 1 else ''}, {plan.guest_bytes / (1 << 20):.1f} MiB "
-            f"of guest memory in {result.seconds:.2f} s ({rate:.0f} MiB/s)"
+            f"wrote {result.output}: {plan.arch.name} {what}, "
+            f"{plan.guest_bytes / (1 << 20):.1f} MiB of guest memory in "
+            f"{result.seconds:.2f} s ({rate:.0f} MiB/s)"
         )
     return result
 
@@ -212,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     dump = sub.add_parser(
         "dump-guest-memory",
-        help="write the guest's physical memory as an ELF vmcore",
+        help="write the guest's physical memory as an ELF vmcore (or kdump-compressed)",
         description=DUMP_DESCRIPTION,
         epilog=DUMP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

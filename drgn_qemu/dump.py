@@ -12,7 +12,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Union
 
 import drgn
 from drgn import Program
@@ -27,6 +27,7 @@ from drgn_qemu.errors import (
     UnsupportedError,
 )
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_blocks
+from drgn_qemu.kdump import KDUMP_FORMATS, KdumpLayout, default_threads, write_kdump
 from drgn_qemu.output import atomic_output
 from drgn_qemu.reader import MemoryFault, MemoryReader, ProgramReader
 from drgn_qemu.sparse import nonzero_runs, pwrite_all, pwrite_zeros
@@ -37,6 +38,7 @@ __all__ = (
     "DumpResult",
     "DumpSegment",
     "DumpPlan",
+    "FORMATS",
     "dump_guest_memory",
     "filter_guest_phys_blocks",
     "format_blocks",
@@ -47,6 +49,9 @@ __all__ = (
 
 #: Bytes read from QEMU's memory and written to the vmcore at a time.
 CHUNK_SIZE = 8 << 20
+
+#: Output formats: ELF, or kdump-compressed with one of the compressions.
+FORMATS = ("elf", *KDUMP_FORMATS)
 
 _DUMP_GUEST_CORE_HINT = (
     "QEMU ran with -machine dump-guest-core=off (the default), which keeps guest "
@@ -78,7 +83,8 @@ class DumpPlan:
     blocks: List[GuestPhysBlock]
     #: The PT_LOAD segments: the blocks, clipped to the begin/length window.
     segments: List[DumpSegment]
-    layout: ElfCoreLayout
+    #: The file's layout: ELF, or kdump-compressed.
+    layout: Union[ElfCoreLayout, KdumpLayout]
     #: ELF machine, class and byte order, chosen as QEMU does.
     info: ArchDumpInfo
     #: The vCPUs whose registers are in the notes.
@@ -86,6 +92,12 @@ class DumpPlan:
     #: The VMCOREINFO note, if one was found.
     vmcoreinfo: Optional[Vmcoreinfo] = None
     warnings: List[str] = field(default_factory=list)
+
+    @property
+    def format(self) -> str:
+        """``elf`` or one of the kdump formats."""
+        layout = self.layout
+        return layout.compression if isinstance(layout, KdumpLayout) else "elf"
 
     @property
     def guest_bytes(self) -> int:
@@ -204,6 +216,24 @@ def _check_readable(prog: Program, segments: List[DumpSegment]) -> None:
                 ) from None
 
 
+def _phys_base(arch: GuestArch, info: ArchDumpInfo, vmci: Optional[Vmcoreinfo]) -> int:
+    """
+    The kernel's ``phys_base`` for the kdump header: from VMCOREINFO where
+    QEMU's ``vmcoreinfo_update_phys_base()`` looks, else QEMU's guess.
+    Linux writes ``NUMBER(phys_base)`` in decimal and ``NUMBER(PHYS_OFFSET)``
+    in hex (QEMU parses both as hex); read each as it is written.
+    """
+    key = arch.vmcoreinfo_phys_base.get(info.machine)
+    value = vmci.fields.get(key) if vmci is not None and key else None
+    if value is None:
+        return info.phys_base
+    try:
+        number = int(value, 16) if value.lower().startswith("0x") else int(value)
+    except ValueError:
+        return info.phys_base
+    return number & 0xFFFFFFFFFFFFFFFF
+
+
 def plan_dump(
     prog: Program,
     arch: Optional[str] = None,
@@ -211,12 +241,18 @@ def plan_dump(
     length: Optional[int] = None,
     vmcoreinfo: Optional[str] = None,
     reader: Optional[MemoryReader] = None,
+    format: str = "elf",
 ) -> DumpPlan:
     """
     Work out what :func:`dump_guest_memory` will write, without writing:
     the guest architecture, the guest-physical blocks, the segments (after
-    the *begin*/*length* window), the notes and the ELF layout.
+    the *begin*/*length* window), the notes and the file layout.
     """
+    if format not in FORMATS:
+        raise DrgnQemuError(f"unknown format {format!r} (one of {', '.join(FORMATS)})")
+    if format != "elf" and begin is not None:
+        # QMP dump-guest-memory refuses a window with the kdump formats too.
+        raise DrgnQemuError("--begin and --length only work with --format elf")
     guest_arch = get_arch(arch) if arch else detect_arch(prog)
     with _reading("QEMU's memory map"):
         blocks = guest_phys_blocks(prog, guest_arch.page_size)
@@ -234,15 +270,32 @@ def plan_dump(
         vmci, warnings = find_vmcoreinfo(
             prog, blocks, guest_arch.page_size, info.endian, vmcoreinfo, reader=reader
         )
+    vmcoreinfo_note = None
     if vmci is not None:
+        vmcoreinfo_note = len(notes)
         notes += vmci.note
-    layout = ElfCoreLayout(
-        info.machine,
-        info.elf_class,
-        info.endian,
-        notes,
-        [LoadSegment(s.paddr, s.size) for s in segments],
-    )
+    layout: Union[ElfCoreLayout, KdumpLayout]
+    if format == "elf":
+        layout = ElfCoreLayout(
+            info.machine,
+            info.elf_class,
+            info.endian,
+            notes,
+            [LoadSegment(s.paddr, s.size) for s in segments],
+        )
+    else:
+        layout = KdumpLayout(
+            info.elf_class,
+            info.endian,
+            info.page_size or guest_arch.page_size,
+            guest_arch.uname_machine,
+            notes,
+            vmcoreinfo_note,
+            len(cpus),
+            _phys_base(guest_arch, info, vmci),
+            format,
+            [(s.paddr, s.size, s.host_addr) for s in segments],
+        )
     return DumpPlan(guest_arch, blocks, segments, layout, info, cpus, vmci, warnings)
 
 
@@ -286,6 +339,36 @@ def _copy_segment(
                 progress(n)
 
 
+def _fault_error(plan: DumpPlan, e: MemoryFault) -> GuestMemoryError:
+    where = ""
+    for seg in plan.segments:
+        if seg.host_addr <= e.address < seg.host_addr + seg.size:
+            where = f"guest-physical 0x{seg.paddr + e.address - seg.host_addr:x} "
+            break
+    return GuestMemoryError(
+        f"cannot read guest RAM at {where}(host address 0x{e.address:x}): " + _DUMP_GUEST_CORE_HINT
+    )
+
+
+def _write_elf(
+    plan: DumpPlan,
+    layout: ElfCoreLayout,
+    fd: int,
+    reader: MemoryReader,
+    progress: Optional[Callable[[int], None]],
+    chunk_size: int,
+    sparse: bool,
+) -> int:
+    buf = memoryview(bytearray(chunk_size))
+    zeros = memoryview(bytes(chunk_size))
+    pwrite_all(fd, memoryview(layout.header()), 0)
+    for seg, offset in zip(plan.segments, layout.segment_offsets):
+        _copy_segment(reader, seg, fd, offset, sparse, buf, zeros, progress)
+    pwrite_all(fd, memoryview(layout.trailer()), layout.shstrtab_offset)
+    os.ftruncate(fd, layout.file_size)
+    return layout.file_size
+
+
 def write_dump(
     prog: Program,
     plan: DumpPlan,
@@ -295,36 +378,38 @@ def write_dump(
     chunk_size: int = CHUNK_SIZE,
     reader: Optional[MemoryReader] = None,
     sparse: bool = True,
+    threads: Optional[int] = None,
 ) -> DumpResult:
     """
-    Write the vmcore that *plan* describes to *output* (see
+    Write the dump that *plan* describes to *output* (see
     :func:`dump_guest_memory` for the parameters). *reader* reads QEMU's
-    memory (default: through drgn); memory is copied through one buffer of
-    *chunk_size* bytes, so memory use does not grow with the guest.
+    memory (default: through drgn); memory is copied through buffers of
+    *chunk_size* bytes (one, or one per compression thread and one more),
+    so memory use does not grow with the guest.
     """
     start = time.monotonic()
     reader = reader if reader is not None else ProgramReader(prog)
-    buf = memoryview(bytearray(chunk_size))
-    zeros = memoryview(bytes(chunk_size))
     layout = plan.layout
     with atomic_output(output, force) as f:
         fd = f.fileno()
         try:
-            pwrite_all(fd, memoryview(layout.header()), 0)
-            for seg, offset in zip(plan.segments, layout.segment_offsets):
-                try:
-                    _copy_segment(reader, seg, fd, offset, sparse, buf, zeros, progress)
-                except MemoryFault as e:
-                    raise GuestMemoryError(
-                        f"cannot read guest RAM at guest-physical "
-                        f"0x{seg.paddr + e.address - seg.host_addr:x} (host address "
-                        f"0x{e.address:x}): {_DUMP_GUEST_CORE_HINT}"
-                    ) from None
-            pwrite_all(fd, memoryview(layout.trailer()), layout.shstrtab_offset)
-            os.ftruncate(fd, layout.file_size)
+            if isinstance(layout, KdumpLayout):
+                size = write_kdump(
+                    layout,
+                    fd,
+                    reader,
+                    progress,
+                    chunk_size,
+                    sparse,
+                    threads if threads is not None else default_threads(),
+                )
+            else:
+                size = _write_elf(plan, layout, fd, reader, progress, chunk_size, sparse)
+        except MemoryFault as e:
+            raise _fault_error(plan, e) from None
         except OSError as e:
             raise OutputError(f"cannot write {output}: {e.strerror or e}") from None
-    return DumpResult(output, plan, layout.file_size, time.monotonic() - start)
+    return DumpResult(output, plan, size, time.monotonic() - start)
 
 
 def dump_guest_memory(
@@ -340,6 +425,8 @@ def dump_guest_memory(
     chunk_size: int = CHUNK_SIZE,
     reader: Optional[MemoryReader] = None,
     sparse: bool = True,
+    format: str = "elf",
+    threads: Optional[int] = None,
 ) -> DumpResult:
     """
     Write the guest-physical memory of a QEMU program as an ELF vmcore, the
@@ -364,7 +451,12 @@ def dump_guest_memory(
     :param reader: how to read QEMU's memory (see :func:`drgn_qemu.reader.open_reader`;
         default: through drgn)
     :param sparse: leave all-zero blocks of guest memory as holes in the file
+    :param format: ``elf``, or a kdump-compressed format (``kdump-zlib``,
+        ``kdump-zstd``, ``kdump-snappy``): the file QMP ``dump-guest-memory``
+        writes with ``format=kdump-raw-*``
+    :param threads: compression threads for the kdump formats (default: one
+        per CPU)
     :raises DrgnQemuError: on every error a user can act on
     """
-    plan = plan_dump(prog, arch, begin, length, vmcoreinfo, reader)
-    return write_dump(prog, plan, output, force, progress, chunk_size, reader, sparse)
+    plan = plan_dump(prog, arch, begin, length, vmcoreinfo, reader, format)
+    return write_dump(prog, plan, output, force, progress, chunk_size, reader, sparse, threads)

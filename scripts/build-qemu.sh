@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Build qemu-system-x86_64 with debug info from Debian's qemu source package.
+# Build qemu-system-* with debug info from Debian's qemu source package.
 #
-#   scripts/build-qemu.sh 7.2|10.0     prints the path of the built binary
+#   scripts/build-qemu.sh 7.2|10.0 [TARGET...]
+#
+# TARGET is x86_64 (the default), aarch64, ppc64 or s390x; the targets named
+# are built by one configure. Prints the path of each built binary, one per
+# line, in the order given.
 #
 # Builds are cached under ${DRGN_QEMU_CACHE:-~/.cache/drgn-qemu} (outside the
 # checkout) in a directory whose name includes a hash of this script, so a
@@ -10,7 +14,16 @@
 # run it as root on a fresh Debian machine.
 set -euo pipefail
 
-series=${1:?usage: build-qemu.sh 7.2|10.0}
+series=${1:?usage: build-qemu.sh 7.2|10.0 [TARGET...]}
+shift
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(x86_64)
+for t in "${targets[@]}"; do
+  case "$t" in
+    x86_64|aarch64|ppc64|s390x) ;;
+    *) echo "build-qemu.sh: unknown target '$t' (x86_64, aarch64, ppc64 or s390x)" >&2; exit 2 ;;
+  esac
+done
 case "$series" in
   7.2)  suite=bookworm ;;
   10.0) suite=trixie ;;
@@ -19,10 +32,14 @@ esac
 
 cache=${DRGN_QEMU_CACHE:-$HOME/.cache/drgn-qemu}
 recipe=$(sha256sum "$0" | cut -c1-12)
-out=$cache/qemu-$series-$recipe
-bin=$out/qemu-system-x86_64
-if [ -x "$bin" ]; then
-  echo "$bin"
+if [ "${targets[*]}" = x86_64 ]; then
+  out=$cache/qemu-$series-$recipe
+else
+  out=$cache/qemu-$series-$(IFS=-; echo "${targets[*]}")-$recipe
+fi
+print_binaries() { for t in "${targets[@]}"; do echo "$out/qemu-system-$t"; done; }
+if [ -f "$out/VERSION" ]; then
+  print_binaries
   exit 0
 fi
 log() { echo "build-qemu.sh: $*" >&2; }
@@ -66,21 +83,33 @@ if [ ! -f "$srcdir/configure" ]; then
   (cd "$srcroot" && apt-get source -q "qemu=$version" >&2)
 fi
 
-# A small device set: the pc machine, -device loader, DIMMs and fw_cfg DMA
-# (which brings the vmcoreinfo device).
-cat > "$srcdir/configs/devices/x86_64-softmmu/drgn-qemu.mak" <<'MAK'
-CONFIG_I440FX=y
-CONFIG_GENERIC_LOADER=y
-CONFIG_DIMM=y
-CONFIG_FW_CFG_DMA=y
-MAK
+# A small device set per target. x86_64: the pc machine, -device loader, DIMMs
+# and fw_cfg DMA (which brings the vmcoreinfo device). The others: the one
+# machine the tests run (virt, pseries, s390-ccw-virtio) and what it selects.
+declare -A devices=(
+  [x86_64]=$'CONFIG_I440FX=y\nCONFIG_GENERIC_LOADER=y\nCONFIG_DIMM=y\nCONFIG_FW_CFG_DMA=y'
+  [aarch64]=$'CONFIG_ARM_VIRT=y\nCONFIG_GENERIC_LOADER=y'
+  [ppc64]=$'CONFIG_PSERIES=y\nCONFIG_GENERIC_LOADER=y'
+  [s390x]=$'CONFIG_S390_CCW_VIRTIO=y'
+)
+target_list=()
+ninja_targets=()
+device_args=()
+for t in "${targets[@]}"; do
+  echo "${devices[$t]}" > "$srcdir/configs/devices/$t-softmmu/drgn-qemu.mak"
+  target_list+=("$t-softmmu")
+  ninja_targets+=("qemu-system-$t")
+  device_args+=("--with-devices-$t=drgn-qemu")
+done
 
 build=$out.build
 rm -rf "$build" "$out"
 mkdir -p "$build"
-args=(--target-list=x86_64-softmmu --without-default-features --without-default-devices
-      --with-devices-x86_64=drgn-qemu --enable-kvm --enable-tcg --enable-debug-info
+args=(--target-list="$(IFS=,; echo "${target_list[*]}")" --without-default-features
+      --without-default-devices "${device_args[@]}" --enable-tcg --enable-debug-info
       --disable-docs --disable-tools --disable-werror --disable-strip)
+# KVM only serves the host's own architecture.
+if [[ " ${targets[*]} " == *" x86_64 "* ]]; then args+=(--enable-kvm); fi
 if [ -d "$srcdir/python/scripts" ] && grep -q "disable-download" "$srcdir/configure"; then
   # QEMU >= 8.1: needs a meson newer than Debian bookworm's; use one from PyPI.
   venv=$cache/meson-venv
@@ -97,11 +126,13 @@ fi
 log "configuring qemu $version in $build"
 (cd "$build" && "$srcdir/configure" "${args[@]}" >&2)
 log "building (this takes a few minutes)"
-ninja -C "$build" qemu-system-x86_64 >&2
+ninja -C "$build" "${ninja_targets[@]}" >&2
 mkdir -p "$out"
-cp "$build/qemu-system-x86_64" "$bin.tmp"
+for t in "${targets[@]}"; do
+  cp "$build/qemu-system-$t" "$out/"
+done
+# VERSION is written last: its presence marks a complete build.
 echo "$version" > "$out/VERSION"
-mv "$bin.tmp" "$bin"
 rm -rf "$build"
-log "built $bin"
-echo "$bin"
+log "built $(print_binaries | tr '\n' ' ')"
+print_binaries

@@ -59,6 +59,13 @@ def notes(path: Path) -> List[Tuple[str, int, bytes]]:
     return out
 
 
+def note_bytes(path: Path) -> bytes:
+    """The PT_NOTE segments' bytes, as they are in the file."""
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        return b"".join(s.data() for s in elf.iter_segments() if s["p_type"] == "PT_NOTE")
+
+
 def read_phys(path: Path, paddr: int, size: int) -> bytes:
     """Read guest-physical memory through the PT_LOAD that holds it."""
     for load in loads(path):

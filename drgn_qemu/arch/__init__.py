@@ -39,6 +39,10 @@ class ArchDumpInfo:
     elf_class: int
     #: ``ELFDATA2LSB`` or ``ELFDATA2MSB``.
     endian: int
+    #: Page size of kdump-compressed dumps; 0 for the target's page size.
+    page_size: int = 0
+    #: The kernel's ``phys_base`` as QEMU guesses it (kdump header).
+    phys_base: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,11 @@ class GuestArch:
     name: str = ""
     #: Guest page size (``TARGET_PAGE_SIZE``).
     page_size: int = 4096
+    #: ``utsname.machine`` of kdump-compressed dumps (``ELF_MACHINE_UNAME``).
+    uname_machine: str = "Unknown"
+    #: Per ELF machine, the VMCOREINFO number that gives the kernel's
+    #: ``phys_base`` (QEMU's ``vmcoreinfo_update_phys_base()``).
+    vmcoreinfo_phys_base: Dict[int, str] = {}
 
     def matches(self, prog: Program) -> bool:
         """Return whether *prog* is a QEMU for this target (from its debug info)."""
