@@ -15,7 +15,15 @@ from drgn import Program
 import drgn_qemu
 from drgn_qemu.arch import supported_arches
 from drgn_qemu.compressed import uncompressed_core
-from drgn_qemu.dump import CHUNK_SIZE, FORMATS, DumpResult, format_plan, plan_dump, write_dump
+from drgn_qemu.dump import (
+    CHUNK_SIZE,
+    ELF_LAYOUTS,
+    FORMATS,
+    DumpResult,
+    format_plan,
+    plan_dump,
+    write_dump,
+)
 from drgn_qemu.errors import DrgnQemuError
 from drgn_qemu.output import check_output
 from drgn_qemu.program import open_qemu_program
@@ -83,6 +91,13 @@ def add_dump_arguments(parser: argparse.ArgumentParser) -> None:
         choices=FORMATS,
         default="elf",
         help="elf (default): an ELF vmcore; kdump-*: kdump-compressed with that compression",
+    )
+    parser.add_argument(
+        "--elf-layout",
+        choices=ELF_LAYOUTS,
+        default="qemu",
+        help="qemu (default): the ELF file QEMU's dump-guest-memory writes, byte for byte; "
+        "kernel: program headers first, as Linux's /proc/vmcore, which makedumpfile needs",
     )
     parser.add_argument(
         "--threads",
@@ -166,7 +181,16 @@ def run_dump(
     check_output(args.output, args.force)
     if args.threads is not None and args.threads < 1:
         raise DrgnQemuError("--threads must be at least 1")
-    plan = plan_dump(prog, args.arch, args.begin, args.length, args.vmcoreinfo, reader, args.format)
+    plan = plan_dump(
+        prog,
+        args.arch,
+        args.begin,
+        args.length,
+        args.vmcoreinfo,
+        reader,
+        args.format,
+        args.elf_layout,
+    )
     if not args.quiet:
         print(format_plan(plan), flush=True)
     for warning in plan.warnings:

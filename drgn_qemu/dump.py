@@ -31,13 +31,14 @@ from drgn_qemu.kdump import KDUMP_FORMATS, KdumpLayout, default_threads, write_k
 from drgn_qemu.output import atomic_output
 from drgn_qemu.reader import MemoryFault, MemoryReader, ProgramReader
 from drgn_qemu.sparse import nonzero_runs, pwrite_all, pwrite_zeros
-from drgn_qemu.vmcoreinfo import Vmcoreinfo, find_vmcoreinfo
+from drgn_qemu.vmcoreinfo import Vmcoreinfo, find_vmcoreinfo, kernel_utsname
 
 __all__ = (
     "CHUNK_SIZE",
     "DumpResult",
     "DumpSegment",
     "DumpPlan",
+    "ELF_LAYOUTS",
     "FORMATS",
     "dump_guest_memory",
     "filter_guest_phys_blocks",
@@ -52,6 +53,10 @@ CHUNK_SIZE = 8 << 20
 
 #: Output formats: ELF, or kdump-compressed with one of the compressions.
 FORMATS = ("elf", *KDUMP_FORMATS)
+
+#: ELF layouts: QEMU's (section headers first), or the kernel's
+#: ``/proc/vmcore`` one (program headers first), which makedumpfile needs.
+ELF_LAYOUTS = ("qemu", "kernel")
 
 _DUMP_GUEST_CORE_HINT = (
     "QEMU ran with -machine dump-guest-core=off (the default), which keeps guest "
@@ -242,6 +247,7 @@ def plan_dump(
     vmcoreinfo: Optional[str] = None,
     reader: Optional[MemoryReader] = None,
     format: str = "elf",
+    elf_layout: str = "qemu",
 ) -> DumpPlan:
     """
     Work out what :func:`dump_guest_memory` will write, without writing:
@@ -250,6 +256,8 @@ def plan_dump(
     """
     if format not in FORMATS:
         raise DrgnQemuError(f"unknown format {format!r} (one of {', '.join(FORMATS)})")
+    if elf_layout not in ELF_LAYOUTS:
+        raise DrgnQemuError(f"unknown ELF layout {elf_layout!r} (one of {', '.join(ELF_LAYOUTS)})")
     if format != "elf" and begin is not None:
         # QMP dump-guest-memory refuses a window with the kdump formats too.
         raise DrgnQemuError("--begin and --length only work with --format elf")
@@ -282,8 +290,19 @@ def plan_dump(
             info.endian,
             notes,
             [LoadSegment(s.paddr, s.size) for s in segments],
+            phdrs_first=elf_layout == "kernel",
         )
     else:
+        phys_base = _phys_base(guest_arch, info, vmci)
+        utsname = None
+        if vmci is not None:
+            with _reading("the guest kernel's utsname"):
+                utsname = kernel_utsname(
+                    prog,
+                    blocks,
+                    vmci,
+                    lambda vaddr: guest_arch.kernel_paddr(info, vmci.fields, phys_base, vaddr),
+                )
         layout = KdumpLayout(
             info.elf_class,
             info.endian,
@@ -292,9 +311,10 @@ def plan_dump(
             notes,
             vmcoreinfo_note,
             len(cpus),
-            _phys_base(guest_arch, info, vmci),
+            phys_base,
             format,
             [(s.paddr, s.size, s.host_addr) for s in segments],
+            utsname,
         )
     return DumpPlan(guest_arch, blocks, segments, layout, info, cpus, vmci, warnings)
 
@@ -427,6 +447,7 @@ def dump_guest_memory(
     sparse: bool = True,
     format: str = "elf",
     threads: Optional[int] = None,
+    elf_layout: str = "qemu",
 ) -> DumpResult:
     """
     Write the guest-physical memory of a QEMU program as an ELF vmcore, the
@@ -456,7 +477,10 @@ def dump_guest_memory(
         writes with ``format=kdump-raw-*``
     :param threads: compression threads for the kdump formats (default: one
         per CPU)
+    :param elf_layout: ``qemu``: the ELF file QEMU writes, byte for byte;
+        ``kernel``: program headers first, as Linux's ``/proc/vmcore``
+        (makedumpfile reads only that)
     :raises DrgnQemuError: on every error a user can act on
     """
-    plan = plan_dump(prog, arch, begin, length, vmcoreinfo, reader, format)
+    plan = plan_dump(prog, arch, begin, length, vmcoreinfo, reader, format, elf_layout)
     return write_dump(prog, plan, output, force, progress, chunk_size, reader, sparse, threads)

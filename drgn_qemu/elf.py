@@ -13,6 +13,16 @@ The ``drgn_qemu.elf`` module lays out an ELF ``ET_CORE`` file the way QEMU's
     memory segments, back to back
     section string table ("\\0.shstrtab\\0")
 
+or, with ``phdrs_first``, the way Linux's ``/proc/vmcore`` is laid out, which
+makedumpfile needs (it looks for the program headers right after the ELF
+header, whatever ``e_phoff`` says)::
+
+    ELF header
+    program headers
+    section header [0], only when the segment count overflows e_phnum
+    notes
+    memory segments
+
 Both classes (ELFCLASS32/64) and both byte orders are supported.
 """
 
@@ -92,6 +102,9 @@ class ElfCoreLayout:
     :param endian: :data:`ELFDATA2LSB` or :data:`ELFDATA2MSB`
     :param notes: the notes, already encoded (see :func:`elf_note`)
     :param segments: the memory segments, in file order
+    :param phdrs_first: program headers right after the ELF header, and no
+        section headers but the one that carries a segment count past
+        ``PN_XNUM``
     """
 
     def __init__(
@@ -101,6 +114,7 @@ class ElfCoreLayout:
         endian: int,
         notes: bytes,
         segments: Sequence[LoadSegment],
+        phdrs_first: bool = False,
     ) -> None:
         if elf_class not in _EHDR:
             raise ValueError(f"bad ELF class {elf_class}")
@@ -119,10 +133,18 @@ class ElfCoreLayout:
         self.phnum = 1 + len(self.segments)
         if self.phnum > 0xFFFFFFFF:
             raise ValueError("too many segments for an ELF file")
-        self.shnum = 2
-        self.shoff = self._ehdr.size
-        self.phoff = self.shoff + self.shnum * self._shdr.size
-        self.note_offset = self.phoff + self.phnum * self._phdr.size
+        self.phdrs_first = phdrs_first
+        if phdrs_first:
+            self.shnum = 1 if self.phnum >= PN_XNUM else 0
+            self.phoff = self._ehdr.size
+            self.shoff = self.phoff + self.phnum * self._phdr.size if self.shnum else 0
+            self.note_offset = self.phoff + self.phnum * self._phdr.size
+            self.note_offset += self.shnum * self._shdr.size
+        else:
+            self.shnum = 2
+            self.shoff = self._ehdr.size
+            self.phoff = self.shoff + self.shnum * self._shdr.size
+            self.note_offset = self.phoff + self.phnum * self._phdr.size
         self.data_offset = self.note_offset + len(notes)
         self.segment_offsets: List[int] = []
         offset = self.data_offset
@@ -134,7 +156,7 @@ class ElfCoreLayout:
             self.segment_offsets.append(offset)
             offset += segment.size
         self.shstrtab_offset = offset
-        self.file_size = offset + len(SHSTRTAB)
+        self.file_size = offset + len(self.trailer())
         if self.file_size > limit:
             raise ValueError(f"the file does not fit in ELF class {elf_class}")
 
@@ -155,7 +177,7 @@ class ElfCoreLayout:
             min(self.phnum, PN_XNUM),
             self._shdr.size,
             self.shnum,
-            self.shnum - 1,  # e_shstrndx
+            1 if self.shnum == 2 else 0,  # e_shstrndx
         )
         # Section 0 carries the real segment count once e_phnum overflows.
         shdr0 = self._shdr.pack(
@@ -171,11 +193,13 @@ class ElfCoreLayout:
             phdrs.append(
                 self._pack_phdr(PT_LOAD, offset, vaddr, segment.paddr, segment.size, segment.size)
             )
+        if self.phdrs_first:
+            return ehdr + b"".join(phdrs) + (shdr0 if self.shnum else b"") + self.notes
         return ehdr + shdr0 + shdr1 + b"".join(phdrs) + self.notes
 
     def trailer(self) -> bytes:
         """Return every byte after the last segment's data."""
-        return SHSTRTAB
+        return b"" if self.phdrs_first else SHSTRTAB
 
     def _pack_phdr(
         self, p_type: int, offset: int, vaddr: int, paddr: int, filesz: int, memsz: int

@@ -152,6 +152,8 @@ class KdumpLayout:
     :param phys_base: the kernel's ``phys_base``
     :param compression: one of :data:`KDUMP_FORMATS`
     :param segments: the memory, as for :func:`pages_of_segments`
+    :param utsname: the kernel's ``struct new_utsname``, if known; else the
+        header names only *machine*
     """
 
     def __init__(
@@ -166,6 +168,7 @@ class KdumpLayout:
         phys_base: int,
         compression: str,
         segments: Sequence[Tuple[int, int, int]],
+        utsname: Optional[bytes] = None,
     ) -> None:
         if compression not in COMPRESSION_FLAGS:
             raise ValueError(f"unknown kdump compression {compression!r}")
@@ -179,6 +182,9 @@ class KdumpLayout:
         self.phys_base = phys_base
         self.compression = compression
         self.segments = list(segments)
+        if utsname is not None and len(utsname) != 6 * _UTSNAME_FIELD:
+            raise ValueError("a struct new_utsname is 390 bytes")
+        self.utsname = utsname
         if not self.segments:
             raise ValueError("no memory to dump")
         last_paddr, last_size, _ = self.segments[-1]
@@ -200,8 +206,11 @@ class KdumpLayout:
     def header(self) -> bytes:
         """Return the disk_dump_header and kdump_sub_header blocks, with the notes."""
         utsname = bytearray(6 * _UTSNAME_FIELD)
-        machine = self.machine.encode()[:_UTSNAME_FIELD]
-        utsname[4 * _UTSNAME_FIELD : 4 * _UTSNAME_FIELD + len(machine)] = machine
+        if self.utsname is not None:
+            utsname[:] = self.utsname
+        else:
+            machine = self.machine.encode()[: _UTSNAME_FIELD - 1]
+            utsname[4 * _UTSNAME_FIELD : 4 * _UTSNAME_FIELD + len(machine)] = machine
         dh = struct.pack(
             self.order + _DISK_DUMP_HEADER[self.elf_class],
             KDUMP_SIGNATURE,

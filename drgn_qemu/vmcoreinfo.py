@@ -19,7 +19,7 @@ in this order:
 import re
 import struct
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import drgn
 import numpy as np
@@ -34,6 +34,7 @@ from drgn_qemu.reader import MemoryFault, MemoryReader, ProgramReader
 __all__ = (
     "Vmcoreinfo",
     "find_vmcoreinfo",
+    "kernel_utsname",
     "parse_vmcoreinfo",
     "vmcoreinfo_from_device",
     "vmcoreinfo_from_file",
@@ -249,3 +250,43 @@ def find_vmcoreinfo(
             "crash and drgn will need the kernel's details another way"
         )
     return found, warnings
+
+
+#: ``sizeof(struct new_utsname)``: six 65-byte strings.
+NEW_UTSNAME_SIZE = 6 * 65
+
+
+def kernel_utsname(
+    prog: Program,
+    blocks: List[GuestPhysBlock],
+    vmci: Vmcoreinfo,
+    kernel_paddr: Callable[[int], Optional[int]],
+) -> Optional[bytes]:
+    """
+    Return the guest kernel's ``struct new_utsname`` (``init_uts_ns.name``)
+    read from guest RAM, as makedumpfile puts it in a kdump header, or None
+    if it cannot be found or does not match VMCOREINFO.
+
+    :param vmci: gives ``SYMBOL(init_uts_ns)`` and ``OFFSET(uts_namespace.name)``
+    :param kernel_paddr: the guest-physical address of a kernel virtual
+        address (per architecture), or None
+    """
+    try:
+        vaddr = int(vmci.fields["SYMBOL(init_uts_ns)"], 16)
+        vaddr += int(vmci.fields.get("OFFSET(uts_namespace.name)", "0"))
+    except (KeyError, ValueError):
+        return None
+    paddr = kernel_paddr(vaddr)
+    if paddr is None:
+        return None
+    try:
+        uts = guest_phys_read(prog, blocks, paddr, NEW_UTSNAME_SIZE)
+    except (LookupError, drgn.FaultError):
+        return None
+    fields = [uts[i * 65 : (i + 1) * 65] for i in range(6)]
+    # Every string NUL-terminated; sysname Linux; the release VMCOREINFO's.
+    if any(f[-1] != 0 for f in fields) or fields[0].rstrip(b"\0") != b"Linux":
+        return None
+    if fields[2].split(b"\0")[0].decode(errors="replace") != vmci.osrelease:
+        return None
+    return uts

@@ -12,7 +12,7 @@ given to ``--arch``. Adding a target is adding a module and listing it in
 """
 
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from drgn import Program
 
@@ -86,6 +86,15 @@ class GuestArch:
     def describe_cpus(self, prog: Program) -> List[CpuSummary]:
         """Summarise each vCPU for the dump summary."""
         raise NotImplementedError
+
+    def kernel_paddr(
+        self, info: ArchDumpInfo, vmcoreinfo: Dict[str, str], phys_base: int, vaddr: int
+    ) -> Optional[int]:
+        """
+        Return the guest-physical address of a Linux kernel image address
+        (a ``SYMBOL()`` of VMCOREINFO), or None where this is not known.
+        """
+        return None
 
 
 def _registry() -> Dict[str, GuestArch]:

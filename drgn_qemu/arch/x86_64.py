@@ -7,7 +7,7 @@ note per vCPU carrying ``QEMUCPUState``.
 """
 
 import struct
-from typing import List
+from typing import Dict, List, Optional
 
 from drgn import Object, Program, container_of, sizeof
 
@@ -25,6 +25,8 @@ NT_PRSTATUS = 1
 HF_LMA_MASK = 1 << 14
 #: ``CPU_NB_REGS`` of the 64-bit target.
 _CPU_NB_REGS64 = 16
+#: ``__START_KERNEL_map``: where x86_64 Linux maps its image.
+START_KERNEL_MAP = 0xFFFFFFFF80000000
 #: ``QEMUCPUSTATE_VERSION``.
 QEMUCPUSTATE_VERSION = 1
 
@@ -165,6 +167,14 @@ class X86_64(GuestArch):
         for cpu in cpus:
             notes.append(elf_note(b"QEMU", 0, qemu_cpu_state(cpu.env)))
         return b"".join(notes)
+
+    def kernel_paddr(
+        self, info: ArchDumpInfo, vmcoreinfo: Dict[str, str], phys_base: int, vaddr: int
+    ) -> Optional[int]:
+        # The kernel image is mapped at __START_KERNEL_map + phys_base.
+        if info.machine != EM_X86_64 or not vaddr >= START_KERNEL_MAP:
+            return None
+        return (vaddr - START_KERNEL_MAP + phys_base) & 0xFFFFFFFFFFFFFFFF
 
     def describe_cpus(self, prog: Program) -> List[CpuSummary]:
         try:
