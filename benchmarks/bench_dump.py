@@ -9,10 +9,16 @@ guest, our dump against the alternatives:
   ``gdb -batch BIN CORE -ex 'source ...' -ex 'dump-guest-memory OUT X86_64'``;
 - cp of the same bytes (QEMU's vmcore), and of as many bytes as are non-zero.
 
+and, for the kdump-compressed formats, QEMU's QMP dump-guest-memory with
+format=kdump-raw-zlib against ours in each format, with one compression
+thread and with one per CPU.
+
 Guests: 768 MiB mostly empty (firmware only), 2 GiB mostly written (random
-data loaded with -device loader) and 8 GiB under KVM, mostly untouched. For
-each: wall time, peak RSS, output size on disk, and ratios. Results go to
-benchmarks/RESULTS.md (``--smoke``: the smallest guest only, printed, for CI).
+data loaded with -device loader), 8 GiB under KVM, mostly untouched, and a
+1 GiB Linux 6.1 guest (the tests' kernel and initramfs, booted under TCG).
+For each: wall time, peak RSS, output size on disk, and ratios. Results go
+to benchmarks/RESULTS.md (``--smoke``: the smallest guest only, printed, for
+CI).
 
     .venv/bin/python benchmarks/bench_dump.py [--smoke] [--guests NAME,...]
 """
@@ -45,7 +51,9 @@ GUESTS = {
     "768M-empty": {"memory": "768M", "fill": 0, "accel": "auto"},
     "2G-written": {"memory": "2G", "fill": 1800 << 20, "accel": "auto"},
     "8G-kvm-untouched": {"memory": "8G", "fill": 0, "accel": "kvm"},
+    "1G-linux-6.1": {"memory": "1G", "fill": 0, "accel": "tcg", "linux": "6.1"},
 }
+KDUMP_FORMATS = ["kdump-zlib", "kdump-zstd", "kdump-snappy"]
 CHUNK_SIZES = ["1M", "4M", "8M", "16M", "32M"]
 #: A dump of one page: what every run costs before it copies anything.
 STARTUP = "drgn-qemu -c CORE, one 4 KiB page (start-up)"
@@ -114,8 +122,14 @@ def bench_guest(name: str, spec: Dict[str, object], work: Path, binary: Path, sc
         extra = ["-device", f"loader,file={work / 'fill.bin'},addr=0x100000,force-raw=on"]
     runs: List[Run] = []
     info = {"guest": name, "accel": accel, "memory": str(spec["memory"])}
-    guest = QemuGuest(binary, work, accel, memory=str(spec["memory"]),
-                      machine_opts="dump-guest-core=on", extra_args=extra).start()  # fmt: skip
+    if "linux" in spec:
+        from linux_guest import boot_linux, fetch_kernel
+
+        guest = boot_linux(binary, work, fetch_kernel(str(spec["linux"])), True,
+                           memory=str(spec["memory"]))  # fmt: skip
+    else:
+        guest = QemuGuest(binary, work, accel, memory=str(spec["memory"]),
+                          machine_opts="dump-guest-core=on", extra_args=extra).start()  # fmt: skip
     try:
         time.sleep(0.5)
         guest.stop()
@@ -129,6 +143,18 @@ def bench_guest(name: str, spec: Dict[str, object], work: Path, binary: Path, sc
             qemu_times.append(time.monotonic() - t0)
         runs.append(Run("QEMU QMP dump-guest-memory", statistics.median(qemu_times), None,
                         disk_mib(qemu_out), "QMP dump-guest-memory paging=false"))  # fmt: skip
+        kdump_out = work / "qemu.kdump"
+        kdump_times = []
+        for _ in range(REPEAT):
+            kdump_out.unlink(missing_ok=True)
+            os.sync()
+            t0 = time.monotonic()
+            guest.dump(kdump_out, format="kdump-raw-zlib")
+            kdump_times.append(time.monotonic() - t0)
+        runs.append(Run("QEMU QMP dump-guest-memory, kdump-raw-zlib",
+                        statistics.median(kdump_times), None, disk_mib(kdump_out),
+                        "QMP dump-guest-memory paging=false format=kdump-raw-zlib"))  # fmt: skip
+        kdump_out.unlink()
         t0 = time.monotonic()
         core = guest.gcore(work / "qemu.core")
         info["gcore_seconds"] = f"{time.monotonic() - t0:.2f}"
@@ -146,6 +172,13 @@ def bench_guest(name: str, spec: Dict[str, object], work: Path, binary: Path, sc
         runs.append(measure("drgn-qemu -c CORE --no-sparse",
                             [*dump, "--no-sparse", "-c", str(core), str(ours)], ours))  # fmt: skip
         ours.unlink()
+        threads = len(os.sched_getaffinity(0))
+        for fmt in KDUMP_FORMATS:
+            for n in sorted({threads, 1}, reverse=True):
+                runs.append(measure(f"drgn-qemu -c CORE --format {fmt}, {n} thread{'s' * (n > 1)}",
+                                    [*dump, "--format", fmt, "--threads", str(n), "-c",
+                                     str(core), str(ours)], ours))  # fmt: skip
+                ours.unlink()
         if chunk_sweep:
             for size in CHUNK_SIZES:
                 runs.append(measure(f"drgn-qemu -c CORE, {size} chunks",
@@ -231,6 +264,16 @@ def targets(results: Dict[str, List[Run]]) -> List[str]:
         out.append(f"- why, where not met: start-up (Python, numpy, drgn indexing QEMU's "
                    f"DWARF, before any guest byte is copied) took {t(runs, STARTUP):.2f} s of "
                    f"our {t(runs, ours):.2f} s on {name}")  # fmt: skip
+    threads = len(os.sched_getaffinity(0))
+    for name, runs in results.items():
+        theirs = t(runs, "QEMU QMP dump-guest-memory, kdump-raw-zlib")
+        many = t(
+            runs, f"drgn-qemu -c CORE --format kdump-zlib, {threads} thread{'s' * (threads > 1)}"
+        )
+        one = t(runs, "drgn-qemu -c CORE --format kdump-zlib, 1 thread")
+        out.append(f"- kdump-zlib on {name}: ours {many:.2f} s with {threads} threads, "
+                   f"{one:.2f} s with 1 ({one / many:.2f}x); QEMU's kdump-raw-zlib {theirs:.2f} s "
+                   f"({theirs / many:.2f}x ours)")  # fmt: skip
     if "8G-kvm-untouched" in results:
         peak = rss(results["8G-kvm-untouched"], ours)
         out.append(f"- peak RSS <= 150 MB on the 8 GiB guest: {peak:.0f} MiB, "
