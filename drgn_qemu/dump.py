@@ -204,8 +204,8 @@ def _reading(what: str) -> Iterator[None]:
         raise CorruptStructureError(
             f"cannot read {what}: {e} (the core is damaged or incomplete)"
         ) from None
-    except AttributeError as e:
-        # A member drgn-qemu expects is not in this QEMU's debug info.
+    except (AttributeError, LookupError) as e:
+        # A member or type drgn-qemu expects is not in this QEMU's debug info.
         raise UnsupportedError(f"unsupported QEMU data structure layout ({what}): {e}") from None
 
 
@@ -261,7 +261,18 @@ def plan_dump(
     if format != "elf" and begin is not None:
         # QMP dump-guest-memory refuses a window with the kdump formats too.
         raise DrgnQemuError("--begin and --length only work with --format elf")
-    guest_arch = get_arch(arch) if arch else detect_arch(prog)
+    if arch:
+        guest_arch = get_arch(arch)
+        if not guest_arch.matches(prog):
+            try:
+                found = f" (it is one for {detect_arch(prog).name} guests)"
+            except UnsupportedError:
+                found = ""
+            raise UnsupportedError(
+                f"--arch {arch}: this QEMU's debug info has no {arch} vCPU type{found}"
+            )
+    else:
+        guest_arch = detect_arch(prog)
     with _reading("QEMU's memory map"):
         blocks = guest_phys_blocks(prog, guest_arch.page_size)
     segments = filter_guest_phys_blocks(blocks, begin, length)

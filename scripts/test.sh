@@ -10,6 +10,7 @@ scripts/bootstrap.sh
 for series in 7.2 10.0; do
   echo "test.sh: QEMU $series: $(scripts/build-qemu.sh "$series")"
 done
+echo "test.sh: QEMU 10.0, other targets:" $(scripts/build-qemu.sh 10.0 aarch64 ppc64 s390x)
 for series in 6.1 6.12; do
   echo "test.sh: Linux $series guest kernel: $(scripts/fetch-kernel.sh "$series")"
 done

@@ -22,12 +22,28 @@ SERIES = ("7.2", "10.0")
 _binaries: Dict[str, Path] = {}
 
 
-def cached_artifact(script: str, series: str) -> Path:
+def cached_artifact(script: str, series: str, *args: str) -> Path:
     """Run scripts/SCRIPT SERIES, which makes or finds a cached artifact, and return its path."""
     out = subprocess.run(
-        [str(REPO / "scripts" / script), series], check=True, stdout=subprocess.PIPE, text=True
+        [str(REPO / "scripts" / script), series, *args],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
     ).stdout
     return Path(out.strip().splitlines()[-1])
+
+
+#: The other targets, built together by one configure (scripts/build-qemu.sh).
+CROSS_TARGETS = ("aarch64", "ppc64", "s390x")
+
+
+def cross_qemu_binary(target: str) -> Path:
+    """Return our debug qemu-system-TARGET (QEMU 10.0) of a non-x86 target."""
+    if target not in _binaries:
+        last = cached_artifact("build-qemu.sh", "10.0", *CROSS_TARGETS)
+        for t in CROSS_TARGETS:
+            _binaries[t] = last.parent / f"qemu-system-{t}"
+    return _binaries[target]
 
 
 def qemu_binary(series: str) -> Path:
@@ -79,6 +95,7 @@ class QemuGuest:
         machine_opts: str = "dump-guest-core=on,max-ram-below-4g=512M",
         extra_args: Sequence[str] = (),
         smp: int = 1,
+        machine: str = "pc",
     ) -> None:
         self.binary = binary
         self.workdir = workdir
@@ -87,7 +104,7 @@ class QemuGuest:
         self.args: List[str] = [
             str(binary),
             "-machine",
-            f"pc,{machine_opts}" if machine_opts else "pc",
+            f"{machine},{machine_opts}" if machine_opts else machine,
             "-accel",
             accel_arg,
             "-m",

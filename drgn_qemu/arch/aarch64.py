@@ -1,0 +1,225 @@
+"""
+AArch64 guests of ``qemu-system-aarch64`` (``target/arm``), dumped as QEMU's
+``target/arm/arch_dump.c`` does: EM_AARCH64, ELFCLASS64, the byte order of
+EL1 (``SCTLR_EL1.EE``); per vCPU a "CORE" ``NT_PRSTATUS`` (``struct
+elf_prstatus`` with ``user_pt_regs``) and a "CORE" ``NT_PRFPREG``
+(``user_fpsimd_state``). kdump-compressed dumps use 64 KiB pages (the largest
+AArch64 page) and the lowest guest RAM address as ``phys_base``, as QEMU.
+"""
+
+import struct
+from typing import Dict, List, Optional
+
+from drgn import Object, Program, container_of
+
+from drgn_qemu.arch import ArchDumpInfo, CpuSummary, GuestArch
+from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, elf_note
+from drgn_qemu.errors import UnsupportedError
+from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
+from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
+
+__all__ = ("AArch64", "EM_AARCH64", "arm_cpu", "pstate_read", "vfp_get_fpsr", "vfp_get_fpcr")
+
+EM_AARCH64 = 183
+NT_PRSTATUS = 1
+NT_PRFPREG = 2
+#: ``SCTLR_EE``: exceptions (and so the kernel) big-endian.
+SCTLR_EE = 1 << 25
+# FPSR bits (target/arm/cpu.h).
+FPSR_IOC, FPSR_DZC, FPSR_OFC, FPSR_UFC, FPSR_IXC, FPSR_IDC = 1, 2, 4, 8, 16, 128
+FPSR_QC = 1 << 27
+FPCR_AH = 1 << 1
+FPCR_FZ = 1 << 24
+
+# aarch64_elf_prstatus: pad1[32], pr_pid, pad2[76], regs[31], sp, pc, pstate,
+# pr_fpvalid, pad3[4].
+_PRSTATUS = "32xI76x34QI4x"
+# aarch64_user_vfp_state: vregs[64], fpsr, fpcr, pad[8].
+_VFP = "64QII8x"
+
+
+def arm_cpu(cpu: Object) -> Object:
+    """Return the ``ARMCPU *`` of a ``CPUState *`` (``ARM_CPU(cs)``)."""
+    return container_of(cpu, "ARMCPU", "parent_obj")
+
+
+def pstate_read(env: Object) -> int:
+    """Return PSTATE of a ``CPUARMState`` as QEMU's ``pstate_read()`` assembles it."""
+    zf = 1 if env.ZF.value_() == 0 else 0
+    value = (
+        (env.NF.value_() & 0x80000000)
+        | (zf << 30)
+        | (env.CF.value_() << 29)
+        | ((env.VF.value_() & 0x80000000) >> 3)
+        | env.pstate.value_()
+        | env.daif.value_()
+    )
+    if env.type_.has_member("btype"):
+        value |= env.btype.value_() << 10
+    return value & 0xFFFFFFFF
+
+
+def _flags(env: Object, fpst: str) -> int:
+    prog = env.prog_
+    return env.vfp.fp_status[prog[fpst].value_()].float_exception_flags.value_()
+
+
+def _exceptbits_from_host(prog: Program, host: int, ah: bool) -> int:
+    """QEMU's ``vfp_exceptbits_from_host()``: softfloat flags to FPSR bits."""
+
+    def flag(name: str) -> int:
+        try:
+            return int(prog[name].value_())
+        except KeyError:
+            return 0
+
+    bits = 0
+    if host & flag("float_flag_invalid"):
+        bits |= FPSR_IOC
+    if host & flag("float_flag_divbyzero"):
+        bits |= FPSR_DZC
+    if host & flag("float_flag_overflow"):
+        bits |= FPSR_OFC
+    if host & (flag("float_flag_underflow") | flag("float_flag_output_denormal_flushed")):
+        bits |= FPSR_UFC
+    if host & flag("float_flag_inexact"):
+        bits |= FPSR_IXC
+    if host & flag("float_flag_input_denormal_flushed"):
+        bits |= FPSR_IDC
+    if ah and host & flag("float_flag_input_denormal_used"):
+        bits |= FPSR_IDC
+    if ah and host & flag("float_flag_output_denormal_flushed"):
+        bits |= FPSR_IXC
+    return bits
+
+
+def vfp_get_fpsr(env: Object) -> int:
+    """
+    Return FPSR as QEMU's ``vfp_get_fpsr()``: ``vfp.fpsr``, the exception
+    flags softfloat has gathered since (``vfp_get_fpsr_from_host()``) and QC.
+    Reads the ``CPUARMState.vfp`` layout with ``fpsr``, ``fpcr`` and
+    ``fp_status[FPST_*]`` (QEMU 10).
+
+    :raises UnsupportedError: for an older layout
+    """
+    prog = env.prog_
+    vfp = env.vfp
+    if not vfp.type_.has_member("fpsr") or not vfp.type_.has_member("fp_status"):
+        raise UnsupportedError(
+            "this QEMU keeps the Arm FP status in a layout drgn-qemu does not read "
+            "(CPUARMState.vfp has no fpsr/fp_status members)"
+        )
+    fpcr = vfp.fpcr.value_()
+    a32 = _flags(env, "FPST_A32") | _flags(env, "FPST_STD")
+    denormal_flushed = int(prog["float_flag_input_denormal_flushed"].value_())
+    denormal_used = int(prog["float_flag_input_denormal_used"].value_())
+    a32 |= _flags(env, "FPST_A32_F16") & ~denormal_flushed
+    a32 |= _flags(env, "FPST_STD_F16") & ~denormal_flushed
+    a64 = _flags(env, "FPST_A64")
+    a64 |= _flags(env, "FPST_A64_F16") & ~(denormal_flushed | denormal_used)
+    if fpcr & (FPCR_FZ | FPCR_AH) != FPCR_FZ:
+        a64 &= ~denormal_flushed
+    fpsr = vfp.fpsr.value_()
+    fpsr |= _exceptbits_from_host(prog, a64, bool(fpcr & FPCR_AH))
+    fpsr |= _exceptbits_from_host(prog, a32, False)
+    if any(vfp.qc[i].value_() for i in range(len(vfp.qc))):
+        fpsr |= FPSR_QC
+    return fpsr & 0xFFFFFFFF
+
+
+def vfp_get_fpcr(env: Object) -> int:
+    """Return FPCR as QEMU's ``vfp_get_fpcr()`` assembles it."""
+    vfp = env.vfp
+    fpcr = vfp.fpcr.value_() | (vfp.vec_len.value_() << 16) | (vfp.vec_stride.value_() << 20)
+    if env.type_.has_member("v7m") and env.v7m.type_.has_member("ltpsize"):
+        fpcr |= env.v7m.ltpsize.value_() << 16
+    return fpcr & 0xFFFFFFFF
+
+
+def _has_sve(cpu: Object) -> bool:
+    # cpu_isar_feature(aa64_sve): ID_AA64PFR0_EL1.SVE, bits [35:32].
+    return bool((cpu.isar.id_aa64pfr0.value_() >> 32) & 0xF)
+
+
+class AArch64(GuestArch):
+    name = "aarch64"
+    page_size = 4096
+    # QEMU writes "Unknown" in kdump headers (ELF_MACHINE_UNAME is x86 and
+    # s390x only); the kernel's name is more use to readers.
+    uname_machine = "aarch64"
+    vmcoreinfo_phys_base = {EM_AARCH64: "NUMBER(PHYS_OFFSET)"}
+
+    def matches(self, prog: Program) -> bool:
+        """An ``ARMCPU`` whose ``CPUARMState`` has AArch64's ``xregs``."""
+        try:
+            prog.type("ARMCPU")
+            return prog.type("CPUARMState").has_member("xregs")
+        except LookupError:
+            return False
+
+    def cpu_get_dump_info(self, prog: Program, blocks: List[GuestPhysBlock]) -> ArchDumpInfo:
+        cpu = first_cpu(prog)
+        if not cpu:
+            raise UnsupportedError("the QEMU program has no vCPUs")
+        env = arm_cpu(cpu).env
+        if not env.features.value_() & (1 << prog["ARM_FEATURE_AARCH64"].value_()):
+            raise UnsupportedError(
+                "the first vCPU is a 32-bit Arm CPU (EM_ARM dumps are not supported yet)"
+            )
+        endian = ELFDATA2MSB if env.cp15.sctlr_el[1].value_() & SCTLR_EE else ELFDATA2LSB
+        lowest = min((b.target_start for b in blocks), default=0)
+        return ArchDumpInfo(EM_AARCH64, ELFCLASS64, endian, page_size=1 << 16, phys_base=lowest)
+
+    def cpu_notes(self, prog: Program, info: ArchDumpInfo) -> bytes:
+        order = "<" if info.endian == ELFDATA2LSB else ">"
+        notes = []
+        for cs in for_each_cpu(prog):
+            cpu = arm_cpu(cs)
+            env = cpu.env
+            pid = cs.cpu_index.value_() + 1
+            # AArch32 state: QEMU first copies the AArch32 registers into
+            # xregs (aarch64_sync_32_to_64); we write its last AArch64 copy.
+            a64 = bool(env.aarch64.value_())
+            regs = [env.xregs[i].value_() for i in range(31)]
+            sp = env.xregs[31].value_() if a64 else 0
+            prstatus = struct.pack(
+                order + _PRSTATUS, pid, *regs, sp, env.pc.value_(), pstate_read(env), 1
+            )
+            notes.append(elf_note(b"CORE", NT_PRSTATUS, prstatus, info.endian))
+            vregs = []
+            for i in range(32):
+                lo, hi = (env.vfp.zregs[i].d[j].value_() for j in (0, 1))
+                # Big-endian notes swap the halves (QEMU does, on any host).
+                vregs += [hi, lo] if info.endian == ELFDATA2MSB else [lo, hi]
+            vfp = struct.pack(order + _VFP, *vregs, vfp_get_fpsr(env), vfp_get_fpcr(env))
+            notes.append(elf_note(b"CORE", NT_PRFPREG, vfp, info.endian))
+            if _has_sve(cpu):
+                raise UnsupportedError(
+                    f"vCPU {pid - 1} has SVE, whose NT_ARM_SVE note drgn-qemu does not write "
+                    "yet (a CPU model without SVE, e.g. -cpu cortex-a57, dumps)"
+                )
+        return b"".join(notes)
+
+    def describe_cpus(self, prog: Program) -> List[CpuSummary]:
+        out = []
+        for cs in for_each_cpu(prog):
+            env = arm_cpu(cs).env
+            state = "AArch64" if env.aarch64.value_() else "AArch32"
+            el = (pstate_read(env) >> 2) & 3 if env.aarch64.value_() else 0
+            out.append(
+                CpuSummary(
+                    cs.cpu_index.value_(),
+                    f"pc=0x{env.pc.value_():x} sp=0x{env.xregs[31].value_():x} {state} EL{el}",
+                )
+            )
+        return out
+
+    def kernel_paddr(
+        self, info: ArchDumpInfo, vmcoreinfo: Dict[str, str], phys_base: int, vaddr: int
+    ) -> Optional[int]:
+        # Kernel image addresses: physical = virtual - kimage_voffset.
+        try:
+            voffset = int(vmcoreinfo["NUMBER(kimage_voffset)"], 16)
+        except (KeyError, ValueError):
+            return None
+        return (vaddr - voffset) & 0xFFFFFFFFFFFFFFFF
