@@ -1,16 +1,22 @@
 """
 Guest architectures other than x86: a stopped guest of our debug
-qemu-system-aarch64 (QEMU 10.0, TCG, -machine virt -cpu cortex-a57, no
-firmware, two vCPUs, a blob of known bytes loaded into RAM), dumped by QEMU
-over QMP and by drgn-qemu from a gcore of the process: the ELF vmcore is
-QEMU's byte for byte but for e_ehsize, notes included, and the kdump-zlib
-file QEMU's kdump-raw-zlib but for utsname.machine.
+qemu-system-aarch64 and qemu-system-ppc64 (QEMU 10.0, TCG, two vCPUs, a blob
+of known bytes loaded into RAM), dumped by QEMU over QMP and by drgn-qemu
+from a gcore of the process: the ELF vmcore is QEMU's byte for byte, notes
+included, but for the header fields QEMU gets wrong (see
+assert_same_file_but_ehsize), and the kdump-zlib file is QEMU's
+kdump-raw-zlib but for utsname.machine.
+
+- aarch64: -machine virt -cpu cortex-a57, no firmware (the vCPU runs from
+  the empty flash);
+- ppc64: -machine pseries on SLOF (Debian's qemu-system-data), which leaves
+  the vCPUs taking interrupts big-endian: a big-endian vmcore.
 """
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
 from harness import QemuGuest, cross_qemu_binary, drgn_qemu_command, write_blob
@@ -18,11 +24,50 @@ from kdump_reader import assert_pages_equal_elf, assert_same_kdump_but_machine, 
 from test_real_qemu import run
 from vmcore import assert_same_file_but_ehsize, elf_header, loads, notes, read_phys
 
-BLOB = (0x40100000, 1 << 20, 5)
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    machine: str
+    extra: Tuple[str, ...]
+    blob_addr: int
+    e_machine: str
+    ei_data: str
+    #: (paddr, size) of each PT_LOAD.
+    loads: List[Tuple[int, int]]
+    #: (name, type, size) of each vCPU's notes.
+    notes: List[Tuple[str, int, int]]
+    #: What the summary says of a vCPU.
+    summary: str
+    #: kdump page size and phys_base.
+    kdump: Tuple[int, int]
+
+
+TARGETS = {
+    "aarch64": Target(
+        "aarch64", "virt", ("-cpu", "cortex-a57"), 0x40100000, "EM_AARCH64", "ELFDATA2LSB",
+        # RAM at 1 GiB; the flash is a ROM device, not dumped.
+        [(0x40000000, 256 << 20)],
+        [("CORE", 1, 392), ("CORE", 2, 528)],  # NT_PRSTATUS, NT_PRFPREG
+        "AArch64 EL1",
+        (65536, 0x40000000),  # the largest AArch64 page; the lowest RAM address
+    ),
+    "ppc64": Target(
+        "ppc64", "pseries", (), 0x8000000, "EM_PPC64", "ELFDATA2MSB",
+        [(0, 256 << 20)],
+        # NT_PRSTATUS, NT_PRFPREG, NT_PPC_VMX, NT_PPC_VSX, NT_PPC_SPE
+        [("CORE", 1, 504), ("CORE", 2, 264), ("CORE", 0x100, 544), ("CORE", 0x102, 256),
+         ("CORE", 0x101, 140)],  # fmt: skip
+        "nip=0x",
+        (65536, 0),  # pseries kernels' largest page
+    ),
+}  # fmt: skip
+BLOB_SIZE = 1 << 20
 
 
 @dataclass
 class Stopped:
+    target: Target
     binary: Path
     core: Path
     elf: Path
@@ -30,26 +75,24 @@ class Stopped:
     blob: bytes
 
 
-@pytest.fixture(scope="module")
-def aarch64(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stopped]:
-    binary = cross_qemu_binary("aarch64")
-    work = tmp_path_factory.mktemp("aarch64")
-    addr, size, seed = BLOB
-    blob = write_blob(work / "blob.bin", size, seed)
-    extra = [
-        "-cpu",
-        "cortex-a57",
-        "-device",
-        f"loader,file={work / 'blob.bin'},addr={addr:#x},force-raw=on",
-    ]
-    with QemuGuest(binary, work, memory="256M", machine="virt", machine_opts="dump-guest-core=on",
-                   extra_args=extra, smp=2) as guest:  # fmt: skip
+@pytest.fixture(scope="module", params=list(TARGETS))
+def stopped(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stopped]:
+    target = TARGETS[request.param]
+    binary = cross_qemu_binary(target.name)
+    work = tmp_path_factory.mktemp(target.name)
+    blob = write_blob(work / "blob.bin", BLOB_SIZE, 5)
+    extra = [*target.extra, "-device",
+             f"loader,file={work / 'blob.bin'},addr={target.blob_addr:#x},force-raw=on"]  # fmt: skip
+    with QemuGuest(binary, work, memory="256M", machine=target.machine,
+                   machine_opts="dump-guest-core=on", extra_args=extra, smp=2) as guest:  # fmt: skip
         time.sleep(0.5)
         guest.stop()
         elf = guest.dump(work / "qemu.vmcore")
         kdump = guest.dump(work / "qemu.kdump", format="kdump-raw-zlib")
         core = guest.gcore(work / "qemu.core")
-    yield Stopped(binary, core, elf, kdump, blob)
+    yield Stopped(target, binary, core, elf, kdump, blob)
     for p in work.iterdir():
         p.unlink()
 
@@ -61,44 +104,42 @@ def dump(s: Stopped, out: Path, *extra: str) -> str:
     return r.stdout
 
 
-def test_aarch64_elf_equals_qemu(aarch64: Stopped, tmp_path: Path) -> None:
+def test_elf_equals_qemu(stopped: Stopped, tmp_path: Path) -> None:
+    t = stopped.target
     out = tmp_path / "ours.vmcore"
-    stdout = dump(aarch64, out)
+    stdout = dump(stopped, out)
     header = elf_header(out)
-    assert header["e_machine"] == "EM_AARCH64"
+    assert header["e_machine"] == t.e_machine
     assert header["e_ident"]["EI_CLASS"] == "ELFCLASS64"
-    assert header["e_ident"]["EI_DATA"] == "ELFDATA2LSB"
-    # virt: RAM at 1 GiB; the flash is a ROM device, not dumped.
-    assert [(s.paddr, s.filesz) for s in loads(out)] == [(0x40000000, 256 << 20)]
-    # Per vCPU: NT_PRSTATUS (392 bytes), NT_PRFPREG (528 bytes).
+    assert header["e_ident"]["EI_DATA"] == t.ei_data
+    assert [(s.paddr, s.filesz) for s in loads(out)] == t.loads
     ours = notes(out)
-    assert [(n, t, len(d)) for n, t, d in ours] == [("CORE", 1, 392), ("CORE", 2, 528)] * 2
-    assert ours == notes(aarch64.elf)
-    assert_same_file_but_ehsize(out, aarch64.elf)
-    addr, size, _ = BLOB
-    assert read_phys(out, addr, size) == aarch64.blob
-    assert "AArch64 EL1" in stdout and "wrote " in stdout and "aarch64 vmcore" in stdout
+    assert [(n, k, len(d)) for n, k, d in ours] == t.notes * 2
+    assert ours == notes(stopped.elf)
+    assert_same_file_but_ehsize(out, stopped.elf)
+    assert read_phys(out, t.blob_addr, BLOB_SIZE) == stopped.blob
+    assert t.summary in stdout and f"wrote {out}: {t.name} vmcore" in stdout
 
 
-def test_aarch64_arch_given(aarch64: Stopped, tmp_path: Path) -> None:
+def test_arch_given_or_wrong(stopped: Stopped, tmp_path: Path) -> None:
     out = tmp_path / "ours.vmcore"
-    dump(aarch64, out, "-q", "--arch", "aarch64")
-    assert_same_file_but_ehsize(out, aarch64.elf)
-    r = run([*drgn_qemu_command(), "dump-guest-memory", "-c", str(aarch64.core), "-s",
-             str(aarch64.binary), "--arch", "x86_64", str(tmp_path / "x")])  # fmt: skip
+    dump(stopped, out, "-q", "--arch", stopped.target.name)
+    assert_same_file_but_ehsize(out, stopped.elf)
+    r = run([*drgn_qemu_command(), "dump-guest-memory", "-c", str(stopped.core), "-s",
+             str(stopped.binary), "--arch", "x86_64", str(tmp_path / "x")])  # fmt: skip
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    assert (
-        "--arch x86_64: this QEMU's debug info has no x86_64 vCPU type (it is one for "
-        "aarch64 guests)" in r.stderr
-    )
+    assert (f"--arch x86_64: this QEMU's debug info has no x86_64 vCPU type (it is one for "
+            f"{stopped.target.name} guests)") in r.stderr  # fmt: skip
     assert not (tmp_path / "x").exists()
 
 
-def test_aarch64_kdump_equals_qemu(aarch64: Stopped, tmp_path: Path) -> None:
+def test_kdump_equals_qemu(stopped: Stopped, tmp_path: Path) -> None:
+    t = stopped.target
     out = tmp_path / "ours.kdump"
-    dump(aarch64, out, "-q", "--format", "kdump-zlib")
+    dump(stopped, out, "-q", "--format", "kdump-zlib")
     k = open_kdump(out)
-    # QEMU's choices for AArch64: 64 KiB pages, phys_base the lowest RAM address.
-    assert k.block_size == 65536 and k.sub["phys_base"] == 0x40000000
-    assert_same_kdump_but_machine(out, aarch64.kdump, "aarch64")
-    assert assert_pages_equal_elf(k, aarch64.elf)["pages"] == (256 << 20) // 65536
+    assert (k.block_size, k.sub["phys_base"]) == t.kdump
+    assert k.order == ("<" if t.ei_data == "ELFDATA2LSB" else ">")
+    assert_same_kdump_but_machine(out, stopped.kdump, t.name)
+    counts: Dict[str, int] = assert_pages_equal_elf(k, stopped.elf)
+    assert counts["pages"] == (256 << 20) // t.kdump[0]
