@@ -131,6 +131,7 @@ class QemuGuest:
 
     def start(self) -> "QemuGuest":
         env = dict(os.environ, MALLOC_ARENA_MAX="1")
+        self.qmp_path.unlink(missing_ok=True)  # a stale socket would be taken for QEMU's
         self.log = open(self.workdir / "qemu.log", "wb")
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 30

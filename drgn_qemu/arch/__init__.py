@@ -98,9 +98,9 @@ class GuestArch:
 
 
 def _registry() -> Dict[str, GuestArch]:
-    from drgn_qemu.arch import aarch64, ppc64, x86_64
+    from drgn_qemu.arch import aarch64, ppc64, s390x, x86_64
 
-    arches: List[GuestArch] = [x86_64.X86_64(), aarch64.AArch64(), ppc64.PPC64()]
+    arches: List[GuestArch] = [x86_64.X86_64(), aarch64.AArch64(), ppc64.PPC64(), s390x.S390X()]
     return {arch.name: arch for arch in arches}
 
 
