@@ -44,6 +44,9 @@ Write the guest's physical memory as an ELF vmcore, as QEMU's QMP command
 dump-guest-memory (paging=false) would have had the process been alive: one
 PT_LOAD per guest-physical RAM block, p_paddr = guest-physical address.
 
+Guests of qemu-system-x86_64, -aarch64, -ppc64 and -s390x are dumped, each
+with its own vCPU notes; the architecture comes from QEMU's debug info.
+
 The core must contain guest RAM: QEMU must have run with
 -machine dump-guest-core=on (libvirt: <memory dumpCore='on'>). A live QEMU
 (-p PID) needs no such option and no working monitor.
