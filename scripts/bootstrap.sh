@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in gcc gdb binutils time seabios qemu-system-data busybox-static crash xz-utils zstd lz4 \
+for pkg in gcc gdb gdb-multiarch binutils time seabios qemu-system-data busybox-static crash \
+    makedumpfile xz-utils zstd lz4 \
     python3-venv util-linux ca-certificates; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done

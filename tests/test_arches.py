@@ -11,12 +11,16 @@ kdump-raw-zlib but for utsname.machine.
   the empty flash);
 - ppc64: -machine pseries on SLOF (Debian's qemu-system-data), which leaves
   the vCPUs taking interrupts big-endian: a big-endian vmcore;
+- ppc64le: the same machine stopped at reset (-S), the first vCPU's LPCR ILE
+  bit set through QEMU's gdbstub (gdb-multiarch), as a little-endian kernel
+  sets it: QEMU then writes a little-endian vmcore;
 - s390x: -machine s390-ccw-virtio, started with -S (without a boot device
   the firmware would shut the guest down at once); QEMU has loaded the
   s390-ccw firmware into RAM; our s390x build has no loader device, so no
   blob.
 """
 
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +49,8 @@ class Target:
     summary: str
     #: kdump page size and phys_base.
     kdump: Tuple[int, int]
+    #: Set the guest's state up through the gdbstub: gdb commands.
+    gdb: Tuple[str, ...] = ()
 
 
 TARGETS = {
@@ -64,6 +70,18 @@ TARGETS = {
          ("CORE", 0x101, 140)],  # fmt: skip
         "nip=0x",
         (65536, 0),  # pseries kernels' largest page
+    ),
+    "ppc64le": Target(
+        "ppc64", "pseries", ("-S",), 0x8000000, "EM_PPC64", "ELFDATA2LSB",
+        [(0, 256 << 20)],
+        [("CORE", 1, 504), ("CORE", 2, 264), ("CORE", 0x100, 544), ("CORE", 0x102, 256),
+         ("CORE", 0x101, 140)],  # fmt: skip
+        "nip=0x",
+        (65536, 0),
+        # LPCR_ILE is PPC_BIT(38), 0x2000000. QEMU's gdbstub sends the SPRs
+        # in the host's byte order while gdb reads them big-endian, so the bit
+        # is set where gdb sees it: 0x200000000.
+        ("set architecture powerpc:common64", "set $lpcr = $lpcr | 0x200000000"),
     ),
     "s390x": Target(
         "s390x", "s390-ccw-virtio", ("-S",), None, "EM_S390", "ELFDATA2MSB",
@@ -91,7 +109,7 @@ class Stopped:
     blob: bytes
 
 
-@pytest.fixture(scope="module", params=list(TARGETS))
+@pytest.fixture(scope="module", params=list(TARGETS), ids=list(TARGETS))
 def stopped(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stopped]:
@@ -105,10 +123,20 @@ def stopped(
             "-device",
             f"loader,file={work / 'blob.bin'},addr={target.blob_addr:#x},force-raw=on",
         ]
+    gdb_sock = work / "gdb.sock"
+    if target.gdb:
+        extra += ["-gdb", f"unix:{gdb_sock},server=on,wait=off"]
     with QemuGuest(binary, work, memory="256M", machine=target.machine,
                    machine_opts="dump-guest-core=on", extra_args=extra, smp=2) as guest:  # fmt: skip
         time.sleep(0.5)
         guest.stop()
+        if target.gdb:
+            cmds = [a for c in target.gdb for a in ("-ex", c)]
+            subprocess.run(["gdb-multiarch", "-nx", "-batch", "-ex", cmds[1], "-ex",
+                            f"target remote {gdb_sock}", *cmds[2:], "-ex", "detach"],
+                           check=True, capture_output=True)  # fmt: skip
+            # gdb's detach lets the vCPUs run again.
+            guest.stop()
         elf = guest.dump(work / "qemu.vmcore")
         kdump = guest.dump(work / "qemu.kdump", format="kdump-raw-zlib")
         core = guest.gcore(work / "qemu.core")
