@@ -8,7 +8,8 @@ assert_same_file_but_ehsize), and the kdump-zlib file is QEMU's
 kdump-raw-zlib but for utsname.machine.
 
 - aarch64: -machine virt -cpu cortex-a57, no firmware (the vCPU runs from
-  the empty flash);
+  the empty flash); and -cpu max, which has SVE: an NT_ARM_SVE note more
+  (vectors of one quadword, as ZCR_EL1 is at reset);
 - ppc64: -machine pseries on SLOF (Debian's qemu-system-data), which leaves
   the vCPUs taking interrupts big-endian: a big-endian vmcore;
 - ppc64le: the same machine stopped at reset (-S), the first vCPU's LPCR ILE
@@ -61,6 +62,13 @@ TARGETS = {
         [("CORE", 1, 392), ("CORE", 2, 528)],  # NT_PRSTATUS, NT_PRFPREG
         "AArch64 EL1",
         (65536, 0x40000000),  # the largest AArch64 page; the lowest RAM address
+    ),
+    "aarch64-sve": Target(
+        "aarch64", "virt", ("-cpu", "max"), 0x40100000, "EM_AARCH64", "ELFDATA2LSB",
+        [(0x40000000, 256 << 20)],
+        [("CORE", 1, 392), ("CORE", 2, 528), ("LINUX", 0x405, 592)],
+        "AArch64 EL1",
+        (65536, 0x40000000),
     ),
     "ppc64": Target(
         "ppc64", "pseries", (), 0x8000000, "EM_PPC64", "ELFDATA2MSB",

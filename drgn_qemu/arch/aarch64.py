@@ -23,6 +23,13 @@ __all__ = ("AArch64", "EM_AARCH64", "arm_cpu", "pstate_read", "vfp_get_fpsr", "v
 EM_AARCH64 = 183
 NT_PRSTATUS = 1
 NT_PRFPREG = 2
+NT_ARM_SVE = 0x405
+#: ``SVE_PT_REGS_SVE``: the note holds the full SVE registers.
+SVE_PT_REGS_SVE = 1
+SCR_NS = 1 << 0
+SCR_EEL2 = 1 << 18
+HCR_TGE = 1 << 27
+HCR_E2H = 1 << 34
 #: ``SCTLR_EE``: exceptions (and so the kernel) big-endian.
 SCTLR_EE = 1 << 25
 # FPSR bits (target/arm/cpu.h).
@@ -141,6 +148,85 @@ def _has_sve(cpu: Object) -> bool:
     return bool((cpu.isar.id_aa64pfr0.value_() >> 32) & 0xF)
 
 
+def _feature(env: Object, name: str) -> bool:
+    return bool(env.features.value_() & (1 << env.prog_[name].value_()))
+
+
+def arm_current_el(env: Object) -> int:
+    """The vCPU's exception level (``arm_current_el()``, A-profile)."""
+    if env.aarch64.value_():
+        return (env.pstate.value_() >> 2) & 3
+    # AArch32: User mode is EL0; the others are EL1 under a 64-bit kernel.
+    return 0 if env.uncached_cpsr.value_() & 0x1F == 0x10 else 1
+
+
+def sve_vqm1_for_el(cpu: Object, el: int) -> int:
+    """
+    QEMU's ``sve_vqm1_for_el()``: the SVE vector length in quadwords, less
+    one, that exception level *el* sees: the largest supported length that
+    ZCR_EL1/2/3 (SMCR in streaming mode) allow. EL2 is taken as enabled when
+    the CPU has it and runs non-secure or with SCR_EL3.EEL2.
+    """
+    env = cpu.env
+    sm = bool(env.svcr.value_() & 1) if env.type_.has_member("svcr") else False
+    cr = env.vfp.smcr_el if sm else env.vfp.zcr_el
+    vq_map = (cpu.sme_vq if sm else cpu.sve_vq).map.value_()
+    el3 = _feature(env, "ARM_FEATURE_EL3")
+    scr = env.cp15.scr_el3.value_()
+    el2 = _feature(env, "ARM_FEATURE_EL2") and (not el3 or bool(scr & (SCR_NS | SCR_EEL2)))
+    hcr = env.cp15.hcr_el2.value_()
+    in_host = el == 0 and el2 and hcr & (HCR_E2H | HCR_TGE) == HCR_E2H | HCR_TGE
+    length = 15  # ARM_MAX_VQ - 1
+    if el <= 1 and not in_host:
+        length = min(length, cr[1].value_() & 0xF)
+    if el <= 2 and el2:
+        length = min(length, cr[2].value_() & 0xF)
+    if el3:
+        length = min(length, cr[3].value_() & 0xF)
+    vq_map &= (1 << (length + 1)) - 1
+    if vq_map:
+        return vq_map.bit_length() - 1
+    return (cpu.sme_vq.map.value_() & -cpu.sme_vq.map.value_()).bit_length() - 1
+
+
+def _round_up16(n: int) -> int:
+    return (n + 15) & ~15
+
+
+def sve_size_vq(vq: int) -> int:
+    """Bytes of an NT_ARM_SVE note for vectors of *vq* quadwords (``sve_size_vq()``)."""
+    preg_end = 16 + vq * 16 * 32 + vq * 2 * 17
+    return _round_up16(_round_up16(preg_end) + 8)
+
+
+def sve_note(cpu: Object, order: str) -> bytes:
+    """
+    The NT_ARM_SVE descriptor QEMU's ``aarch64_write_elf64_sve()`` writes:
+    ``user_sve_header``, Z0-Z31, P0-P15 and FFR, FPSR and FPCR. As QEMU,
+    the Z and P registers are copied as the host holds them.
+    """
+    prog = cpu.prog_
+    env = cpu.env
+    vq = sve_vqm1_for_el(cpu, arm_current_el(env)) + 1
+    max_vq = cpu.sve_max_vq.value_()
+    out = bytearray(sve_size_vq(vq))
+    struct.pack_into(
+        order + "IIHHHH", out, 0, sve_size_vq(vq), sve_size_vq(max_vq), vq * 16,
+        max_vq * 16, SVE_PT_REGS_SVE, 0,
+    )  # fmt: skip
+    zregs = 16
+    for i in range(32):
+        at = zregs + vq * 16 * i
+        out[at : at + vq * 16] = prog.read(env.vfp.zregs[i].d.address_, vq * 16)
+    pregs = zregs + vq * 16 * 32
+    for i in range(17):
+        at = pregs + vq * 2 * i
+        out[at : at + vq * 2] = prog.read(env.vfp.pregs[i].p.address_, vq * 2)
+    fpsr = _round_up16(pregs + vq * 2 * 17)
+    struct.pack_into(order + "II", out, fpsr, vfp_get_fpsr(env), vfp_get_fpcr(env))
+    return bytes(out)
+
+
 class AArch64(GuestArch):
     name = "aarch64"
     page_size = 4096
@@ -194,10 +280,7 @@ class AArch64(GuestArch):
             vfp = struct.pack(order + _VFP, *vregs, vfp_get_fpsr(env), vfp_get_fpcr(env))
             notes.append(elf_note(b"CORE", NT_PRFPREG, vfp, info.endian))
             if _has_sve(cpu):
-                raise UnsupportedError(
-                    f"vCPU {pid - 1} has SVE, whose NT_ARM_SVE note drgn-qemu does not write "
-                    "yet (a CPU model without SVE, e.g. -cpu cortex-a57, dumps)"
-                )
+                notes.append(elf_note(b"LINUX", NT_ARM_SVE, sve_note(cpu, order), info.endian))
         return b"".join(notes)
 
     def describe_cpus(self, prog: Program) -> List[CpuSummary]:
