@@ -7,10 +7,31 @@ monitor (HMP) does, from a core or a process whose monitor cannot answer.
 """
 
 import math
+from typing import List, Optional
 
-from drgn import Program
+from drgn import Object, Program
 
+from drgn_qemu.errors import CorruptStructureError
 from drgn_qemu.helpers.cpu import for_each_cpu
+from drgn_qemu.helpers.glib import DirectHashTable
+from drgn_qemu.helpers.int128 import int128_get, int128_get64
+from drgn_qemu.helpers.memory import (
+    MAX_ALIAS_DEPTH,
+    flatview_for_each_range,
+    for_each_address_space,
+    memory_region_name,
+    memory_region_type,
+)
+from drgn_qemu.helpers.qom import (
+    MAX_QOM_DEPTH,
+    object_child_foreach,
+    object_get_canonical_path_component,
+    object_get_root,
+    object_get_typename,
+    object_resolve_path,
+    qdev_get_machine,
+)
+from drgn_qemu.helpers.queue import qtailq_for_each
 from drgn_qemu.helpers.ramblock import (
     for_each_ram_block,
     ramblock_max_length,
@@ -18,7 +39,13 @@ from drgn_qemu.helpers.ramblock import (
     ramblock_used_length,
 )
 
-__all__ = ("hmp_info_cpus", "hmp_info_ramblock", "size_to_str")
+__all__ = (
+    "hmp_info_cpus",
+    "hmp_info_mtree",
+    "hmp_info_qom_tree",
+    "hmp_info_ramblock",
+    "size_to_str",
+)
 
 
 def size_to_str(val: int) -> str:
@@ -64,4 +91,250 @@ def hmp_info_cpus(prog: Program) -> str:
     for i, cpu in enumerate(for_each_cpu(prog)):
         mark = "*" if i == 0 else " "
         lines.append(f"{mark} CPU #{cpu.cpu_index.value_()}: thread_id={cpu.thread_id.value_()}")
+    return "\n".join(lines) + "\n"
+
+
+_M64 = (1 << 64) - 1
+
+
+def _mr_size(size: Object) -> int:
+    """``MR_SIZE()``: the size less one, 0 for an empty region."""
+    n = int128_get(size)
+    return (n - 1) & _M64 if n else 0
+
+
+def _mr_name(mr: Object) -> str:
+    """``memory_region_name()``: the name, or the region's name in its QOM parent."""
+    if mr.name:
+        return memory_region_name(mr)
+    component = object_get_canonical_path_component(mr)
+    return component if component is not None else "(null)"
+
+
+def _nv(obj: Object) -> str:
+    return "nv-" if obj.type_.type.has_member("nonvolatile") and obj.nonvolatile else ""
+
+
+def _mtree_print_mr(
+    mr: Object,
+    level: int,
+    base: int,
+    aliases: List[int],
+    lines: List[str],
+    depth: int = 0,
+) -> None:
+    """QEMU's ``mtree_print_mr()``, without owners or disabled regions."""
+    if not mr:
+        return
+    if depth > MAX_ALIAS_DEPTH:
+        raise CorruptStructureError(f"memory region tree deeper than {MAX_ALIAS_DEPTH}: cyclic")
+    start = (base + mr.addr.value_()) & _M64
+    end = (start + _mr_size(mr.size)) & _M64
+    overflow = "[DETECTED OVERFLOW!] " if start < base or end < start else ""
+    indent = "  " * level
+    kind = f"(prio {mr.priority.value_()}, {_nv(mr)}{memory_region_type(mr)})"
+    disabled = "" if mr.enabled else " [disabled]"
+    if mr.alias:
+        alias = mr.alias.read_()
+        if alias.value_() not in aliases:
+            aliases.append(alias.value_())
+        if mr.enabled:
+            offset = mr.alias_offset.value_()
+            lines.append(
+                f"{overflow}{indent}{start:016x}-{end:016x} {kind}: alias {_mr_name(mr)} "
+                f"@{_mr_name(alias)} {offset:016x}-{(offset + _mr_size(mr.size)) & _M64:016x}"
+                f"{disabled}"
+            )
+    elif mr.enabled:
+        lines.append(f"{overflow}{indent}{start:016x}-{end:016x} {kind}: {_mr_name(mr)}{disabled}")
+    # Subregions by address, higher priority first at the same address, as
+    # QEMU's insertion into its print queue orders them.
+    queue: List[Object] = []
+    for sub in qtailq_for_each(mr.subregions, "subregions_link"):
+        addr, prio = sub.addr.value_(), sub.priority.value_()
+        for i, other in enumerate(queue):
+            if addr < other.addr.value_() or (
+                addr == other.addr.value_() and prio > other.priority.value_()
+            ):
+                queue.insert(i, sub)
+                break
+        else:
+            queue.append(sub)
+    for sub in queue:
+        _mtree_print_mr(sub, level + 1, start, aliases, lines, depth + 1)
+
+
+def _mtree_info_as(prog: Program, only: Optional[str]) -> List[str]:
+    """QEMU's ``mtree_info_as()``: each root region with its address spaces, then aliases."""
+    views: DirectHashTable[List[Object]] = DirectHashTable()
+    for as_ in for_each_address_space(prog):
+        root = as_.root.value_()
+        same_root = views.lookup(root) or []
+        # g_slist_insert_sorted() by name: after the names that sort before or equal.
+        name = as_.name.string_()
+        i = 0
+        while i < len(same_root) and name > same_root[i].name.string_():
+            i += 1
+        same_root.insert(i, as_)
+        views.insert(root, same_root)
+    lines: List[str] = []
+    aliases: List[int] = []
+    for root, same_root in views.items():
+        if only is not None and only not in _names(same_root):
+            continue
+        for as_ in same_root:
+            lines.append(f"address-space: {as_.name.string_().decode(errors='replace')}")
+        _mtree_print_mr(Object(prog, "MemoryRegion *", root), 1, 0, aliases, lines)
+        lines.append("")
+    i = 0
+    while i < len(aliases):  # printing an alias may queue more
+        mr = Object(prog, "MemoryRegion *", aliases[i])
+        lines.append(f"memory-region: {_mr_name(mr)}")
+        _mtree_print_mr(mr, 1, 0, aliases, lines)
+        lines.append("")
+        i += 1
+    return lines
+
+
+def _kvm_has_memory(prog: Program, as_: Object, start: int, size: int) -> bool:
+    """
+    KVM's ``kvm_accel_has_memory()``: a KVM memory slot of the address
+    space is exactly this range (cut to ``kvm_max_slot_size``). The slot
+    array's length is ``nr_slots_allocated`` of the listener, or
+    ``KVMState.nr_slots`` in older QEMU.
+    """
+    s = prog["kvm_state"].read_()
+    try:
+        max_slot = prog["kvm_max_slot_size"].value_()
+    except KeyError:
+        max_slot = 0
+    if max_slot:
+        size = min(size, max_slot)
+    for i in range(s.nr_as.value_()):
+        kas = s.member_("as")[i]
+        if kas.member_("as").value_() != as_.value_() or not kas.ml:
+            continue
+        ml = kas.ml.read_()
+        if ml.type_.type.has_member("nr_slots_allocated"):
+            nr = ml.nr_slots_allocated.value_()
+        else:
+            nr = s.nr_slots.value_()
+        for j in range(nr):
+            slot = ml.slots[j]
+            if slot.start_addr.value_() == start and slot.memory_size.value_() == size:
+                return True
+        return False
+    return False
+
+
+def _names(spaces: List[Object]) -> List[str]:
+    return [as_.name.string_().decode(errors="replace") for as_ in spaces]
+
+
+def _mtree_info_flatview(prog: Program, only: Optional[str]) -> List[str]:
+    """QEMU's ``mtree_info_flatview()``: each FlatView, with the address spaces that share it."""
+    views: DirectHashTable[List[Object]] = DirectHashTable()
+    for as_ in for_each_address_space(prog):
+        view = as_.current_map.value_()
+        spaces = views.lookup(view)
+        if spaces is None:
+            spaces = []
+            views.insert(view, spaces)
+        spaces.append(as_)
+    try:
+        kvm = bool(prog["kvm_allowed"])
+    except KeyError:
+        kvm = False
+    lines: List[str] = []
+    for counter, (view_addr, spaces) in enumerate(views.items()):
+        if only is not None and only not in _names(spaces):
+            continue
+        view = Object(prog, "FlatView *", view_addr)
+        lines.append(f"FlatView #{counter}")
+        for as_ in spaces:
+            root = as_.root.read_()
+            line = f' AS "{as_.name.string_().decode(errors="replace")}", root: {_mr_name(root)}'
+            if root.alias:
+                line += f", alias {_mr_name(root.alias.read_())}"
+            lines.append(line)
+        root = view.root.read_()
+        lines.append(f" Root memory region: {_mr_name(root) if root else '(none)'}")
+        if view.nr.value_() <= 0:
+            lines += ["  No rendered FlatView", ""]
+            continue
+        for fr in flatview_for_each_range(view):
+            mr = fr.mr.read_()
+            start = int128_get64(fr.addr.start)
+            size = _mr_size(fr.addr.size)
+            kind = "rom" if fr.readonly else memory_region_type(mr)
+            line = (
+                f"  {start:016x}-{(start + size) & _M64:016x} "
+                f"(prio {mr.priority.value_()}, {_nv(fr)}{kind}): {_mr_name(mr)}"
+            )
+            offset = fr.offset_in_region.value_()
+            if offset:
+                line += f" @{offset:016x}"
+            if kvm:
+                for as_ in spaces:
+                    if _kvm_has_memory(prog, as_, start, size + 1):
+                        line += " KVM"
+            lines.append(line)
+        lines.append("")
+    return lines
+
+
+def hmp_info_mtree(
+    prog: Program, flatview: bool = False, address_space: Optional[str] = None
+) -> str:
+    """
+    The memory tree of HMP ``info mtree`` (``mtree_info()``): each address
+    space's region tree, then the regions aliases point into; with
+    *flatview*, ``info mtree -f``: each rendered ``FlatView``. Address
+    spaces and flat views come in the order QEMU's GHashTable of them
+    gives, reproduced with :class:`~drgn_qemu.helpers.glib.DirectHashTable`.
+
+    :param address_space: print only the tree (or flat view) of the address
+        space of this name, and the aliases it reaches
+    :raises LookupError: if there is no address space of that name
+    """
+    if address_space is not None:
+        names = _names(list(for_each_address_space(prog)))
+        if address_space not in names:
+            raise LookupError(f"no address space {address_space!r} (there are: {', '.join(names)})")
+    if flatview:
+        lines = _mtree_info_flatview(prog, address_space)
+    else:
+        lines = _mtree_info_as(prog, address_space)
+    return "\n".join(lines) + "\n"
+
+
+def hmp_info_qom_tree(prog: Program, path: Optional[str] = None) -> str:
+    """
+    The QOM composition tree of HMP ``info qom-tree [PATH]``
+    (``print_qom_composition()``): from the machine (or *path*), each object
+    with its type, children sorted by name.
+    """
+    if path is None:
+        obj = qdev_get_machine(prog)
+    else:
+        found = object_resolve_path(prog, path)
+        if found is None:
+            return f"Path '{path}' could not be resolved.\n"
+        obj = found
+    root = object_get_root(prog).value_()
+    lines: List[str] = []
+
+    def walk(o: Object, indent: int) -> None:
+        if indent > 2 * MAX_QOM_DEPTH:
+            raise CorruptStructureError(f"QOM tree deeper than {MAX_QOM_DEPTH}: cyclic")
+        name = "" if o.value_() == root else (object_get_canonical_path_component(o) or "")
+        lines.append(f"{' ' * indent}/{name} ({object_get_typename(o)})")
+        children = [
+            (object_get_canonical_path_component(c) or "", c) for c in object_child_foreach(o)
+        ]
+        children.sort(key=lambda nc: nc[0].encode())
+        for _, child in children:
+            walk(child, indent + 2)
+
+    walk(obj, 0)
     return "\n".join(lines) + "\n"

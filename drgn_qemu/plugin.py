@@ -20,7 +20,7 @@ from drgn.commands import argument, raw_command
 
 from drgn_qemu.cli import DUMP_DESCRIPTION, add_dump_arguments, run_dump
 from drgn_qemu.errors import DrgnQemuError
-from drgn_qemu.monitor import hmp_info_cpus, hmp_info_ramblock
+from drgn_qemu.monitor import hmp_info_cpus, hmp_info_mtree, hmp_info_qom_tree, hmp_info_ramblock
 from drgn_qemu.program import check_qemu_program
 
 __all__ = ("drgn_prog_set", "is_qemu_program")
@@ -68,6 +68,19 @@ def _cpus(prog: Program, args: argparse.Namespace) -> None:
     print(hmp_info_cpus(prog), end="")
 
 
+def _mtree(prog: Program, args: argparse.Namespace) -> None:
+    try:
+        print(hmp_info_mtree(prog, args.flatview, args.address_space), end="")
+    except LookupError as e:
+        raise DrgnQemuError(str(e)) from None
+
+
+def _qom_tree(prog: Program, args: argparse.Namespace) -> None:
+    if args.path is not None and not args.path.startswith("/"):
+        raise DrgnQemuError("give an absolute QOM path, such as /machine/peripheral")
+    print(hmp_info_qom_tree(prog, args.path), end="")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="%qemu", description="Inspect a QEMU core or process.")
     sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
@@ -83,6 +96,28 @@ def _parser() -> argparse.ArgumentParser:
         run=_ramblocks
     )
     sub.add_parser("cpus", help="the vCPUs, as HMP 'info cpus'").set_defaults(run=_cpus)
+    mtree = sub.add_parser(
+        "mtree",
+        help="the memory region tree, as HMP 'info mtree' (-f: 'info mtree -f')",
+        description="The memory region tree of each address space, then the regions "
+        "aliases point into, as HMP 'info mtree'; with -f the flat views QEMU renders from "
+        "them, as 'info mtree -f'.",
+    )
+    mtree.add_argument("-f", dest="flatview", action="store_true", help="the flat views")
+    mtree.add_argument(
+        "--address-space", metavar="NAME", help="only the address space NAME (e.g. memory, I/O)"
+    )
+    mtree.set_defaults(run=_mtree)
+    qom = sub.add_parser(
+        "qom-tree",
+        help="the QOM composition tree, as HMP 'info qom-tree'",
+        description="The QOM composition tree with type names, from the machine or PATH, "
+        "as HMP 'info qom-tree'.",
+    )
+    qom.add_argument(
+        "path", metavar="PATH", nargs="?", help="absolute QOM path (default: the machine)"
+    )
+    qom.set_defaults(run=_qom_tree)
     return parser
 
 
@@ -90,9 +125,11 @@ def _parser() -> argparse.ArgumentParser:
     name="qemu",
     description="inspect a QEMU core or process (drgn-qemu)",
     usage="**qemu** *SUBCOMMAND* [*OPTION*...]",
-    long_description="Subcommands: dump-guest-memory, ramblocks, cpus. "
+    long_description="Subcommands: dump-guest-memory, ramblocks, cpus, mtree, qom-tree. "
     "Run '%qemu SUBCOMMAND --help' for each one's options.",
-    arguments=(argument("subcommand", help="dump-guest-memory, ramblocks or cpus"),),
+    arguments=(
+        argument("subcommand", help="dump-guest-memory, ramblocks, cpus, mtree or qom-tree"),
+    ),
     enabled=is_qemu_program,
 )
 def _cmd_qemu(prog: Program, name: str, args: str, **kwargs: Any) -> None:

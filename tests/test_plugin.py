@@ -9,12 +9,13 @@ import select
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Dict, Iterator
 
 import pytest
 from fixture_programs import GetCore
-from harness import SERIES, QemuGuest, qemu_binary
+from harness import SERIES, QemuGuest, kvm_usable, qemu_binary
 from vmcore import assert_same_file_but_ehsize
 
 DRGN = str(Path(sys.executable).parent / "drgn")
@@ -30,49 +31,105 @@ def run_commands(core: Path, binary: Path, *commands: str) -> str:
     return r.stdout
 
 
-@pytest.fixture(scope="module", params=SERIES, ids=lambda s: f"qemu{s}")
+@dataclass
+class Monitored:
+    series: str
+    accel: str
+    binary: Path
+    core: Path
+    guest: QemuGuest
+    #: QEMU's own HMP output for each command.
+    hmp: Dict[str, str]
+    #: QEMU's own dump, taken before the core (under KVM, QEMU synchronizes
+    #: the vCPU registers it holds when it dumps).
+    qemu_dump: Path
+
+
+HMP_COMMANDS = ["info ramblock", "info cpus", "info mtree", "info mtree -f", "info qom-tree"]
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(s, a) for s in SERIES for a in ("tcg", "kvm")],
+    ids=lambda p: f"qemu{p[0]}-{p[1]}",
+)
 def monitored(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Tuple[str, Path, Path, QemuGuest, str, str]]:
-    series = request.param
+) -> Iterator[Monitored]:
+    series, accel = request.param
+    if accel == "kvm" and not kvm_usable():
+        pytest.skip("/dev/kvm is not usable on this machine (the TCG cases still run)")
     binary = qemu_binary(series)
     work = tmp_path_factory.mktemp(f"plugin{series}")
-    guest = QemuGuest(binary, work, "tcg", memory="512M", smp=2).start()
+    # Several RAM blocks and memory backends: a DIMM, with its own backend.
+    extra = ["-object", "memory-backend-ram,id=mem1,size=128M",
+             "-device", "pc-dimm,id=dimm1,memdev=mem1"]  # fmt: skip
+    guest = QemuGuest(binary, work, accel, memory="512M,slots=2,maxmem=2G", smp=2,
+                      extra_args=extra).start()  # fmt: skip
     try:
         guest.stop()
-        ramblock = guest.hmp("info ramblock").replace("\r\n", "\n")
-        cpus = guest.hmp("info cpus").replace("\r\n", "\n")
+        hmp = {c: guest.hmp(c).replace("\r\n", "\n") for c in HMP_COMMANDS}
+        qemu_dump = guest.dump(work / "qemu.vmcore")
         core = guest.gcore(work / "qemu.core")
-        yield series, binary, core, guest, ramblock, cpus
+        yield Monitored(series, accel, binary, core, guest, hmp, qemu_dump)
     finally:
         guest.close()
         (work / "qemu.core").unlink(missing_ok=True)
+        (work / "qemu.vmcore").unlink(missing_ok=True)
 
 
-def test_ramblocks_equal_hmp(monitored: Tuple[str, Path, Path, QemuGuest, str, str]) -> None:
-    series, binary, core, _, ramblock, _ = monitored
-    ours = run_commands(core, binary, "qemu ramblocks")
-    assert "pc.ram" in ours
-    if series == "10.0":
-        assert ours == ramblock
+def test_ramblocks_equal_hmp(monitored: Monitored) -> None:
+    m = monitored
+    ours = run_commands(m.core, m.binary, "qemu ramblocks")
+    assert "pc.ram" in ours and "mem1" in ours
+    if m.series == "10.0":
+        assert ours == m.hmp["info ramblock"]
     else:
         # QEMU 7.2 prints no HVA and RO columns (ours always does, as 10.0):
         # compare the columns it has.
-        assert [line[:91] for line in ours.splitlines()] == ramblock.splitlines()
+        assert [line[:91] for line in ours.splitlines()] == m.hmp["info ramblock"].splitlines()
 
 
-def test_cpus_equal_hmp(monitored: Tuple[str, Path, Path, QemuGuest, str, str]) -> None:
-    _, binary, core, _, _, cpus = monitored
-    ours = run_commands(core, binary, "qemu cpus")
-    assert ours == cpus
+def test_cpus_equal_hmp(monitored: Monitored) -> None:
+    ours = run_commands(monitored.core, monitored.binary, "qemu cpus")
+    assert ours == monitored.hmp["info cpus"]
     assert ours.count("CPU #") == 2
 
 
-def test_dump_command_equals_console_command(
-    monitored: Tuple[str, Path, Path, QemuGuest, str, str], tmp_path: Path
-) -> None:
-    _, binary, core, guest, _, _ = monitored
-    theirs = guest.dump(tmp_path / "qemu.vmcore")
+@pytest.mark.parametrize("command", ["mtree", "mtree -f", "qom-tree"])
+def test_trees_equal_hmp(monitored: Monitored, command: str) -> None:
+    """
+    Identical, address spaces and flat views in the order of QEMU's
+    GHashTable of them (pointer hashes), and under KVM the " KVM" marks of
+    the ranges KVM has memory slots for.
+    """
+    m = monitored
+    ours = run_commands(m.core, m.binary, f"qemu {command}")
+    assert ours == m.hmp[f"info {command}"]
+    assert ("dimm1" in ours) if command == "qom-tree" else ("mem1" in ours)
+    if command == "mtree -f":
+        assert (" KVM\n" in ours) == (m.accel == "kvm")
+
+
+def test_tree_options(monitored: Monitored) -> None:
+    m = monitored
+    ours = run_commands(m.core, m.binary, "qemu mtree --address-space I/O")
+    assert ours.startswith("address-space: I/O\n") and "address-space: memory" not in ours
+    assert ours.split("\n\n")[0] in m.hmp["info mtree"]
+    flat = run_commands(m.core, m.binary, "qemu mtree -f --address-space memory")
+    assert flat.count("FlatView #") == 1 and ' AS "memory", root: system' in flat
+    assert flat in m.hmp["info mtree -f"]
+    sub = run_commands(m.core, m.binary, "qemu qom-tree /machine/peripheral")
+    assert sub == "/peripheral (container)\n  /dimm1 (pc-dimm)\n"
+    err = run_commands(m.core, m.binary, "qemu mtree --address-space nowhere")
+    assert err.startswith("%qemu: error: no address space 'nowhere' (there are: ")
+    assert run_commands(m.core, m.binary, "qemu qom-tree /nowhere") == (
+        "Path '/nowhere' could not be resolved.\n"
+    )
+
+
+def test_dump_command_equals_console_command(monitored: Monitored, tmp_path: Path) -> None:
+    binary, core, theirs = monitored.binary, monitored.core, monitored.qemu_dump
     out = tmp_path / "repl.vmcore"
     text = run_commands(core, binary, f"qemu dump-guest-memory -q {out}")
     assert text == ""
@@ -93,9 +150,9 @@ def test_not_enabled_for_other_programs(cored: GetCore) -> None:
     assert "CommandNotFoundError" in r.stderr and "qemu" in r.stderr
 
 
-def test_repl(monitored: Tuple[str, Path, Path, QemuGuest, str, str]) -> None:
+def test_repl(monitored: Monitored) -> None:
     """%qemu typed at drgn's interactive prompt (a pseudo-terminal)."""
-    _, binary, core, _, _, cpus = monitored
+    binary, core, cpus = monitored.binary, monitored.core, monitored.hmp["info cpus"]
     pid, fd = pty.fork()
     if pid == 0:
         os.execv(DRGN, [DRGN, "-q", "-c", str(core), "-s", str(binary)])

@@ -19,6 +19,7 @@ from drgn import FaultError, Object, Program
 
 from drgn_qemu.errors import CorruptStructureError, NotQemuError
 from drgn_qemu.helpers.int128 import int128_get64
+from drgn_qemu.helpers.queue import qtailq_for_each
 from drgn_qemu.helpers.ramblock import qemu_get_ram_ptr, ramblock_ptr
 
 __all__ = (
@@ -29,6 +30,10 @@ __all__ = (
     "flat_range_size",
     "flat_range_start",
     "flatview_for_each_range",
+    "for_each_address_space",
+    "memory_region_is_rom",
+    "memory_region_is_romd",
+    "memory_region_type",
     "memory_region_get_ram_ptr",
     "memory_region_has_ram_discard_manager",
     "memory_region_is_nonvolatile",
@@ -217,3 +222,64 @@ def flat_range_start(fr: Object) -> int:
 def flat_range_size(fr: Object) -> int:
     """Return the size of a ``FlatRange *`` (``int128_get64(fr->addr.size)``)."""
     return int128_get64(fr.addr.size)
+
+
+def for_each_address_space(prog: Program) -> Iterator[Object]:
+    """
+    Iterate over QEMU's address spaces, the ``address_spaces`` list
+    (``QTAILQ_FOREACH(as, &address_spaces, address_spaces_link)``).
+
+    :return: Iterator of ``AddressSpace *`` objects.
+    """
+    try:
+        head = prog["address_spaces"]
+    except KeyError:
+        raise NotQemuError("the program has no 'address_spaces' list") from None
+    return qtailq_for_each(head, "address_spaces_link")
+
+
+def memory_region_is_romd(mr: Object) -> bool:
+    """
+    Return whether a ROM device region is in ROMD mode, read as RAM
+    (``memory_region_is_romd()``: ``mr->rom_device && mr->romd_mode``).
+
+    :param mr: ``MemoryRegion *``
+    """
+    return bool(mr.rom_device) and bool(mr.romd_mode)
+
+
+def memory_region_is_rom(mr: Object) -> bool:
+    """
+    Return whether a memory region is ROM (``memory_region_is_rom()``:
+    ``mr->ram && mr->readonly``).
+
+    :param mr: ``MemoryRegion *``
+    """
+    return bool(mr.ram) and bool(mr.readonly)
+
+
+def memory_region_type(mr: Object) -> str:
+    """
+    Return the kind of a memory region as ``info mtree`` names it
+    (``memory_region_type()``): ``ramd``, ``romd``, ``rom``, ``ram`` or
+    ``i/o``; an alias has its target's kind.
+
+    :param mr: ``MemoryRegion *``
+    """
+    depth = 0
+    while mr.alias:
+        mr = mr.alias.read_()
+        depth += 1
+        if depth > MAX_ALIAS_DEPTH:
+            raise CorruptStructureError(
+                f"MemoryRegion alias chain longer than {MAX_ALIAS_DEPTH}; it is cyclic"
+            )
+    if memory_region_is_ram_device(mr):
+        return "ramd"
+    if memory_region_is_romd(mr):
+        return "romd"
+    if memory_region_is_rom(mr):
+        return "rom"
+    if memory_region_is_ram(mr):
+        return "ram"
+    return "i/o"

@@ -1,0 +1,160 @@
+"""
+QOM
+---
+
+The ``drgn_qemu.helpers.qom`` module reads the QEMU Object Model
+(``qom/object.c``): each ``Object`` has a class (whose ``TypeImpl`` names
+its type), a parent, and a ``GHashTable`` of properties, among which
+``child<...>`` properties hold the composition tree under ``/`` (``/machine``,
+its devices, memory backends...) and ``link<...>`` properties point
+elsewhere.
+"""
+
+from typing import Iterator, List, Optional
+
+from drgn import Object, Program, cast
+
+from drgn_qemu.errors import CorruptStructureError, NotQemuError
+from drgn_qemu.helpers.glib import g_hash_table_foreach
+
+__all__ = (
+    "MAX_QOM_DEPTH",
+    "object_child_foreach",
+    "object_get_canonical_path",
+    "object_get_canonical_path_component",
+    "object_get_root",
+    "object_get_typename",
+    "object_property_foreach",
+    "object_resolve_path",
+    "qdev_get_machine",
+)
+
+#: The deepest composition tree accepted before it is declared cyclic.
+MAX_QOM_DEPTH = 64
+
+
+def _object(obj: Object) -> Object:
+    """An ``Object *`` for any QOM object pointer (its first member is the Object)."""
+    return cast("Object *", obj)
+
+
+def object_get_typename(obj: Object) -> str:
+    """Return the QOM type name of an object (``object_get_typename()``: ``obj->class->type->name``)."""
+    return str(_object(obj).member_("class").type.name.string_().decode(errors="replace"))
+
+
+def object_property_foreach(obj: Object) -> Iterator[Object]:
+    """
+    Iterate over the properties an object holds itself (its ``properties``
+    ``GHashTable``, in GLib's order), as ``ObjectProperty *`` objects.
+    """
+    prog = obj.prog_
+    for _, value in g_hash_table_foreach(_object(obj).properties):
+        yield Object(prog, "ObjectProperty *", value)
+
+
+def _is_child(prop: Object) -> bool:
+    return prop.type.string_().startswith(b"child<")
+
+
+def object_child_foreach(obj: Object) -> Iterator[Object]:
+    """
+    Iterate over the children of an object in the composition tree
+    (``object_child_foreach()``: its ``child<>`` properties, in GLib's
+    order), as ``Object *`` objects.
+    """
+    for prop in object_property_foreach(obj):
+        if _is_child(prop):
+            yield cast("Object *", prop.opaque)
+
+
+def object_get_canonical_path_component(obj: Object) -> Optional[str]:
+    """
+    Return the name an object has in its parent
+    (``object_get_canonical_path_component()``), or None without a parent.
+    """
+    obj = _object(obj)
+    parent = obj.parent.read_()
+    if not parent:
+        return None
+    for prop in object_property_foreach(parent):
+        if _is_child(prop) and prop.opaque.value_() == obj.value_():
+            return str(prop.name.string_().decode(errors="replace"))
+    raise CorruptStructureError(
+        f"QOM object at 0x{obj.value_():x} is not among its parent's children"
+    )
+
+
+def object_get_root(prog: Program) -> Object:
+    """
+    Return the root of the composition tree, ``/`` (``object_get_root()``),
+    found as the parent of the machine.
+    """
+    machine = qdev_get_machine(prog)
+    root = _object(machine).parent.read_()
+    if not root:
+        raise CorruptStructureError("the machine has no parent: no QOM root")
+    return root
+
+
+def qdev_get_machine(prog: Program) -> Object:
+    """Return the machine object, ``current_machine``, as an ``Object *`` (``qdev_get_machine()``)."""
+    try:
+        machine = prog["current_machine"].read_()
+    except KeyError:
+        raise NotQemuError("the program has no 'current_machine'") from None
+    if not machine:
+        raise CorruptStructureError("current_machine is NULL: QEMU had not created its machine")
+    return _object(machine)
+
+
+def object_get_canonical_path(obj: Object) -> Optional[str]:
+    """Return the path of an object from ``/`` (``object_get_canonical_path()``)."""
+    obj = _object(obj)
+    root = object_get_root(obj.prog_)
+    if obj.value_() == root.value_():
+        return "/"
+    parts: List[str] = []
+    for _ in range(MAX_QOM_DEPTH):
+        component = object_get_canonical_path_component(obj)
+        if component is None:
+            return None
+        parts.insert(0, component)
+        obj = obj.parent.read_()
+        if obj.value_() == root.value_():
+            return "/" + "/".join(parts)
+    raise CorruptStructureError(f"QOM parents deeper than {MAX_QOM_DEPTH}: cyclic")
+
+
+def _resolve_component(obj: Object, part: str) -> Optional[Object]:
+    for prop in object_property_foreach(obj):
+        if prop.name.string_().decode(errors="replace") != part:
+            continue
+        kind = prop.type.string_()
+        if kind.startswith(b"child<"):
+            return cast("Object *", prop.opaque)
+        if kind.startswith(b"link<"):
+            link = cast("LinkProperty *", prop.opaque)
+            target = link.targetp[0].read_() if link.targetp else None
+            return target if target else None
+        return None
+    return None
+
+
+def object_resolve_path(prog: Program, path: str) -> Optional[Object]:
+    """
+    Return the object at an absolute QOM path such as
+    ``/machine/unattached/device[0]`` (``object_resolve_path()``, following
+    ``child<>`` and ``link<>`` properties), or None.
+    """
+    if not path.startswith("/"):
+        raise ValueError("only absolute QOM paths (from /) are resolved")
+    obj: Optional[Object] = object_get_root(prog)
+    for part in path.split("/"):
+        if not part:
+            continue
+        assert obj is not None
+        obj = _resolve_component(obj, part)
+        if obj is None:
+            return None
+    return obj
