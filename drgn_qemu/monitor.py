@@ -11,8 +11,9 @@ from typing import List, Optional
 
 from drgn import Object, Program
 
+from drgn_qemu.arch import detect_arch
 from drgn_qemu.errors import CorruptStructureError
-from drgn_qemu.helpers.cpu import for_each_cpu
+from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu, qemu_get_cpu
 from drgn_qemu.helpers.glib import DirectHashTable
 from drgn_qemu.helpers.int128 import int128_get, int128_get64
 from drgn_qemu.helpers.memory import (
@@ -41,6 +42,7 @@ from drgn_qemu.helpers.ramblock import (
 
 __all__ = (
     "hmp_info_cpus",
+    "hmp_info_registers",
     "hmp_info_mtree",
     "hmp_info_qom_tree",
     "hmp_info_ramblock",
@@ -338,3 +340,25 @@ def hmp_info_qom_tree(prog: Program, path: Optional[str] = None) -> str:
 
     walk(obj, 0)
     return "\n".join(lines) + "\n"
+
+
+def hmp_info_registers(prog: Program, all_cpus: bool = False, vcpu: Optional[int] = None) -> str:
+    """
+    The registers of HMP ``info registers [-a] [VCPU]``
+    (``hmp_info_registers()``): of the first vCPU (the monitor's default),
+    of vCPU *vcpu*, or of all, each after a ``CPU#N`` line.
+    """
+    arch = detect_arch(prog)
+    if all_cpus:
+        cpus = list(for_each_cpu(prog))
+    elif vcpu is not None:
+        cpu = qemu_get_cpu(prog, vcpu)
+        if not cpu:
+            return f"CPU#{vcpu} not available\n"
+        cpus = [cpu]
+    else:
+        cpu = first_cpu(prog)
+        if not cpu:
+            return "No CPU available\n"
+        cpus = [cpu]
+    return "".join(f"\nCPU#{c.cpu_index.value_()}\n" + arch.cpu_dump_state(c) for c in cpus)

@@ -20,7 +20,13 @@ from drgn.commands import argument, raw_command
 
 from drgn_qemu.cli import DUMP_DESCRIPTION, add_dump_arguments, run_dump
 from drgn_qemu.errors import DrgnQemuError
-from drgn_qemu.monitor import hmp_info_cpus, hmp_info_mtree, hmp_info_qom_tree, hmp_info_ramblock
+from drgn_qemu.monitor import (
+    hmp_info_cpus,
+    hmp_info_mtree,
+    hmp_info_qom_tree,
+    hmp_info_ramblock,
+    hmp_info_registers,
+)
 from drgn_qemu.program import check_qemu_program
 
 __all__ = ("drgn_prog_set", "is_qemu_program")
@@ -68,6 +74,10 @@ def _cpus(prog: Program, args: argparse.Namespace) -> None:
     print(hmp_info_cpus(prog), end="")
 
 
+def _registers(prog: Program, args: argparse.Namespace) -> None:
+    print(hmp_info_registers(prog, args.all, args.vcpu), end="")
+
+
 def _mtree(prog: Program, args: argparse.Namespace) -> None:
     try:
         print(hmp_info_mtree(prog, args.flatview, args.address_space), end="")
@@ -96,6 +106,15 @@ def _parser() -> argparse.ArgumentParser:
         run=_ramblocks
     )
     sub.add_parser("cpus", help="the vCPUs, as HMP 'info cpus'").set_defaults(run=_cpus)
+    registers = sub.add_parser(
+        "registers",
+        help="a vCPU's registers, as HMP 'info registers'",
+        description="The registers QEMU holds for the first vCPU (or VCPU, or all with -a), "
+        "as HMP 'info registers'. Under KVM they are as QEMU last synchronized them.",
+    )
+    registers.add_argument("-a", dest="all", action="store_true", help="all vCPUs")
+    registers.add_argument("vcpu", metavar="VCPU", type=int, nargs="?", help="vCPU index")
+    registers.set_defaults(run=_registers)
     mtree = sub.add_parser(
         "mtree",
         help="the memory region tree, as HMP 'info mtree' (-f: 'info mtree -f')",
@@ -125,10 +144,13 @@ def _parser() -> argparse.ArgumentParser:
     name="qemu",
     description="inspect a QEMU core or process (drgn-qemu)",
     usage="**qemu** *SUBCOMMAND* [*OPTION*...]",
-    long_description="Subcommands: dump-guest-memory, ramblocks, cpus, mtree, qom-tree. "
+    long_description="Subcommands: dump-guest-memory, ramblocks, cpus, registers, mtree, "
+    "qom-tree. "
     "Run '%qemu SUBCOMMAND --help' for each one's options.",
     arguments=(
-        argument("subcommand", help="dump-guest-memory, ramblocks, cpus, mtree or qom-tree"),
+        argument(
+            "subcommand", help="dump-guest-memory, ramblocks, cpus, registers, mtree or qom-tree"
+        ),
     ),
     enabled=is_qemu_program,
 )

@@ -9,6 +9,7 @@ the VMCOREINFO, found in guest RAM, that QEMU's lacks.
 
 import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ class LinuxDump:
     theirs: Path
     #: QEMU's own kdump-raw-zlib (QEMU >= 8.2), else None.
     theirs_kdump: Optional[Path]
+    #: HMP 'info registers -a' of the stopped guest.
+    registers: str
     stdout: str
     stderr: str
 
@@ -64,6 +67,7 @@ def linux_dump(
     guest = boot_linux(binary, work, kernel, device)
     try:
         guest.stop()
+        registers = guest.hmp("info registers -a").replace("\r\n", "\n")
         theirs = guest.dump(work / "qemu.vmcore")
         theirs_kdump = None
         if series != "7.2":  # QEMU 8.2 brought kdump-raw-*
@@ -77,8 +81,8 @@ def linux_dump(
     r = run([*drgn_qemu_command(), "dump-guest-memory", "-c", str(core), "-s", str(binary),
              str(ours)])  # fmt: skip
     assert r.returncode == 0, r.stderr
-    yield LinuxDump(series, kernel, device, binary, core, ours, theirs, theirs_kdump, r.stdout,
-                    r.stderr)  # fmt: skip
+    yield LinuxDump(series, kernel, device, binary, core, ours, theirs, theirs_kdump, registers,
+                    r.stdout, r.stderr)  # fmt: skip
     for p in work.iterdir():
         p.unlink()
 
@@ -260,3 +264,14 @@ def test_makedumpfile_filters_our_vmcore(linux_dump: LinuxDump, tmp_path: Path) 
         prog.load_debug_info([str(d.kernel.vmlinux)])
         assert prog["init_uts_ns"].name.release.string_().decode() == d.kernel.release
     print(f"\nmakedumpfile -d 31 -c: {out.stat().st_size / (1 << 20):.1f} MiB in {seconds:.2f} s")
+
+
+def test_registers_equal_hmp(linux_dump: LinuxDump) -> None:
+    """The 64-bit register dump of a vCPU in long mode, as HMP 'info registers'."""
+    d = linux_dump
+    code = "from drgn.commands import run_command\nrun_command(prog, 'qemu registers -a')"
+    r = run([str(Path(sys.executable).parent / "drgn"), "-q", "-c", str(d.core), "-s",
+             str(d.binary), "-e", code])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == d.registers
+    assert "RIP=ffffffff" in r.stdout and "CS64 [-RA]" in r.stdout

@@ -45,7 +45,8 @@ class Monitored:
     qemu_dump: Path
 
 
-HMP_COMMANDS = ["info ramblock", "info cpus", "info mtree", "info mtree -f", "info qom-tree"]
+HMP_COMMANDS = ["info ramblock", "info cpus", "info mtree", "info mtree -f", "info qom-tree",
+                "info registers -a"]  # fmt: skip
 
 
 @pytest.fixture(
@@ -109,6 +110,23 @@ def test_trees_equal_hmp(monitored: Monitored, command: str) -> None:
     assert ("dimm1" in ours) if command == "qom-tree" else ("mem1" in ours)
     if command == "mtree -f":
         assert (" KVM\n" in ours) == (m.accel == "kvm")
+
+
+def test_registers_equal_hmp(monitored: Monitored) -> None:
+    m = monitored
+    if m.accel == "kvm":
+        # HMP synchronizes the registers from KVM before printing them; the
+        # core has what QEMU held when it was taken, after its own dump.
+        ours = run_commands(m.core, m.binary, "qemu registers -a")
+        assert ours.count("\nCPU#") == 2 and "EFER=" in ours
+        return
+    ours = run_commands(m.core, m.binary, "qemu registers -a")
+    assert ours == m.hmp["info registers -a"]
+    # SeaBIOS: 32-bit protected mode, no long mode.
+    assert "EIP=" in ours and "CS =0008 00000000 ffffffff 00cf9b00 DPL=0 CS32 [-RA]" in ours
+    one = run_commands(m.core, m.binary, "qemu registers 1")
+    assert one == "\nCPU#1\n" + ours.split("\nCPU#1\n")[1]
+    assert run_commands(m.core, m.binary, "qemu registers 7") == "CPU#7 not available\n"
 
 
 def test_tree_options(monitored: Monitored) -> None:

@@ -14,7 +14,7 @@ given to ``--arch``. Adding a target is adding a module and listing it in
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from drgn import Program
+from drgn import Object, Program
 
 from drgn_qemu.errors import UnsupportedError
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
@@ -86,6 +86,15 @@ class GuestArch:
     def describe_cpus(self, prog: Program) -> List[CpuSummary]:
         """Summarise each vCPU for the dump summary."""
         raise NotImplementedError
+
+    def cpu_dump_state(self, cpu: Object) -> str:
+        """
+        Return a vCPU's registers as QEMU's ``cpu_dump_state()`` prints them
+        for HMP ``info registers``.
+
+        :param cpu: ``CPUState *``
+        """
+        raise UnsupportedError(f"printing {self.name} registers is not supported yet")
 
     def kernel_paddr(
         self, info: ArchDumpInfo, vmcoreinfo: Dict[str, str], phys_base: int, vaddr: int
