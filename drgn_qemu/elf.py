@@ -28,7 +28,7 @@ Both classes (ELFCLASS32/64) and both byte orders are supported.
 
 import struct
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import BinaryIO, List, Optional, Sequence, Tuple
 
 __all__ = (
     "ELFCLASS32",
@@ -43,8 +43,11 @@ __all__ = (
     "PN_XNUM",
     "PT_LOAD",
     "PT_NOTE",
+    "PT_TLS",
+    "ProgramHeader",
     "elf_note",
     "read_core_file_info",
+    "read_tls_segment",
 )
 
 ELFCLASS32 = 1
@@ -55,6 +58,7 @@ EV_CURRENT = 1
 ET_CORE = 4
 PT_LOAD = 1
 PT_NOTE = 4
+PT_TLS = 7
 SHT_STRTAB = 3
 PN_XNUM = 0xFFFF
 SHSTRTAB = b"\0.shstrtab\0"
@@ -233,6 +237,67 @@ class CoreFileInfo:
     segments: Tuple[CoreSegment, ...] = ()
 
 
+@dataclass(frozen=True)
+class ProgramHeader:
+    """One program header of an ELF file."""
+
+    p_type: int
+    offset: int
+    vaddr: int
+    filesz: int
+    memsz: int
+    align: int
+
+
+def _read_program_headers(
+    f: BinaryIO,
+) -> Tuple[int, int, int, int, Optional[List[ProgramHeader]]]:
+    """
+    Read an ELF file's header and program headers: ``(e_type, e_machine,
+    file size, bytes the program header table needs, program headers or None
+    if the file is too short for them)``.
+    """
+    ident = f.read(16)
+    if len(ident) < 16 or ident[:4] != b"\x7fELF":
+        raise ValueError("not an ELF file")
+    elf_class, endian = ident[4], ident[5]
+    if elf_class not in _EHDR or endian not in (ELFDATA2LSB, ELFDATA2MSB):
+        raise ValueError("not a valid ELF file (bad class or byte order)")
+    order = "<" if endian == ELFDATA2LSB else ">"
+    ehdr_struct = struct.Struct(order + _EHDR[elf_class])
+    f.seek(0)
+    raw = f.read(ehdr_struct.size)
+    if len(raw) < ehdr_struct.size:
+        raise ValueError("truncated ELF header")
+    ehdr = ehdr_struct.unpack(raw)
+    e_type, e_machine, e_phoff, e_phentsize, e_phnum = (ehdr[i] for i in (1, 2, 5, 9, 10))
+    phdr_struct = struct.Struct(order + _PHDR[elf_class])
+    if e_phnum == PN_XNUM:
+        shdr_struct = struct.Struct(order + _SHDR[elf_class])
+        f.seek(ehdr[6])
+        raw = f.read(shdr_struct.size)
+        if len(raw) < shdr_struct.size:
+            raise ValueError("truncated ELF section header")
+        e_phnum = shdr_struct.unpack(raw)[7]
+    if e_phnum and e_phentsize < phdr_struct.size:
+        raise ValueError("bad ELF program header size")
+    f.seek(0, 2)
+    file_size = f.tell()
+    needed = e_phoff + e_phnum * e_phentsize
+    if needed > file_size:
+        return e_type, e_machine, file_size, needed, None
+    f.seek(e_phoff)
+    table = f.read(e_phnum * e_phentsize)
+    phdrs = []
+    for i in range(e_phnum):
+        fields = phdr_struct.unpack_from(table, i * e_phentsize)
+        if elf_class == ELFCLASS64:
+            phdrs.append(ProgramHeader(*(fields[j] for j in (0, 2, 3, 5, 6, 7))))
+        else:
+            phdrs.append(ProgramHeader(*(fields[j] for j in (0, 1, 2, 4, 5, 7))))
+    return e_type, e_machine, file_size, needed, phdrs
+
+
 def read_core_file_info(path: str) -> CoreFileInfo:
     """
     Read an ELF core file's header and program headers.
@@ -241,54 +306,31 @@ def read_core_file_info(path: str) -> CoreFileInfo:
     :raises OSError: if the file cannot be read
     """
     with open(path, "rb") as f:
-        ident = f.read(16)
-        if len(ident) < 16 or ident[:4] != b"\x7fELF":
-            raise ValueError("not an ELF file")
-        elf_class, endian = ident[4], ident[5]
-        if elf_class not in _EHDR or endian not in (ELFDATA2LSB, ELFDATA2MSB):
-            raise ValueError("not a valid ELF file (bad class or byte order)")
-        order = "<" if endian == ELFDATA2LSB else ">"
-        ehdr_struct = struct.Struct(order + _EHDR[elf_class])
-        f.seek(0)
-        raw = f.read(ehdr_struct.size)
-        if len(raw) < ehdr_struct.size:
-            raise ValueError("truncated ELF header")
-        ehdr = ehdr_struct.unpack(raw)
-        e_type, e_machine, e_phoff, e_phentsize, e_phnum = (
-            ehdr[1],
-            ehdr[2],
-            ehdr[5],
-            ehdr[9],
-            ehdr[10],
-        )
-        if e_type != ET_CORE:
-            raise ValueError("an ELF file but not a core dump (e_type is not ET_CORE)")
-        phdr_struct = struct.Struct(order + _PHDR[elf_class])
-        if e_phnum == PN_XNUM:
-            shdr_struct = struct.Struct(order + _SHDR[elf_class])
-            f.seek(ehdr[6])
-            raw = f.read(shdr_struct.size)
-            if len(raw) < shdr_struct.size:
-                raise ValueError("truncated ELF section header")
-            e_phnum = shdr_struct.unpack(raw)[7]
-        if e_phnum and e_phentsize < phdr_struct.size:
-            raise ValueError("bad ELF program header size")
-        f.seek(0, 2)
-        file_size = f.tell()
-        needed = e_phoff + e_phnum * e_phentsize
-        if needed > file_size:
-            return CoreFileInfo(file_size, needed, e_machine)
-        f.seek(e_phoff)
-        table = f.read(e_phnum * e_phentsize)
+        e_type, e_machine, file_size, needed, phdrs = _read_program_headers(f)
+    if e_type != ET_CORE:
+        raise ValueError("an ELF file but not a core dump (e_type is not ET_CORE)")
+    if phdrs is None:
+        return CoreFileInfo(file_size, needed, e_machine)
     segments = []
-    for i in range(e_phnum):
-        fields = phdr_struct.unpack_from(table, i * e_phentsize)
-        if elf_class == ELFCLASS64:
-            p_type, p_offset, p_vaddr, p_filesz, p_memsz = (fields[j] for j in (0, 2, 3, 5, 6))
-        else:
-            p_type, p_offset, p_vaddr, p_filesz, p_memsz = (fields[j] for j in (0, 1, 2, 4, 5))
-        if p_filesz:
-            needed = max(needed, p_offset + p_filesz)
-        if p_type == PT_LOAD:
-            segments.append(CoreSegment(p_vaddr, p_memsz, p_offset, p_filesz))
+    for ph in phdrs:
+        if ph.filesz:
+            needed = max(needed, ph.offset + ph.filesz)
+        if ph.p_type == PT_LOAD:
+            segments.append(CoreSegment(ph.vaddr, ph.memsz, ph.offset, ph.filesz))
     return CoreFileInfo(file_size, needed, e_machine, tuple(segments))
+
+
+def read_tls_segment(path: str) -> Optional[Tuple[int, int, int]]:
+    """
+    Return the ``PT_TLS`` segment of an ELF executable or library as
+    ``(p_vaddr, p_memsz, p_align)``, or None if it has none.
+
+    :raises ValueError: if the file is not an ELF file
+    :raises OSError: if the file cannot be read
+    """
+    with open(path, "rb") as f:
+        _, _, _, _, phdrs = _read_program_headers(f)
+    for ph in phdrs or ():
+        if ph.p_type == PT_TLS:
+            return ph.vaddr, ph.memsz, ph.align
+    return None

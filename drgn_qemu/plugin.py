@@ -15,7 +15,7 @@ import argparse
 import shlex
 from typing import Any, NoReturn, Optional
 
-from drgn import Program
+from drgn import Program, ProgramFlags
 from drgn.commands import argument, raw_command
 
 from drgn_qemu.cli import DUMP_DESCRIPTION, add_dump_arguments, run_dump
@@ -28,6 +28,7 @@ from drgn_qemu.monitor import (
     hmp_info_registers,
 )
 from drgn_qemu.program import check_qemu_program
+from drgn_qemu.qemugdb import qemu_bt, qemu_coroutine, qemu_timers
 
 __all__ = ("drgn_prog_set", "is_qemu_program")
 
@@ -78,6 +79,45 @@ def _registers(prog: Program, args: argparse.Namespace) -> None:
     print(hmp_info_registers(prog, args.all, args.vcpu), end="")
 
 
+def _timers(prog: Program, args: argparse.Namespace) -> None:
+    print(qemu_timers(prog), end="")
+
+
+def _address(prog: Program, text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        pass
+    try:
+        return int(prog[text].value_())
+    except KeyError:
+        raise DrgnQemuError(f"{text!r} is neither an address nor a QEMU variable") from None
+
+
+def _stack_traces(prog: Program) -> None:
+    if prog.flags & ProgramFlags.IS_LIVE:
+        raise DrgnQemuError(
+            "backtraces need a core: drgn cannot read a live process's registers "
+            "(take a core with gcore, and keep QEMU running)"
+        )
+
+
+def _coroutine(prog: Program, args: argparse.Namespace) -> None:
+    _stack_traces(prog)
+    print(qemu_coroutine(prog, _address(prog, args.address)), end="")
+
+
+def _bt(prog: Program, args: argparse.Namespace) -> None:
+    _stack_traces(prog)
+    thread = None
+    if args.tid is not None:
+        try:
+            thread = prog.thread(args.tid)
+        except LookupError:
+            raise DrgnQemuError(f"no thread {args.tid} in this QEMU") from None
+    print(qemu_bt(prog, thread), end="")
+
+
 def _mtree(prog: Program, args: argparse.Namespace) -> None:
     try:
         print(hmp_info_mtree(prog, args.flatview, args.address_space), end="")
@@ -115,6 +155,25 @@ def _parser() -> argparse.ArgumentParser:
     registers.add_argument("-a", dest="all", action="store_true", help="all vCPUs")
     registers.add_argument("vcpu", metavar="VCPU", type=int, nargs="?", help="vCPU index")
     registers.set_defaults(run=_registers)
+    sub.add_parser(
+        "timers", help="the main loop's timers, as QEMU's gdb command 'qemu timers'"
+    ).set_defaults(run=_timers)
+    coroutine = sub.add_parser(
+        "coroutine",
+        help="a coroutine's backtrace, as QEMU's gdb command 'qemu coroutine'",
+        description="The backtrace of a suspended coroutine, unwound from the registers "
+        "its sigjmp_buf holds (glibc's pointer mangling undone).",
+    )
+    coroutine.add_argument(
+        "address", metavar="ADDR", help="the Coroutine's address, or a variable holding it"
+    )
+    coroutine.set_defaults(run=_coroutine)
+    bt = sub.add_parser(
+        "bt",
+        help="each thread's backtrace and its coroutine callers, as QEMU's gdb 'qemu bt'",
+    )
+    bt.add_argument("tid", metavar="TID", type=int, nargs="?", help="only this thread")
+    bt.set_defaults(run=_bt)
     mtree = sub.add_parser(
         "mtree",
         help="the memory region tree, as HMP 'info mtree' (-f: 'info mtree -f')",
@@ -145,11 +204,13 @@ def _parser() -> argparse.ArgumentParser:
     description="inspect a QEMU core or process (drgn-qemu)",
     usage="**qemu** *SUBCOMMAND* [*OPTION*...]",
     long_description="Subcommands: dump-guest-memory, ramblocks, cpus, registers, mtree, "
-    "qom-tree. "
+    "qom-tree, timers, coroutine, bt. "
     "Run '%qemu SUBCOMMAND --help' for each one's options.",
     arguments=(
         argument(
-            "subcommand", help="dump-guest-memory, ramblocks, cpus, registers, mtree or qom-tree"
+            "subcommand",
+            help="dump-guest-memory, ramblocks, cpus, registers, mtree, qom-tree, timers, "
+            "coroutine or bt",
         ),
     ),
     enabled=is_qemu_program,

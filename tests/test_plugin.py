@@ -5,6 +5,7 @@ checked against QEMU's own human monitor for the same stopped process.
 
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from typing import Dict, Iterator
 
 import pytest
 from fixture_programs import GetCore
-from harness import SERIES, QemuGuest, kvm_usable, qemu_binary
+from harness import SERIES, QemuGuest, kvm_usable, qemu_binary, qemu_source_dir
 from vmcore import assert_same_file_but_ehsize
 
 DRGN = str(Path(sys.executable).parent / "drgn")
@@ -199,3 +200,60 @@ def test_repl(monitored: Monitored) -> None:
     text = output.decode(errors="replace").replace("\r\n", "\n")
     for line in cpus.splitlines():
         assert line in text
+
+
+def qemu_gdb(m: Monitored, *commands: str) -> str:
+    """
+    Run QEMU's own gdb script on the core: QEMU 10.0's scripts/qemu-gdb.py,
+    for 7.2's too (7.2's 'qemu timers' reads a QEMUClock.last that 7.2 no
+    longer has, and stops after its first line).
+    """
+    script = qemu_source_dir(qemu_binary("10.0")) / "scripts" / "qemu-gdb.py"
+    args = [a for c in [f"source {script}", *commands] for a in ("-ex", c)]
+    r = subprocess.run(["gdb", "-nx", "-batch", str(m.binary), str(m.core), *args],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    return r.stdout
+
+
+def test_timers_equal_qemu_gdb(monitored: Monitored) -> None:
+    m = monitored
+    ours = run_commands(m.core, m.binary, "qemu timers")
+    theirs = qemu_gdb(m, "qemu timers")
+    assert ours and ours in theirs  # gdb prints its own banner lines first
+    assert "Processing Virtual timers" in ours and "<rtc_update_timer>" in ours
+
+
+def test_coroutine_equals_qemu_gdb(monitored: Monitored) -> None:
+    """
+    The monitor's QMP dispatcher coroutine, suspended waiting for commands:
+    its demangled pc and sp equal what QEMU's gdb script computes
+    ($qemu_coroutine_pc/sp), and drgn unwinds its stack to
+    coroutine_trampoline (the gdb script's frame-pointer walk gets nothing
+    from an -O2 build in a core).
+    """
+    m = monitored
+    ours = run_commands(m.core, m.binary, "qemu coroutine qmp_dispatcher_co")
+    theirs = qemu_gdb(m, "p/x (long)$qemu_coroutine_pc(qmp_dispatcher_co)",
+                      "p/x (long)$qemu_coroutine_sp(qmp_dispatcher_co)")  # fmt: skip
+    pc, sp = re.findall(r"^\$\d+ = (0x[0-9a-f]+)$", theirs, re.M)
+    header, *frames = ours.splitlines()
+    assert f"rip={pc} rsp={sp} " in header
+    assert " in qemu_coroutine_switch " in frames[0]
+    assert any(" in monitor_qmp_dispatcher_co " in f for f in frames)
+    assert " in coroutine_trampoline " in frames[-1]
+
+
+def test_bt_finds_coroutines_as_gdb(monitored: Monitored) -> None:
+    m = monitored
+    ours = run_commands(m.core, m.binary, "qemu bt")
+    theirs = qemu_gdb(m, "thread apply all -s p/x (long)co_tls_current")
+    found = re.findall(r"\(LWP (\d+)\)[^\n]*:\n\$\d+ = (0x[0-9a-f]+)", theirs)
+    assert found
+    for tid, co in found:
+        # Each thread's co_tls_current (a TLS variable) as gdb reads it.
+        line = next(ln for ln in ours.splitlines() if ln.startswith(f"Thread {tid}"))
+        assert line.endswith(f", in coroutine {co}:" if co != "0x0" else ":"), line
+    tids = [tid for tid, _ in found]
+    assert "qemu_thread_start" in ours and "main_loop_wait" in ours
+    one = run_commands(m.core, m.binary, f"qemu bt {tids[-1]}")
+    assert one.startswith(f"Thread {tids[-1]}") and one.count("Thread ") == 1
