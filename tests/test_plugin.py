@@ -257,3 +257,20 @@ def test_bt_finds_coroutines_as_gdb(monitored: Monitored) -> None:
     assert "qemu_thread_start" in ours and "main_loop_wait" in ours
     one = run_commands(m.core, m.binary, f"qemu bt {tids[-1]}")
     assert one.startswith(f"Thread {tids[-1]}") and one.count("Thread ") == 1
+
+
+def test_live_process(monitored: Monitored) -> None:
+    """The same views from the live, stopped QEMU (-p), whose monitor we do not use."""
+    m = monitored
+    code = "from drgn.commands import run_command\n" + "".join(
+        f"run_command(prog, {c!r})\n" for c in ("qemu mtree -f", "qemu qom-tree", "qemu bt")
+    )
+    r = subprocess.run([DRGN, "-q", "-p", str(m.guest.pid), "-s", str(m.binary), "-e", code],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    expected = m.hmp["info mtree -f"] + m.hmp["info qom-tree"]
+    assert r.stdout.startswith(expected)
+    assert r.stdout[len(expected) :] == (
+        "%qemu: error: backtraces need a core: drgn cannot read a live process's registers "
+        "(take a core with gcore, and keep QEMU running)\n"
+    )
