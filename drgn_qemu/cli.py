@@ -55,9 +55,9 @@ With --format kdump-zlib, kdump-zstd or kdump-snappy, write instead the
 kdump-compressed file that QMP dump-guest-memory writes with
 format=kdump-raw-zlib (and so on): the same notes, every page of guest RAM
 compressed on its own, all-zero pages sharing one page of data. crash, drgn
-(libkdumpfile) and makedumpfile read it. Pages are compressed by one thread
-per CPU (--threads). kdump-lzo is not offered: no maintained Python package
-writes LZO.
+(libkdumpfile) and makedumpfile read it. zlib pages are compressed by one
+thread per CPU (zstd and snappy are faster with one; --threads sets it).
+kdump-lzo is not offered: no maintained Python package writes LZO.
 
 The vmcore is written under a temporary name next to OUTPUT and renamed when
 complete; an existing OUTPUT is kept unless --force is given."""
@@ -106,7 +106,8 @@ def add_dump_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         metavar="N",
-        help="threads compressing pages for the kdump formats (default: one per CPU)",
+        help="threads compressing pages for the kdump formats (default: one per CPU for "
+        "kdump-zlib, one for kdump-zstd and kdump-snappy, which that makes faster)",
     )
     parser.add_argument(
         "--begin",

@@ -432,7 +432,7 @@ def write_dump(
                     progress,
                     chunk_size,
                     sparse,
-                    threads if threads is not None else default_threads(),
+                    threads if threads is not None else default_threads(layout.compression),
                 )
             else:
                 size = _write_elf(plan, layout, fd, reader, progress, chunk_size, sparse)
@@ -487,7 +487,7 @@ def dump_guest_memory(
         ``kdump-zstd``, ``kdump-snappy``): the file QMP ``dump-guest-memory``
         writes with ``format=kdump-raw-*``
     :param threads: compression threads for the kdump formats (default: one
-        per CPU)
+        per CPU for zlib, where that is faster; one for zstd and snappy)
     :param elf_layout: ``qemu``: the ELF file QEMU writes, byte for byte;
         ``kernel``: program headers first, as Linux's ``/proc/vmcore``
         (makedumpfile reads only that)

@@ -362,8 +362,20 @@ def compress_pages(
     return out
 
 
-def default_threads() -> int:
-    """Compression threads: one per CPU this process may run on."""
+#: Compressions for which more threads make the dump faster. Measured
+#: (benchmarks/RESULTS.md): zlib at Z_BEST_SPEED spends long enough per page
+#: that two threads nearly halve the time; zstd and snappy are so fast that
+#: handing pages between threads costs more than it saves.
+PARALLEL_COMPRESSIONS = frozenset({"kdump-zlib"})
+
+
+def default_threads(compression: str = "kdump-zlib") -> int:
+    """
+    Compression threads for *compression*: one per CPU this process may run
+    on where that is faster (:data:`PARALLEL_COMPRESSIONS`), else one.
+    """
+    if compression not in PARALLEL_COMPRESSIONS:
+        return 1
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover
