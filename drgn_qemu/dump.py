@@ -318,7 +318,7 @@ def plan_dump(
             info.elf_class,
             info.endian,
             info.page_size or guest_arch.page_size,
-            guest_arch.uname_machine,
+            guest_arch.kdump_machine(info),
             notes,
             vmcoreinfo_note,
             len(cpus),

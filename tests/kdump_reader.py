@@ -92,7 +92,17 @@ def open_kdump(path: Path) -> KdumpFile:
     assert version == 6
     names = ["status", "block_size", "sub_hdr_size", "bitmap_blocks", "max_mapnr",
              "total_ram_blocks", "device_blocks", "written_blocks", "current_cpu", "nr_cpus"]  # fmt: skip
-    fields = struct.unpack_from(order + "10I", data, 8 + 4 + 390 + 22)
+    # The 64-bit header reserves 22 bytes for the timestamp, the 32-bit one
+    # 10; as libkdumpfile, take the layout whose block size makes sense.
+    layouts = {22: "QIIQQQQQQQQQQQ", 10: "IIIIIQIQIQIQQQ"}
+    for timestamp in layouts:
+        fields = struct.unpack_from(order + "10I", data, 8 + 4 + 390 + timestamp)
+        block_size = fields[1]
+        if 4096 <= block_size <= 1 << 20 and block_size & (block_size - 1) == 0:
+            break
+    else:
+        raise AssertionError("no sane block size in the kdump header")
+    sub_format = layouts[timestamp]
     header: Dict[str, object] = dict(zip(names, fields))
     header["utsname"] = data[12 : 12 + 390]
     block = int(header["block_size"])  # type: ignore[call-overload]
@@ -102,8 +112,8 @@ def open_kdump(path: Path) -> KdumpFile:
                  "max_mapnr_64"]  # fmt: skip
     with open(path, "rb") as f:
         f.seek(block)
-        raw = f.read(struct.calcsize(order + "QIIQQQQQQQQQQQ"))
-        sub = dict(zip(sub_names, struct.unpack(order + "QIIQQQQQQQQQQQ", raw)))
+        raw = f.read(struct.calcsize(order + sub_format))
+        sub = dict(zip(sub_names, struct.unpack(order + sub_format, raw)))
         bitmap_blocks = int(header["bitmap_blocks"])  # type: ignore[call-overload]
         sub_hdr = int(header["sub_hdr_size"])  # type: ignore[call-overload]
         half = bitmap_blocks // 2 * block

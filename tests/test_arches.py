@@ -10,6 +10,8 @@ kdump-raw-zlib but for utsname.machine.
 - aarch64: -machine virt -cpu cortex-a57, no firmware (the vCPU runs from
   the empty flash); and -cpu max, which has SVE: an NT_ARM_SVE note more
   (vectors of one quadword, as ZCR_EL1 is at reset);
+- arm: the same with -cpu cortex-a15, a 32-bit vCPU: an ELFCLASS32 EM_ARM
+  vmcore and 32-bit kdump headers;
 - ppc64: -machine pseries on SLOF (Debian's qemu-system-data), which leaves
   the vCPUs taking interrupts big-endian: a big-endian vmcore;
 - ppc64le: the same machine stopped at reset (-S), the first vCPU's LPCR ILE
@@ -52,6 +54,7 @@ class Target:
     kdump: Tuple[int, int]
     #: Set the guest's state up through the gdbstub: gdb commands.
     gdb: Tuple[str, ...] = ()
+    ei_class: str = "ELFCLASS64"
 
 
 TARGETS = {
@@ -69,6 +72,14 @@ TARGETS = {
         [("CORE", 1, 392), ("CORE", 2, 528), ("LINUX", 0x405, 592)],
         "AArch64 EL1",
         (65536, 0x40000000),
+    ),
+    "arm": Target(
+        "aarch64", "virt", ("-cpu", "cortex-a15"), 0x40100000, "EM_ARM", "ELFDATA2LSB",
+        [(0x40000000, 256 << 20)],
+        [("CORE", 1, 148), ("LINUX", 0x400, 260)],  # NT_PRSTATUS, NT_ARM_VFP
+        "AArch32 EL1",
+        (4096, 0x40000000),
+        ei_class="ELFCLASS32",
     ),
     "ppc64": Target(
         "ppc64", "pseries", (), 0x8000000, "EM_PPC64", "ELFDATA2MSB",
@@ -166,7 +177,7 @@ def test_elf_equals_qemu(stopped: Stopped, tmp_path: Path) -> None:
     stdout = dump(stopped, out)
     header = elf_header(out)
     assert header["e_machine"] == t.e_machine
-    assert header["e_ident"]["EI_CLASS"] == "ELFCLASS64"
+    assert header["e_ident"]["EI_CLASS"] == t.ei_class
     assert header["e_ident"]["EI_DATA"] == t.ei_data
     assert [(s.paddr, s.filesz) for s in loads(out)] == t.loads
     ours = notes(out)
@@ -197,6 +208,6 @@ def test_kdump_equals_qemu(stopped: Stopped, tmp_path: Path) -> None:
     k = open_kdump(out)
     assert (k.block_size, k.sub["phys_base"]) == t.kdump
     assert k.order == ("<" if t.ei_data == "ELFDATA2LSB" else ">")
-    assert_same_kdump_but_machine(out, stopped.kdump, t.name)
+    assert_same_kdump_but_machine(out, stopped.kdump, "arm" if t.e_machine == "EM_ARM" else t.name)
     counts: Dict[str, int] = assert_pages_equal_elf(k, stopped.elf)
     assert counts["pages"] == (256 << 20) // t.kdump[0]

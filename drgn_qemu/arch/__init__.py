@@ -87,6 +87,10 @@ class GuestArch:
         """Summarise each vCPU for the dump summary."""
         raise NotImplementedError
 
+    def kdump_machine(self, info: ArchDumpInfo) -> str:
+        """``utsname.machine`` of a kdump file when the guest kernel's is not known."""
+        return self.uname_machine
+
     def cpu_dump_state(self, cpu: Object) -> str:
         """
         Return a vCPU's registers as QEMU's ``cpu_dump_state()`` prints them

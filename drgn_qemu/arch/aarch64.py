@@ -1,10 +1,15 @@
 """
-AArch64 guests of ``qemu-system-aarch64`` (``target/arm``), dumped as QEMU's
-``target/arm/arch_dump.c`` does: EM_AARCH64, ELFCLASS64, the byte order of
-EL1 (``SCTLR_EL1.EE``); per vCPU a "CORE" ``NT_PRSTATUS`` (``struct
-elf_prstatus`` with ``user_pt_regs``) and a "CORE" ``NT_PRFPREG``
-(``user_fpsimd_state``). kdump-compressed dumps use 64 KiB pages (the largest
-AArch64 page) and the lowest guest RAM address as ``phys_base``, as QEMU.
+Arm guests of ``qemu-system-aarch64`` (``target/arm``), dumped as QEMU's
+``target/arm/arch_dump.c`` does, with the byte order of EL1
+(``SCTLR_EL1.EE``) and the lowest guest RAM address as ``phys_base``:
+
+- AArch64 vCPUs: EM_AARCH64, ELFCLASS64; per vCPU a "CORE" ``NT_PRSTATUS``
+  (``struct elf_prstatus`` with ``user_pt_regs``), a "CORE" ``NT_PRFPREG``
+  (``user_fpsimd_state``) and, with SVE, a "LINUX" ``NT_ARM_SVE``;
+  kdump-compressed dumps use 64 KiB pages (the largest AArch64 page);
+- 32-bit vCPUs (``-cpu cortex-a15``...): EM_ARM, ELFCLASS32; per vCPU a
+  "CORE" ``NT_PRSTATUS`` (r0-r15 and CPSR) and, with VFP, a "LINUX"
+  ``NT_ARM_VFP``; 4 KiB kdump pages.
 """
 
 import struct
@@ -13,17 +18,33 @@ from typing import Dict, List, Optional
 from drgn import Object, Program, container_of
 
 from drgn_qemu.arch import ArchDumpInfo, CpuSummary, GuestArch
-from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, elf_note
+from drgn_qemu.elf import ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, elf_note
 from drgn_qemu.errors import UnsupportedError
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
-__all__ = ("AArch64", "EM_AARCH64", "arm_cpu", "pstate_read", "vfp_get_fpsr", "vfp_get_fpcr")
+__all__ = (
+    "AArch64",
+    "EM_AARCH64",
+    "EM_ARM",
+    "arm_cpu",
+    "cpsr_read",
+    "pstate_read",
+    "vfp_get_fpcr",
+    "vfp_get_fpscr",
+    "vfp_get_fpsr",
+)
 
 EM_AARCH64 = 183
 NT_PRSTATUS = 1
 NT_PRFPREG = 2
 NT_ARM_SVE = 0x405
+NT_ARM_VFP = 0x400
+EM_ARM = 40
+CPSR_AIF = (1 << 6) | (1 << 7) | (1 << 8)
+# FPSCR bits that are FPSR's (NZCV, QC, cumulative exceptions) and FPCR's.
+FPSCR_FPSR_MASK = 0xF0000000 | (1 << 27) | 0x9F
+FPSCR_FPCR_MASK = 0x9F00 | (7 << 16) | (1 << 19) | (3 << 20) | (3 << 22) | (7 << 24)
 #: ``SVE_PT_REGS_SVE``: the note holds the full SVE registers.
 SVE_PT_REGS_SVE = 1
 SCR_NS = 1 << 0
@@ -189,6 +210,36 @@ def sve_vqm1_for_el(cpu: Object, el: int) -> int:
     return (cpu.sme_vq.map.value_() & -cpu.sme_vq.map.value_()).bit_length() - 1
 
 
+def cpsr_read(env: Object) -> int:
+    """CPSR of an AArch32 vCPU as QEMU's ``cpsr_read()`` assembles it."""
+    zf = 1 if env.ZF.value_() == 0 else 0
+    condexec = env.condexec_bits.value_()
+    value = (
+        env.uncached_cpsr.value_()
+        | (env.NF.value_() & 0x80000000)
+        | (zf << 30)
+        | (env.CF.value_() << 29)
+        | ((env.VF.value_() & 0x80000000) >> 3)
+        | (env.QF.value_() << 27)
+        | (env.thumb.value_() << 5)
+        | ((condexec & 3) << 25)
+        | ((condexec & 0xFC) << 8)
+        | (env.GE.value_() << 16)
+        | (env.daif.value_() & CPSR_AIF)
+    )
+    return value & 0xFFFFFFFF
+
+
+def vfp_get_fpscr(env: Object) -> int:
+    """FPSCR as QEMU's ``vfp_get_fpscr()``: FPCR and FPSR bits together."""
+    return (vfp_get_fpcr(env) & FPSCR_FPCR_MASK) | (vfp_get_fpsr(env) & FPSCR_FPSR_MASK)
+
+
+def _has_vfp_simd(cpu: Object) -> bool:
+    # cpu_isar_feature(aa32_vfp_simd): MVFR0.SIMDREG, bits [3:0].
+    return bool(cpu.isar.mvfr0.value_() & 0xF)
+
+
 def _round_up16(n: int) -> int:
     return (n + 15) & ~15
 
@@ -248,15 +299,38 @@ class AArch64(GuestArch):
         if not cpu:
             raise UnsupportedError("the QEMU program has no vCPUs")
         env = arm_cpu(cpu).env
-        if not env.features.value_() & (1 << prog["ARM_FEATURE_AARCH64"].value_()):
-            raise UnsupportedError(
-                "the first vCPU is a 32-bit Arm CPU (EM_ARM dumps are not supported yet)"
-            )
         endian = ELFDATA2MSB if env.cp15.sctlr_el[1].value_() & SCTLR_EE else ELFDATA2LSB
-        lowest = min((b.target_start for b in blocks), default=0)
-        return ArchDumpInfo(EM_AARCH64, ELFCLASS64, endian, page_size=1 << 16, phys_base=lowest)
+        lowest = min((b.target_start for b in blocks), default=None)
+        if not _feature(env, "ARM_FEATURE_AARCH64"):
+            phys_base = lowest if lowest is not None and lowest < 0xFFFFFFFF else 0
+            return ArchDumpInfo(EM_ARM, ELFCLASS32, endian, page_size=1 << 12, phys_base=phys_base)
+        return ArchDumpInfo(
+            EM_AARCH64, ELFCLASS64, endian, page_size=1 << 16, phys_base=lowest or 0
+        )
+
+    def _arm32_notes(self, prog: Program, info: ArchDumpInfo) -> bytes:
+        """QEMU's ``arm_cpu_write_elf32_note()`` for each vCPU."""
+        order = "<" if info.endian == ELFDATA2LSB else ">"
+        notes = []
+        for cs in for_each_cpu(prog):
+            cpu = arm_cpu(cs)
+            env = cpu.env
+            fpvalid = _has_vfp_simd(cpu)
+            regs = [env.regs[i].value_() & 0xFFFFFFFF for i in range(16)]
+            # arm_elf_prstatus: pad1[24], pr_pid, pad2[44], regs[17], pad[4], pr_fpvalid.
+            prstatus = struct.pack(
+                order + "24xI44x17I4xI", cs.cpu_index.value_() + 1, *regs, cpsr_read(env), fpvalid
+            )
+            notes.append(elf_note(b"CORE", NT_PRSTATUS, prstatus, info.endian))
+            if fpvalid:
+                dregs = [env.vfp.zregs[i >> 1].d[i & 1].value_() for i in range(32)]
+                vfp = struct.pack(order + "32QI", *dregs, vfp_get_fpscr(env))
+                notes.append(elf_note(b"LINUX", NT_ARM_VFP, vfp, info.endian))
+        return b"".join(notes)
 
     def cpu_notes(self, prog: Program, info: ArchDumpInfo) -> bytes:
+        if info.machine == EM_ARM:
+            return self._arm32_notes(prog, info)
         order = "<" if info.endian == ELFDATA2LSB else ">"
         notes = []
         for cs in for_each_cpu(prog):
@@ -287,15 +361,20 @@ class AArch64(GuestArch):
         out = []
         for cs in for_each_cpu(prog):
             env = arm_cpu(cs).env
-            state = "AArch64" if env.aarch64.value_() else "AArch32"
-            el = (pstate_read(env) >> 2) & 3 if env.aarch64.value_() else 0
+            if env.aarch64.value_():
+                pc, sp, state = env.pc.value_(), env.xregs[31].value_(), "AArch64"
+            else:
+                pc, sp, state = env.regs[15].value_(), env.regs[13].value_(), "AArch32"
             out.append(
                 CpuSummary(
                     cs.cpu_index.value_(),
-                    f"pc=0x{env.pc.value_():x} sp=0x{env.xregs[31].value_():x} {state} EL{el}",
+                    f"pc=0x{pc:x} sp=0x{sp:x} {state} EL{arm_current_el(env)}",
                 )
             )
         return out
+
+    def kdump_machine(self, info: ArchDumpInfo) -> str:
+        return "arm" if info.machine == EM_ARM else self.uname_machine
 
     def kernel_paddr(
         self, info: ArchDumpInfo, vmcoreinfo: Dict[str, str], phys_base: int, vaddr: int
