@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 from drgn import Object, Program
 
 from drgn_qemu.errors import UnsupportedError
+from drgn_qemu.helpers.cpu import for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
 __all__ = (
@@ -24,6 +25,7 @@ __all__ = (
     "CpuSummary",
     "GuestArch",
     "detect_arch",
+    "enum_constant",
     "get_arch",
     "supported_arches",
 )
@@ -85,7 +87,27 @@ class GuestArch:
 
     def describe_cpus(self, prog: Program) -> List[CpuSummary]:
         """Summarise each vCPU for the dump summary."""
+        return [
+            CpuSummary(cs.cpu_index.value_(), self.describe_cpu(cs), self.cpu_registers_stale(cs))
+            for cs in for_each_cpu(prog)
+        ]
+
+    def describe_cpu(self, cpu: Object) -> str:
+        """
+        Describe a vCPU's state in a few words (instruction pointer, mode...).
+
+        :param cpu: ``CPUState *``
+        """
         raise NotImplementedError
+
+    def cpu_registers_stale(self, cpu: Object) -> bool:
+        """
+        Return whether QEMU's copy of a vCPU's registers may be older than the
+        vCPU's own.
+
+        :param cpu: ``CPUState *``
+        """
+        return False
 
     def kdump_machine(self, info: ArchDumpInfo) -> str:
         """``utsname.machine`` of a kdump file when the guest kernel's is not known."""
@@ -108,6 +130,19 @@ class GuestArch:
         (a ``SYMBOL()`` of VMCOREINFO), or None where this is not known.
         """
         return None
+
+
+def enum_constant(prog: Program, *names: str) -> int:
+    """
+    Return the value of the first of *names* that QEMU's debug info has as an
+    enumerator (their names change between versions), or 0 if none.
+    """
+    for name in names:
+        try:
+            return int(prog[name].value_())
+        except KeyError:
+            continue
+    return 0
 
 
 def _registry() -> Dict[str, GuestArch]:

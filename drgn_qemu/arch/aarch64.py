@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 
 from drgn import Object, Program, container_of
 
-from drgn_qemu.arch import ArchDumpInfo, CpuSummary, GuestArch
+from drgn_qemu.arch import ArchDumpInfo, GuestArch, enum_constant
 from drgn_qemu.elf import ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, elf_note
 from drgn_qemu.errors import UnsupportedError
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
@@ -95,28 +95,25 @@ def _flags(env: Object, fpst: str) -> int:
 def _exceptbits_from_host(prog: Program, host: int, ah: bool) -> int:
     """QEMU's ``vfp_exceptbits_from_host()``: softfloat flags to FPSR bits."""
 
-    def flag(name: str) -> int:
-        try:
-            return int(prog[name].value_())
-        except KeyError:
-            return 0
-
     bits = 0
-    if host & flag("float_flag_invalid"):
+    if host & enum_constant(prog, "float_flag_invalid"):
         bits |= FPSR_IOC
-    if host & flag("float_flag_divbyzero"):
+    if host & enum_constant(prog, "float_flag_divbyzero"):
         bits |= FPSR_DZC
-    if host & flag("float_flag_overflow"):
+    if host & enum_constant(prog, "float_flag_overflow"):
         bits |= FPSR_OFC
-    if host & (flag("float_flag_underflow") | flag("float_flag_output_denormal_flushed")):
+    if host & (
+        enum_constant(prog, "float_flag_underflow")
+        | enum_constant(prog, "float_flag_output_denormal_flushed")
+    ):
         bits |= FPSR_UFC
-    if host & flag("float_flag_inexact"):
+    if host & enum_constant(prog, "float_flag_inexact"):
         bits |= FPSR_IXC
-    if host & flag("float_flag_input_denormal_flushed"):
+    if host & enum_constant(prog, "float_flag_input_denormal_flushed"):
         bits |= FPSR_IDC
-    if ah and host & flag("float_flag_input_denormal_used"):
+    if ah and host & enum_constant(prog, "float_flag_input_denormal_used"):
         bits |= FPSR_IDC
-    if ah and host & flag("float_flag_output_denormal_flushed"):
+    if ah and host & enum_constant(prog, "float_flag_output_denormal_flushed"):
         bits |= FPSR_IXC
     return bits
 
@@ -357,21 +354,13 @@ class AArch64(GuestArch):
                 notes.append(elf_note(b"LINUX", NT_ARM_SVE, sve_note(cpu, order), info.endian))
         return b"".join(notes)
 
-    def describe_cpus(self, prog: Program) -> List[CpuSummary]:
-        out = []
-        for cs in for_each_cpu(prog):
-            env = arm_cpu(cs).env
-            if env.aarch64.value_():
-                pc, sp, state = env.pc.value_(), env.xregs[31].value_(), "AArch64"
-            else:
-                pc, sp, state = env.regs[15].value_(), env.regs[13].value_(), "AArch32"
-            out.append(
-                CpuSummary(
-                    cs.cpu_index.value_(),
-                    f"pc=0x{pc:x} sp=0x{sp:x} {state} EL{arm_current_el(env)}",
-                )
-            )
-        return out
+    def describe_cpu(self, cpu: Object) -> str:
+        env = arm_cpu(cpu).env
+        if env.aarch64.value_():
+            pc, sp, state = env.pc.value_(), env.xregs[31].value_(), "AArch64"
+        else:
+            pc, sp, state = env.regs[15].value_(), env.regs[13].value_(), "AArch32"
+        return f"pc=0x{pc:x} sp=0x{sp:x} {state} EL{arm_current_el(env)}"
 
     def kdump_machine(self, info: ArchDumpInfo) -> str:
         return "arm" if info.machine == EM_ARM else self.uname_machine

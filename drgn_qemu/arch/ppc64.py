@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 
 from drgn import Object, PlatformFlags, Program, cast, container_of, sizeof
 
-from drgn_qemu.arch import ArchDumpInfo, CpuSummary, GuestArch
+from drgn_qemu.arch import ArchDumpInfo, GuestArch
 from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, elf_note
 from drgn_qemu.errors import UnsupportedError
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
@@ -169,18 +169,9 @@ class PPC64(GuestArch):
             notes += [elf_note(b"CORE", t, d, info.endian) for t, d in descs]
         return b"".join(notes)
 
-    def describe_cpus(self, prog: Program) -> List[CpuSummary]:
-        out = []
-        for cs in for_each_cpu(prog):
-            env = powerpc_cpu(cs).env
-            out.append(
-                CpuSummary(
-                    cs.cpu_index.value_(),
-                    f"nip=0x{env.nip.value_():x} msr=0x{env.msr.value_():x} "
-                    f"r1=0x{env.gpr[1].value_():x}",
-                )
-            )
-        return out
+    def describe_cpu(self, cpu: Object) -> str:
+        env = powerpc_cpu(cpu).env
+        return f"nip=0x{env.nip.value_():x} msr=0x{env.msr.value_():x} r1=0x{env.gpr[1].value_():x}"
 
     def kernel_paddr(
         self, info: ArchDumpInfo, vmcoreinfo: Dict[str, str], phys_base: int, vaddr: int

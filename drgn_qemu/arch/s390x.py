@@ -14,7 +14,7 @@ from typing import List
 
 from drgn import Object, Program, cast, container_of
 
-from drgn_qemu.arch import ArchDumpInfo, CpuSummary, GuestArch
+from drgn_qemu.arch import ArchDumpInfo, GuestArch
 from drgn_qemu.elf import ELFCLASS64, ELFDATA2MSB, elf_note
 from drgn_qemu.errors import UnsupportedError
 from drgn_qemu.helpers.cpu import for_each_cpu
@@ -105,15 +105,9 @@ class S390X(GuestArch):
             notes += [elf_note(b"LINUX", t, d, info.endian) for t, d in linux]
         return b"".join(notes)
 
-    def describe_cpus(self, prog: Program) -> List[CpuSummary]:
-        out = []
-        for cs in for_each_cpu(prog):
-            env = s390_cpu(cs).env
-            out.append(
-                CpuSummary(
-                    cs.cpu_index.value_(),
-                    f"psw=0x{_u64(env.psw.mask):016x} 0x{_u64(env.psw.addr):x} "
-                    f"prefix=0x{env.psa.value_():x}",
-                )
-            )
-        return out
+    def describe_cpu(self, cpu: Object) -> str:
+        env = s390_cpu(cpu).env
+        return (
+            f"psw=0x{_u64(env.psw.mask):016x} 0x{_u64(env.psw.addr):x} "
+            f"prefix=0x{env.psa.value_():x}"
+        )

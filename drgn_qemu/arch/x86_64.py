@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 
 from drgn import Object, Program, container_of, sizeof
 
-from drgn_qemu.arch import ArchDumpInfo, CpuSummary, GuestArch
+from drgn_qemu.arch import ArchDumpInfo, GuestArch, enum_constant
 from drgn_qemu.elf import ELFCLASS32, ELFCLASS64, ELFDATA2LSB, elf_note
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
@@ -179,24 +179,18 @@ class X86_64(GuestArch):
     def cpu_dump_state(self, cpu: Object) -> str:
         return x86_cpu_dump_state(cpu)
 
-    def describe_cpus(self, prog: Program) -> List[CpuSummary]:
+    def describe_cpu(self, cpu: Object) -> str:
+        env = x86_cpu(cpu).env
+        mode = "long mode" if _lma(env) else "not in long mode"
+        return f"rip=0x{env.eip.value_():x} cr3=0x{env.cr[3].value_():x} {mode}"
+
+    def cpu_registers_stale(self, cpu: Object) -> bool:
+        # Under KVM, QEMU holds the registers as of its last synchronization.
         try:
-            kvm = bool(prog["kvm_allowed"])
+            kvm = bool(cpu.prog_["kvm_allowed"])
         except KeyError:
-            kvm = False
-        out = []
-        for cs in for_each_cpu(prog):
-            env = x86_cpu(cs).env
-            mode = "long mode" if _lma(env) else "not in long mode"
-            stale = kvm and cs.type_.type.has_member("vcpu_dirty") and not cs.vcpu_dirty
-            out.append(
-                CpuSummary(
-                    cs.cpu_index.value_(),
-                    f"rip=0x{env.eip.value_():x} cr3=0x{env.cr[3].value_():x} {mode}",
-                    stale,
-                )
-            )
-        return out
+            return False
+        return kvm and cpu.type_.type.has_member("vcpu_dirty") and not cpu.vcpu_dirty
 
 
 # include/target/i386/cpu.h
@@ -265,27 +259,21 @@ def _mxcsr(env: Object) -> int:
     """``env->mxcsr`` with the SSE exceptions softfloat has gathered (``update_mxcsr_from_sse_status()``)."""
     prog = env.prog_
 
-    def flag(*names: str) -> int:
-        for name in names:
-            try:
-                return int(prog[name].value_())
-            except KeyError:
-                continue
-        return 0
-
     flags = env.sse_status.float_exception_flags.value_()
     mxcsr = env.mxcsr.value_()
-    if flags & flag("float_flag_invalid"):
+    if flags & enum_constant(prog, "float_flag_invalid"):
         mxcsr |= FPUS_IE
-    if flags & flag("float_flag_divbyzero"):
+    if flags & enum_constant(prog, "float_flag_divbyzero"):
         mxcsr |= FPUS_ZE
-    if flags & flag("float_flag_overflow"):
+    if flags & enum_constant(prog, "float_flag_overflow"):
         mxcsr |= FPUS_OE
-    if flags & flag("float_flag_underflow"):
+    if flags & enum_constant(prog, "float_flag_underflow"):
         mxcsr |= FPUS_UE
-    if flags & flag("float_flag_inexact"):
+    if flags & enum_constant(prog, "float_flag_inexact"):
         mxcsr |= FPUS_PE
-    if flags & flag("float_flag_output_denormal_flushed", "float_flag_output_denormal"):
+    if flags & enum_constant(
+        prog, "float_flag_output_denormal_flushed", "float_flag_output_denormal"
+    ):
         mxcsr |= FPUS_UE | FPUS_PE
     return mxcsr & 0xFFFFFFFF
 
