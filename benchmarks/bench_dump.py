@@ -94,6 +94,24 @@ def measure(what: str, cmd: List[str], output: Optional[Path], repeat: int = REP
     return Run(what, statistics.median(times), rss, disk_mib(output), " ".join(cmd))
 
 
+def measure_qmp_dump(what: str, guest: QemuGuest, output: Path, **kwargs: str) -> Run:
+    """
+    Time QEMU's own QMP dump-guest-memory (with *kwargs*, e.g. a format)
+    as :func:`measure` times a command: median of REPEAT runs, each after a
+    sync. Peak RSS is n/a: QEMU dumps inside its own process.
+    """
+    times = []
+    for _ in range(REPEAT):
+        output.unlink(missing_ok=True)
+        os.sync()
+        t0 = time.monotonic()
+        guest.dump(output, **kwargs)
+        times.append(time.monotonic() - t0)
+    command = " ".join(["QMP dump-guest-memory paging=false",
+                        *(f"{k}={v}" for k, v in kwargs.items())])  # fmt: skip
+    return Run(what, statistics.median(times), None, disk_mib(output), command)
+
+
 def disk_mib(path: Optional[Path]) -> Optional[float]:
     if path is None or not path.exists():
         return None
@@ -134,26 +152,10 @@ def bench_guest(name: str, spec: Dict[str, object], work: Path, binary: Path, sc
         time.sleep(0.5)
         guest.stop()
         qemu_out = work / "qemu.vmcore"
-        qemu_times = []
-        for _ in range(REPEAT):
-            qemu_out.unlink(missing_ok=True)
-            os.sync()
-            t0 = time.monotonic()
-            guest.dump(qemu_out)
-            qemu_times.append(time.monotonic() - t0)
-        runs.append(Run("QEMU QMP dump-guest-memory", statistics.median(qemu_times), None,
-                        disk_mib(qemu_out), "QMP dump-guest-memory paging=false"))  # fmt: skip
+        runs.append(measure_qmp_dump("QEMU QMP dump-guest-memory", guest, qemu_out))
         kdump_out = work / "qemu.kdump"
-        kdump_times = []
-        for _ in range(REPEAT):
-            kdump_out.unlink(missing_ok=True)
-            os.sync()
-            t0 = time.monotonic()
-            guest.dump(kdump_out, format="kdump-raw-zlib")
-            kdump_times.append(time.monotonic() - t0)
-        runs.append(Run("QEMU QMP dump-guest-memory, kdump-raw-zlib",
-                        statistics.median(kdump_times), None, disk_mib(kdump_out),
-                        "QMP dump-guest-memory paging=false format=kdump-raw-zlib"))  # fmt: skip
+        runs.append(measure_qmp_dump("QEMU QMP dump-guest-memory, kdump-raw-zlib", guest,
+                                     kdump_out, format="kdump-raw-zlib"))  # fmt: skip
         kdump_out.unlink()
         t0 = time.monotonic()
         core = guest.gcore(work / "qemu.core")
