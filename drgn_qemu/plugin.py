@@ -94,7 +94,7 @@ def _address(prog: Program, text: str) -> int:
         raise DrgnQemuError(f"{text!r} is neither an address nor a QEMU variable") from None
 
 
-def _stack_traces(prog: Program) -> None:
+def _need_core(prog: Program) -> None:
     if prog.flags & ProgramFlags.IS_LIVE:
         raise DrgnQemuError(
             "backtraces need a core: drgn cannot read a live process's registers "
@@ -103,12 +103,12 @@ def _stack_traces(prog: Program) -> None:
 
 
 def _coroutine(prog: Program, args: argparse.Namespace) -> None:
-    _stack_traces(prog)
+    _need_core(prog)
     print(qemu_coroutine(prog, _address(prog, args.address)), end="")
 
 
 def _bt(prog: Program, args: argparse.Namespace) -> None:
-    _stack_traces(prog)
+    _need_core(prog)
     thread = None
     if args.tid is not None:
         try:

@@ -123,15 +123,16 @@ def qemu_bt(prog: Program, thread: Optional[Thread] = None) -> str:
     threads = [thread] if thread is not None else list(prog.threads())
     lines = []
     for t in threads:
+        stack = t.stack_trace()
         current = None
         if tls is not None:
             try:
-                current = co_tls_current(prog, t, tls)
+                current = co_tls_current(prog, stack[0].registers()["fs.base"], tls)
             except (LookupError, FaultError, UnsupportedError):
                 pass
         running = f", in coroutine 0x{current.value_():x}" if current else ""
         lines.append(f"Thread {t.tid}" + (f" ({t.name})" if t.name else "") + f"{running}:")
-        lines.append(str(t.stack_trace()))
+        lines.append(str(stack))
         if current:
             for caller in for_each_coroutine_caller(current):
                 lines.append(f"Coroutine at 0x{caller.value_():x}:")

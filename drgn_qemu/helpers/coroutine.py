@@ -23,10 +23,12 @@ from drgn_qemu.errors import CorruptStructureError, UnsupportedError
 
 __all__ = (
     "co_tls_current",
+    "coroutine_frames",
     "coroutine_get_registers",
     "coroutine_stack_trace",
     "glibc_pointer_guard",
     "glibc_ptr_demangle",
+    "thread_pointer",
     "for_each_coroutine_caller",
 )
 
@@ -50,14 +52,18 @@ def _check_x86_64(prog: Program) -> None:
         raise UnsupportedError("coroutine backtraces need an x86_64 QEMU host")
 
 
+def thread_pointer(thread: Thread) -> int:
+    """Return a thread's thread pointer, the TCB address (``fs_base`` on x86_64)."""
+    return int(thread.stack_trace()[0].registers()["fs.base"])
+
+
 def glibc_pointer_guard(prog: Program, thread: Optional[Thread] = None) -> int:
     """
     Return glibc's pointer guard (``THREAD_GET_POINTER_GUARD()``), read from
     the TCB of *thread* (default: the main thread; all threads share it).
     """
     _check_x86_64(prog)
-    thread = thread if thread is not None else prog.main_thread()
-    fs_base = thread.stack_trace()[0].registers()["fs.base"]
+    fs_base = thread_pointer(thread if thread is not None else prog.main_thread())
     try:
         return int.from_bytes(prog.read(fs_base + POINTER_GUARD_OFFSET, 8), "little")
     except FaultError:
@@ -132,11 +138,12 @@ def coroutine_frames(trace: StackTrace) -> List[Tuple[int, str]]:
     return out
 
 
-def co_tls_current(prog: Program, thread: Thread, tls_block: Tuple[int, int, int]) -> Object:
+def co_tls_current(prog: Program, tp: int, tls_block: Tuple[int, int, int]) -> Object:
     """
     Return the coroutine a thread runs (the thread-local ``co_tls_current``,
     NULL outside coroutines).
 
+    :param tp: the thread's :func:`thread_pointer`
     :param tls_block: the executable's ``PT_TLS`` segment: ``(p_vaddr,
         p_memsz, p_align)``; its TLS block sits right below the thread
         pointer (x86_64's TLS variant II)
@@ -147,8 +154,7 @@ def co_tls_current(prog: Program, thread: Thread, tls_block: Tuple[int, int, int
     align = max(align, 1)
     first_byte = -vaddr & (align - 1)
     offset = (memsz + first_byte + align - 1) // align * align
-    fs_base = thread.stack_trace()[0].registers()["fs.base"]
-    address = fs_base - offset + (symbol.address - bias)
+    address = tp - offset + (symbol.address - bias)
     return Object(prog, "Coroutine *", address=address).read_()
 
 
