@@ -359,7 +359,7 @@ def _copy_segment(
                     pwrite_all(fd, view, out + done)
                 else:
                     # The non-zero runs go by copy_file_range where the reader
-                    # can (no copy through this process), else by pwrite.
+                    # was asked to, else by pwrite from the view.
                     for a, b in nonzero_runs(view):
                         if not reader.copy(address + done + a, b - a, fd, out + done + a):
                             pwrite_all(fd, view[a:b], out + done + a)

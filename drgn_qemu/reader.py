@@ -10,8 +10,9 @@ input allows, with a plain path behind every fast one:
 * :class:`CoreFileReader`: straight from a core file, through its PT_LOAD
   table: a read-only mapping of the file to look at memory without copying
   it (or ``preadv`` into the caller's buffer), holes of a sparse core (as the
-  kernel and systemd-coredump write them) skipped with ``SEEK_DATA``, and
-  ``copy_file_range`` for copies that need not pass through Python;
+  kernel and systemd-coredump write them) skipped with ``SEEK_DATA``, and,
+  on request, ``copy_file_range`` for copies that need not pass through
+  Python;
 * :class:`ProcessReader`: ``/proc/PID/mem`` of a live QEMU.
 
 All readers give the same bytes; the tests compare their outputs.
@@ -140,7 +141,7 @@ class CoreFileReader(_FdReader):
 
     name = "core file"
 
-    def __init__(self, path: str, copy_file_range: bool = True, mmap: bool = True) -> None:
+    def __init__(self, path: str, copy_file_range: bool = False, mmap: bool = True) -> None:
         info = read_core_file_info(path)
         if info.needed_size > info.file_size:
             raise ValueError(f"core file {path} is truncated")
@@ -279,23 +280,30 @@ class ProcessReader(_FdReader):
 
 
 #: The ``io`` choices of :func:`open_reader`.
-IO_MODES = ("auto", "pread", "program")
+IO_MODES = ("auto", "copy-file-range", "pread", "program")
 
 
 def open_reader(
     prog: Program, core: Optional[str] = None, pid: Optional[int] = None, io: str = "auto"
 ) -> MemoryReader:
     """
-    Return the fastest reader for a program opened from *core* or *pid*:
-    ``io="auto"`` uses every fast path, ``"pread"`` reads the core or process
-    file with ``preadv`` only (no mapping, no ``copy_file_range``), ``"program"`` reads through drgn only.
+    Return a reader for a program opened from *core* or *pid*.
+
+    ``io="auto"`` is the fastest measured here: a core file is mapped, its
+    zero pages found in the mapping and the others written from it, each
+    byte crossing memory once more (``benchmarks/RESULTS.md``: faster than
+    ``copy_file_range`` on ext4, which copies in the kernel but has no
+    extents to share). ``"copy-file-range"`` maps the core too but copies
+    with ``copy_file_range`` (a filesystem with reflinks may share the
+    blocks instead), ``"pread"`` reads the core or process file with
+    ``preadv`` only, ``"program"`` reads through drgn only. All give the
+    same bytes.
     """
     if io not in IO_MODES:
         raise ValueError(f"io must be one of {IO_MODES}")
     if io != "program":
         if core is not None:
-            fast = io == "auto"
-            return CoreFileReader(core, copy_file_range=fast, mmap=fast)
+            return CoreFileReader(core, copy_file_range=io == "copy-file-range", mmap=io != "pread")
         if pid is not None:
             return ProcessReader(pid)
     return ProgramReader(prog)

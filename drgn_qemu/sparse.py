@@ -49,9 +49,17 @@ def nonzero_runs(data: memoryview) -> List[Tuple[int, int]]:
     whole = size - size % SPARSE_BLOCK
     runs: List[Tuple[int, int]] = []
     if whole:
-        words = np.frombuffer(data, dtype=np.uint64, count=whole // 8)
-        if words.any():
-            nonzero = words.reshape(-1, _WORDS).max(axis=1) != 0
+        pages = np.frombuffer(data, dtype=np.uint64, count=whole // 8).reshape(-1, _WORDS)
+        # A page whose first word is not zero is not zero: for written
+        # memory, one cache line per page decides, and the rest of the page
+        # is not read here (it is read once, when written out).
+        nonzero = pages[:, 0] != 0
+        undecided = np.flatnonzero(~nonzero)
+        if len(undecided) * 2 > len(nonzero):
+            nonzero = pages.max(axis=1) != 0  # mostly zero: one contiguous pass
+        elif len(undecided):
+            nonzero[undecided] = pages[undecided].max(axis=1) != 0
+        if nonzero.any():
             # Boundaries of runs of equal flags.
             edges = np.flatnonzero(nonzero[1:] != nonzero[:-1]) + 1
             starts = np.concatenate(([0], edges))
