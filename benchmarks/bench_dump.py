@@ -274,7 +274,8 @@ def targets(results: Dict[str, List[Run]]) -> List[str]:
                    f"{copy:.2f}x cp")  # fmt: skip
     for name, runs in results.items():
         out.append(f"- why, where not met: start-up (Python, numpy, drgn indexing QEMU's "
-                   f"DWARF, before any guest byte is copied) took {t(runs, STARTUP):.2f} s of "
+                   f"DWARF, the search of guest RAM for VMCOREINFO: all before any guest byte "
+                   f"is copied) took {t(runs, STARTUP):.2f} s of "
                    f"our {t(runs, ours):.2f} s on {name}")  # fmt: skip
     threads = len(os.sched_getaffinity(0))
     for name, runs in results.items():
