@@ -106,11 +106,8 @@ def _mr_size(size: Object) -> int:
 
 
 def _mr_name(mr: Object) -> str:
-    """``memory_region_name()``: the name, or the region's name in its QOM parent."""
-    if mr.name:
-        return memory_region_name(mr)
-    component = object_get_canonical_path_component(mr)
-    return component if component is not None else "(null)"
+    """``memory_region_name()`` as QEMU's ``printf("%s")`` shows it."""
+    return memory_region_name(mr) or "(null)"
 
 
 def _nv(obj: Object) -> str:

@@ -19,6 +19,7 @@ from drgn import FaultError, Object, Program
 
 from drgn_qemu.errors import CorruptStructureError, NotQemuError
 from drgn_qemu.helpers.int128 import int128_get64
+from drgn_qemu.helpers.qom import object_get_canonical_path_component
 from drgn_qemu.helpers.queue import qtailq_for_each
 from drgn_qemu.helpers.ramblock import qemu_get_ram_ptr, ramblock_ptr
 
@@ -109,18 +110,19 @@ def flatview_for_each_range(view: Object, limit: int = MAX_FLAT_RANGES) -> Itera
 def memory_region_name(mr: Object) -> str:
     """
     Return the name of a memory region (``memory_region_name()``:
-    ``mr->name``), ``""`` if it has none, or ``"?"`` if the name cannot be
-    read (the name only labels a region, so a crashed process's damaged name
-    should not stop a dump).
+    ``mr->name``, or for a region without one its name in its QOM parent),
+    ``""`` if it has neither, or ``"?"`` if the name cannot be read (the name
+    only labels a region, so a crashed process's damaged name should not stop
+    a dump).
 
     :param mr: ``MemoryRegion *``
     """
     name = mr.name.read_()
-    if not name:
-        return ""
     try:
-        return name.string_().decode(errors="replace")
-    except FaultError:
+        if name:
+            return name.string_().decode(errors="replace")
+        return object_get_canonical_path_component(mr) or ""
+    except (FaultError, LookupError, CorruptStructureError):
         return "?"
 
 
