@@ -8,7 +8,7 @@ import contextlib
 import os
 import re
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, MutableMapping, Optional, Sequence
 
 from drgn import Program
 
@@ -306,11 +306,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 COMMAND_PLUGINS = ("builtin_commands", "crash_commands", "qemu")
 
 
-def skip_command_plugins() -> None:
-    """Add :data:`COMMAND_PLUGINS` to ``DRGN_DISABLE_PLUGINS`` for this process."""
-    current = os.environ.get("DRGN_DISABLE_PLUGINS", "")
+def skip_command_plugins(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Add :data:`COMMAND_PLUGINS` to ``DRGN_DISABLE_PLUGINS`` in *environ*."""
+    current = environ.get("DRGN_DISABLE_PLUGINS", "")
     if current != "*":
-        os.environ["DRGN_DISABLE_PLUGINS"] = ",".join(filter(None, [current, *COMMAND_PLUGINS]))
+        environ["DRGN_DISABLE_PLUGINS"] = ",".join(filter(None, [current, *COMMAND_PLUGINS]))
 
 
 def _entry() -> None:
