@@ -107,7 +107,9 @@ def add_dump_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="threads compressing pages for the kdump formats (default: one per CPU for "
-        "kdump-zlib, one for kdump-zstd and kdump-snappy, which that makes faster)",
+        "kdump-zlib; one for kdump-zstd and kdump-snappy, measured faster so), or finding "
+        "the zero pages of an ELF vmcore (default: one per CPU, at most 2); the output is the same "
+        "whatever N",
     )
     parser.add_argument(
         "--begin",

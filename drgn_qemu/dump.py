@@ -10,9 +10,11 @@ as an ELF vmcore laid out like QEMU's own ``dump-guest-memory`` output.
 
 import os
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional, Union
+from typing import Callable, Deque, Iterator, List, Optional, Tuple, Union
 
 import drgn
 from drgn import Program
@@ -45,11 +47,18 @@ __all__ = (
     "format_blocks",
     "format_plan",
     "plan_dump",
+    "SCAN_THREADS",
     "write_dump",
 )
 
 #: Bytes read from QEMU's memory and written to the vmcore at a time.
 CHUNK_SIZE = 8 << 20
+
+#: Most threads finding the zero pages of an ELF dump by default. Measured
+#: on a mapped 8 GiB core of zeros: one thread 1.5 s, two 1.05 s; the scan is
+#: bound by memory bandwidth, and each thread holds one more chunk mapped
+#: (some 8 MiB of RSS), so no more than two.
+SCAN_THREADS = 2
 
 #: Output formats: ELF, or kdump-compressed with one of the compressions.
 FORMATS = ("elf", *KDUMP_FORMATS)
@@ -330,44 +339,93 @@ def plan_dump(
     return DumpPlan(guest_arch, blocks, segments, layout, info, cpus, vmci, warnings)
 
 
-def _copy_segment(
+def _pieces(
+    plan: DumpPlan, layout: ElfCoreLayout, reader: MemoryReader, chunk_size: int
+) -> Iterator[Tuple[int, int, int, bool]]:
+    """
+    The guest memory of every segment as ``(host address, size, file offset,
+    has data)`` pieces of at most *chunk_size* bytes; pieces without data
+    are holes of a sparse core, zeros that need not be read.
+    """
+    for seg, offset in zip(plan.segments, layout.segment_offsets):
+        for address, size, has_data in reader.extents(seg.host_addr, seg.size):
+            out = offset + (address - seg.host_addr)
+            if not has_data:
+                yield address, size, out, False
+                continue
+            for done in range(0, size, chunk_size):
+                yield address + done, min(chunk_size, size - done), out + done, True
+
+
+def _copy_all(
+    pieces: Iterator[Tuple[int, int, int, bool]],
     reader: MemoryReader,
-    seg: DumpSegment,
     fd: int,
-    offset: int,
-    sparse: bool,
-    buf: memoryview,
-    zeros: memoryview,
+    chunk_size: int,
     progress: Optional[Callable[[int], None]],
 ) -> None:
-    """Copy one segment's guest memory to file *fd* at *offset*."""
-    for address, size, has_data in reader.extents(seg.host_addr, seg.size):
-        out = offset + (address - seg.host_addr)
+    """Copy every byte, zeros included (``--no-sparse``)."""
+    buf = memoryview(bytearray(chunk_size))
+    zeros = memoryview(bytes(chunk_size))
+    for address, size, out, has_data in pieces:
         if not has_data:
-            # A hole in a sparse core: zeros, without reading them.
-            if not sparse:
-                pwrite_zeros(fd, size, out, zeros)
-            if progress is not None:
-                progress(size)
-            continue
-        done = 0
-        while done < size:
-            n = min(len(buf), size - done)
-            if sparse or not reader.copy(address + done, n, fd, out + done):
-                view = reader.read_view(address + done, buf[:n])
-                if not sparse:
-                    pwrite_all(fd, view, out + done)
-                else:
-                    # The non-zero runs go by copy_file_range where the reader
-                    # was asked to, else by pwrite from the view.
-                    for a, b in nonzero_runs(view):
-                        if not reader.copy(address + done + a, b - a, fd, out + done + a):
-                            pwrite_all(fd, view[a:b], out + done + a)
-                del view
-                reader.release(address + done, n)
-            done += n
-            if progress is not None:
-                progress(n)
+            pwrite_zeros(fd, size, out, zeros)
+        elif not reader.copy(address, size, fd, out):
+            view = reader.read_view(address, buf[:size])
+            pwrite_all(fd, view, out)
+            del view
+            reader.release(address, size)
+        if progress is not None:
+            progress(size)
+
+
+def _copy_sparse(
+    pieces: Iterator[Tuple[int, int, int, bool]],
+    reader: MemoryReader,
+    fd: int,
+    chunk_size: int,
+    progress: Optional[Callable[[int], None]],
+    threads: int,
+) -> None:
+    """
+    Copy the pages that are not all zero: chunks are read here and scanned
+    for zero pages by *threads* threads while earlier chunks' non-zero runs
+    are written, in order (numpy lets go of the GIL while it scans). A
+    chunk's buffer is reused only once the chunk is written.
+    """
+    free = [memoryview(bytearray(chunk_size)) for _ in range(threads + 1)]
+    inflight: Deque[Tuple[Future[List[Tuple[int, int]]], memoryview, int, int, memoryview]]
+    inflight = deque()
+
+    def finish_oldest() -> None:
+        future, view, address, out, buf = inflight.popleft()
+        for a, b in future.result():
+            if not reader.copy(address + a, b - a, fd, out + a):
+                pwrite_all(fd, view[a:b], out + a)
+        reader.release(address, len(view))
+        free.append(buf)
+        if progress is not None:
+            progress(len(view))
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="drgn-qemu-scan") as pool:
+        try:
+            for address, size, out, has_data in pieces:
+                if not has_data:
+                    if progress is not None:
+                        progress(size)
+                    continue
+                if not free:
+                    finish_oldest()
+                buf = free.pop()
+                view = reader.read_view(address, buf[:size])
+                inflight.append((pool.submit(nonzero_runs, view), view, address, out, buf))
+                while len(inflight) > threads:
+                    finish_oldest()
+            while inflight:
+                finish_oldest()
+        finally:
+            for future, *_ in inflight:
+                future.cancel()
 
 
 def _fault_error(plan: DumpPlan, e: MemoryFault) -> GuestMemoryError:
@@ -389,12 +447,14 @@ def _write_elf(
     progress: Optional[Callable[[int], None]],
     chunk_size: int,
     sparse: bool,
+    threads: int,
 ) -> int:
-    buf = memoryview(bytearray(chunk_size))
-    zeros = memoryview(bytes(chunk_size))
     pwrite_all(fd, memoryview(layout.header()), 0)
-    for seg, offset in zip(plan.segments, layout.segment_offsets):
-        _copy_segment(reader, seg, fd, offset, sparse, buf, zeros, progress)
+    pieces = _pieces(plan, layout, reader, chunk_size)
+    if sparse:
+        _copy_sparse(pieces, reader, fd, chunk_size, progress, threads)
+    else:
+        _copy_all(pieces, reader, fd, chunk_size, progress)
     pwrite_all(fd, memoryview(layout.trailer()), layout.shstrtab_offset)
     os.ftruncate(fd, layout.file_size)
     return layout.file_size
@@ -435,7 +495,16 @@ def write_dump(
                     threads if threads is not None else default_threads(layout.compression),
                 )
             else:
-                size = _write_elf(plan, layout, fd, reader, progress, chunk_size, sparse)
+                size = _write_elf(
+                    plan,
+                    layout,
+                    fd,
+                    reader,
+                    progress,
+                    chunk_size,
+                    sparse,
+                    threads if threads is not None else min(default_threads(), SCAN_THREADS),
+                )
         except MemoryFault as e:
             raise _fault_error(plan, e) from None
         except OSError as e:
@@ -486,8 +555,11 @@ def dump_guest_memory(
     :param format: ``elf``, or a kdump-compressed format (``kdump-zlib``,
         ``kdump-zstd``, ``kdump-snappy``): the file QMP ``dump-guest-memory``
         writes with ``format=kdump-raw-*``
-    :param threads: compression threads for the kdump formats (default: one
-        per CPU for zlib, where that is faster; one for zstd and snappy)
+    :param threads: threads compressing pages for the kdump formats (default:
+        one per CPU for zlib, where that is faster; one for zstd and snappy),
+        or scanning for zero pages in a sparse ELF file (default: one per
+        CPU, at most :data:`SCAN_THREADS`); the file is the same whatever
+        their number
     :param elf_layout: ``qemu``: the ELF file QEMU writes, byte for byte;
         ``kernel``: program headers first, as Linux's ``/proc/vmcore``
         (makedumpfile reads only that)

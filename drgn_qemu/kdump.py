@@ -369,12 +369,13 @@ def compress_pages(
 PARALLEL_COMPRESSIONS = frozenset({"kdump-zlib"})
 
 
-def default_threads(compression: str = "kdump-zlib") -> int:
+def default_threads(compression: Optional[str] = None) -> int:
     """
-    Compression threads for *compression*: one per CPU this process may run
-    on where that is faster (:data:`PARALLEL_COMPRESSIONS`), else one.
+    Threads for *compression*: one per CPU this process may run on where that
+    is faster (:data:`PARALLEL_COMPRESSIONS`, or ``None`` for work that
+    always is, such as scanning for zero pages), else one.
     """
-    if compression not in PARALLEL_COMPRESSIONS:
+    if compression is not None and compression not in PARALLEL_COMPRESSIONS:
         return 1
     try:
         return len(os.sched_getaffinity(0))

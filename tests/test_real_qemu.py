@@ -225,7 +225,8 @@ def test_dump_guest_core_off(tmp_path: Path) -> None:
 
 
 def test_every_io_path_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:
-    """Sparse or full, mapped, preadv'd, copy_file_range'd or through drgn: QEMU's bytes."""
+    """Sparse or full, mapped, preadv'd, copy_file_range'd or through drgn, any number of
+    threads: QEMU's bytes."""
     for io in IO_MODES:
         for sparse in (True, False):
             out = tmp_path / f"{io}-{sparse}.vmcore"
@@ -240,6 +241,13 @@ def test_every_io_path_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -
             else:
                 assert used >= out.stat().st_size - (1 << 20), (io, used)
             out.unlink()
+    # Zero pages found by 1 or 3 threads, in many small chunks in flight.
+    for threads in ("1", "3"):
+        out = tmp_path / f"threads-{threads}.vmcore"
+        r = dump_core(stopped, out, "-q", "--threads", threads, "--chunk-size", "64K")
+        assert r.returncode == 0, r.stderr
+        assert_same_file_but_ehsize(out, stopped.qemu_dump)
+        out.unlink()
     for io in ("auto", "program"):
         out = tmp_path / f"pid-{io}.vmcore"
         r = run([*drgn_qemu_command(), "dump-guest-memory", "-q", "--io", io,
