@@ -403,7 +403,7 @@ def _copy_sparse(
     def finish_oldest() -> None:
         future, view, address, out, buf = inflight.popleft()
         for a, b in future.result():
-            if not reader.copy(address + a, b - a, fd, out + a):
+            if not reader.copy(address + a, b - a, fd, out + a, seen=True):
                 pwrite_all(fd, view[a:b], out + a)
         reader.release(address, len(view))
         free.append(buf)

@@ -10,9 +10,8 @@ input allows, with a plain path behind every fast one:
 * :class:`CoreFileReader`: straight from a core file, through its PT_LOAD
   table: a read-only mapping of the file to look at memory without copying
   it (or ``preadv`` into the caller's buffer), holes of a sparse core (as the
-  kernel and systemd-coredump write them) skipped with ``SEEK_DATA``, and,
-  on request, ``copy_file_range`` for copies that need not pass through
-  Python;
+  kernel and systemd-coredump write them) skipped with ``SEEK_DATA``, and
+  ``copy_file_range`` for copies that need not pass through Python;
 * :class:`ProcessReader`: ``/proc/PID/mem`` of a live QEMU.
 
 All readers give the same bytes; the tests compare their outputs.
@@ -65,10 +64,12 @@ class MemoryReader:
         """
         yield address, size, True
 
-    def copy(self, address: int, size: int, fd: int, offset: int) -> bool:
+    def copy(self, address: int, size: int, fd: int, offset: int, seen: bool = False) -> bool:
         """
         Copy memory to file *fd* at *offset* without passing it through
-        Python, if this reader can; return whether it did.
+        Python, if this reader can and it pays; return whether it did.
+        *seen* says the memory was just looked at through :meth:`read_view`,
+        so that writing it from there may cost less.
         """
         return False
 
@@ -135,20 +136,24 @@ class CoreFileReader(_FdReader):
     Reads QEMU's memory straight from its ELF core file.
 
     :param path: the core file
-    :param copy_file_range: whether :meth:`copy` may use ``copy_file_range``
+    :param copy_file_range: when :meth:`copy` uses ``copy_file_range``:
+        ``"never"``, ``"unseen"`` (for memory not just looked at through a
+        mapping) or ``"always"``
     :param mmap: whether :meth:`read_view` may map the file
     """
 
     name = "core file"
 
-    def __init__(self, path: str, copy_file_range: bool = False, mmap: bool = True) -> None:
+    def __init__(self, path: str, copy_file_range: str = "unseen", mmap: bool = True) -> None:
         info = read_core_file_info(path)
         if info.needed_size > info.file_size:
             raise ValueError(f"core file {path} is truncated")
         self.segments: List[CoreSegment] = sorted(info.segments, key=lambda s: s.vaddr)
         self._starts = [s.vaddr for s in self.segments]
         self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        self.use_copy_file_range = copy_file_range and hasattr(os, "copy_file_range")
+        if copy_file_range not in ("never", "unseen", "always"):
+            raise ValueError(f"copy_file_range={copy_file_range!r}")
+        self.copy_file_range = copy_file_range if hasattr(os, "copy_file_range") else "never"
         self._map: Optional[mmap_module.mmap] = None
         if mmap and info.file_size:
             try:
@@ -242,8 +247,8 @@ class CoreFileReader(_FdReader):
                 yield piece + (pos - offset), hole - pos, True
                 pos = hole
 
-    def copy(self, address: int, size: int, fd: int, offset: int) -> bool:
-        if not self.use_copy_file_range:
+    def copy(self, address: int, size: int, fd: int, offset: int, seen: bool = False) -> bool:
+        if self.copy_file_range == "never" or (seen and self.copy_file_range == "unseen"):
             return False
         pieces = list(self._pieces(address, size))
         if any(p[2] is None for p in pieces):
@@ -257,7 +262,7 @@ class CoreFileReader(_FdReader):
                 except OSError as e:
                     if e.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
                         # Not between these files: the caller reads instead.
-                        self.use_copy_file_range = False
+                        self.copy_file_range = "never"
                         return False
                     raise
                 if copied <= 0:
@@ -289,21 +294,21 @@ def open_reader(
     """
     Return a reader for a program opened from *core* or *pid*.
 
-    ``io="auto"`` is the fastest measured here: a core file is mapped, its
-    zero pages found in the mapping and the others written from it, each
-    byte crossing memory once more (``benchmarks/RESULTS.md``: faster than
-    ``copy_file_range`` on ext4, which copies in the kernel but has no
-    extents to share). ``"copy-file-range"`` maps the core too but copies
-    with ``copy_file_range`` (a filesystem with reflinks may share the
-    blocks instead), ``"pread"`` reads the core or process file with
-    ``preadv`` only, ``"program"`` reads through drgn only. All give the
-    same bytes.
+    ``io="auto"`` is the fastest measured here (``benchmarks/RESULTS.md``):
+    a core file is mapped, its zero pages found in the mapping and the other
+    pages written from it, as they are mapped already; memory copied without
+    being looked at (``--no-sparse``) goes by ``copy_file_range``, which
+    then beats faulting the pages in. ``"copy-file-range"`` uses
+    ``copy_file_range`` for both (a filesystem with reflinks may share the
+    blocks), ``"pread"`` reads the core or process file with ``preadv``
+    only, ``"program"`` reads through drgn only. All give the same bytes.
     """
     if io not in IO_MODES:
         raise ValueError(f"io must be one of {IO_MODES}")
     if io != "program":
         if core is not None:
-            return CoreFileReader(core, copy_file_range=io == "copy-file-range", mmap=io != "pread")
+            modes = {"auto": "unseen", "copy-file-range": "always", "pread": "never"}
+            return CoreFileReader(core, copy_file_range=modes[io], mmap=io != "pread")
         if pid is not None:
             return ProcessReader(pid)
     return ProgramReader(prog)
