@@ -10,11 +10,9 @@ as an ELF vmcore laid out like QEMU's own ``dump-guest-memory`` output.
 
 import os
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import drgn
 from drgn import Program
@@ -31,6 +29,7 @@ from drgn_qemu.errors import (
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_blocks
 from drgn_qemu.kdump import KDUMP_FORMATS, KdumpLayout, default_threads, write_kdump
 from drgn_qemu.output import atomic_output
+from drgn_qemu.pipeline import ChunkPipeline
 from drgn_qemu.reader import MemoryFault, MemoryReader, ProgramReader
 from drgn_qemu.sparse import nonzero_runs, pwrite_all, pwrite_zeros
 from drgn_qemu.vmcoreinfo import Vmcoreinfo, find_vmcoreinfo, kernel_utsname
@@ -396,39 +395,26 @@ def _copy_sparse(
     are written, in order (numpy lets go of the GIL while it scans). A
     chunk's buffer is reused only once the chunk is written.
     """
-    free = [memoryview(bytearray(chunk_size)) for _ in range(threads + 1)]
-    inflight: Deque[Tuple[Future[List[Tuple[int, int]]], memoryview, int, int, memoryview]]
-    inflight = deque()
 
-    def finish_oldest() -> None:
-        future, view, address, out, buf = inflight.popleft()
-        for a, b in future.result():
+    def finish(runs: List[Tuple[int, int]], chunk: Tuple[memoryview, int, int]) -> None:
+        view, address, out = chunk
+        for a, b in runs:
             if not reader.copy(address + a, b - a, fd, out + a, seen=True):
                 pwrite_all(fd, view[a:b], out + a)
         reader.release(address, len(view))
-        free.append(buf)
         if progress is not None:
             progress(len(view))
 
-    with ThreadPoolExecutor(threads, thread_name_prefix="drgn-qemu-scan") as pool:
-        try:
-            for address, size, out, has_data in pieces:
-                if not has_data:
-                    if progress is not None:
-                        progress(size)
-                    continue
-                if not free:
-                    finish_oldest()
-                buf = free.pop()
-                view = reader.read_view(address, buf[:size])
-                inflight.append((pool.submit(nonzero_runs, view), view, address, out, buf))
-                while len(inflight) > threads:
-                    finish_oldest()
-            while inflight:
-                finish_oldest()
-        finally:
-            for future, *_ in inflight:
-                future.cancel()
+    with ChunkPipeline(threads, chunk_size, finish, "drgn-qemu-scan") as pipeline:
+        for address, size, out, has_data in pieces:
+            if not has_data:
+                if progress is not None:
+                    progress(size)
+                continue
+            buf = pipeline.buffer()
+            view = reader.read_view(address, buf[:size])
+            pipeline.submit((view, address, out), buf, nonzero_runs, view)
+        pipeline.finish_all()
 
 
 def _fault_error(plan: DumpPlan, e: MemoryFault) -> GuestMemoryError:

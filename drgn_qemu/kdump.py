@@ -24,14 +24,13 @@ import os
 import struct
 import threading
 import zlib
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB
+from drgn_qemu.pipeline import ChunkPipeline
 from drgn_qemu.reader import MemoryReader
 from drgn_qemu.sparse import pwrite_all
 
@@ -383,9 +382,6 @@ def default_threads(compression: Optional[str] = None) -> int:
         return os.cpu_count() or 1
 
 
-_Pending = Tuple["Future[List[Optional[Tuple[int, bytes]]]]", int, int, Optional[memoryview]]
-
-
 def write_kdump(
     layout: KdumpLayout,
     fd: int,
@@ -421,14 +417,9 @@ def write_kdump(
     pages_per_chunk = max(1, chunk_size // page_size)
     desc_pos = layout.desc_offset
     data_pos = layout.data_offset + page_size
-    free = [memoryview(bytearray(pages_per_chunk * page_size)) for _ in range(threads + 1)]
-    inflight: Deque[_Pending] = deque()
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="drgn-qemu-compress")
 
-    def finish_oldest() -> None:
+    def finish(results: List[Optional[Tuple[int, bytes]]], chunk: Tuple[int, int]) -> None:
         nonlocal desc_pos, data_pos
-        future, address, size, buf = inflight.popleft()
-        results = future.result()
         offsets, sizes, flags, data = [], [], [], []
         for r in results:
             if r is None:
@@ -448,40 +439,32 @@ def write_kdump(
         if data:
             blob = b"".join(data)
             pwrite_all(fd, memoryview(blob), data_pos - len(blob))
-        if buf is not None:
+        address, size = chunk
+        if size:
             reader.release(address, size)
-            free.append(buf)
         if progress is not None:
             progress(len(results) * page_size)
 
-    def submit(view: memoryview, address: int, size: int, buf: Optional[memoryview]) -> None:
-        inflight.append(
-            (pool.submit(compress_pages, view, page_size, compress), address, size, buf)
-        )
-        while len(inflight) > threads:
-            finish_oldest()
-
-    try:
+    with ChunkPipeline(
+        threads, pages_per_chunk * page_size, finish, "drgn-qemu-compress"
+    ) as pipeline:
         for item in pages_of_segments(layout.segments, page_size):
             if isinstance(item, PageRun):
                 done = 0
                 while done < item.count:
                     n = min(pages_per_chunk, item.count - done)
                     address = item.host_addr + done * page_size
-                    if not free:
-                        finish_oldest()
-                    buf = free.pop()
+                    buf = pipeline.buffer()
                     view = reader.read_view(address, buf[: n * page_size])
-                    submit(view, address, n * page_size, buf)
+                    pipeline.submit((address, n * page_size), buf, compress_pages, view,
+                                    page_size, compress)  # fmt: skip
                     done += n
             else:
                 page = memoryview(bytearray(page_size))
                 for offset, address, n in item.pieces:
                     reader.readinto(address, page[offset : offset + n])
-                submit(page, 0, 0, None)
-        while inflight:
-            finish_oldest()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+                # Read into a page of its own: nothing to release.
+                pipeline.submit((0, 0), None, compress_pages, page, page_size, compress)
+        pipeline.finish_all()
     os.ftruncate(fd, data_pos)
     return data_pos
