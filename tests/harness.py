@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
@@ -157,6 +157,29 @@ class QemuGuest:
 
     def stop(self) -> None:
         self.command("stop")
+
+    def stop_when(
+        self, hmp_command: str, ready: Callable[[str], bool], timeout: float = 600
+    ) -> str:
+        """
+        Stop the guest in a state that *ready* accepts in HMP's output of
+        *hmp_command*: stop it, look, and let it run on until it is so. A
+        test then depends on a state it observed, not on how far the guest
+        got in some time (a loaded machine runs it slower). Returns that
+        output. *timeout* only ends a guest that never gets there.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.stop()
+            text = self.hmp(hmp_command)
+            if ready(text):
+                return text
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the guest never reached the state awaited; {hmp_command}:\n{text}"
+                )
+            self.command("cont")
+            time.sleep(0.1)
 
     def dump(self, path: Path, **kwargs: object) -> Path:
         """QEMU's own dump-guest-memory (paging off, ELF unless format is given)."""

@@ -218,8 +218,11 @@ def test_ctrl_c_leaves_nothing(tmp_path: Path, fmt: str) -> None:
         # The block table is printed just before the copy starts.
         while "pc.ram" not in proc.stdout.readline():
             assert proc.poll() is None
-        time.sleep(0.2)
-        partial = list(out_dir.iterdir())
+        # Wait for the temporary file: the dump is then under way.
+        deadline = time.monotonic() + 300
+        while not (partial := list(out_dir.iterdir())):
+            assert proc.poll() is None and time.monotonic() < deadline, "no dump in progress"
+            time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     assert [p.name.endswith(".partial") for p in partial] == [True], "no dump in progress"
