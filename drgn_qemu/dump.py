@@ -10,12 +10,10 @@ as an ELF vmcore laid out like QEMU's own ``dump-guest-memory`` output.
 
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional, Tuple, Union
 
-import drgn
-from drgn import Program
+from drgn import Object, Program
 
 from drgn_qemu.arch import ArchDumpInfo, CpuSummary, GuestArch, detect_arch, get_arch
 from drgn_qemu.elf import ElfCoreLayout, LoadSegment
@@ -25,7 +23,12 @@ from drgn_qemu.errors import (
     GuestMemoryError,
     OutputError,
     UnsupportedError,
+    reading,
+    translate_errors,
 )
+from drgn_qemu.helpers.cpu import check_cpu_list
+from drgn_qemu.helpers.machine import RAM_SHARED, machine_dump_guest_core
+from drgn_qemu.helpers.memory import memory_region_get_ram_block
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_blocks
 from drgn_qemu.kdump import KDUMP_FORMATS, KdumpLayout, default_threads, write_kdump
 from drgn_qemu.output import atomic_output
@@ -69,12 +72,6 @@ FORMATS = ("elf", *KDUMP_FORMATS)
 #: ``/proc/vmcore`` one (program headers first), which makedumpfile needs.
 ELF_LAYOUTS = ("qemu", "kernel")
 
-_DUMP_GUEST_CORE_HINT = (
-    "QEMU ran with -machine dump-guest-core=off (the default), which keeps guest "
-    "RAM out of core dumps; start QEMU with -machine dump-guest-core=on (libvirt: "
-    "<memory dumpCore='on'>), or dump a live QEMU with -p PID"
-)
-
 
 @dataclass
 class DumpSegment:
@@ -88,6 +85,8 @@ class DumpSegment:
     host_addr: int
     #: Name of the memory region backing it.
     mr_name: str = ""
+    #: Address of that ``MemoryRegion``.
+    mr: int = 0
 
 
 @dataclass
@@ -152,7 +151,11 @@ def filter_guest_phys_blocks(
                 continue
         segments.append(
             DumpSegment(
-                start, end - start, block.host_addr + (start - block.target_start), block.mr_name
+                start,
+                end - start,
+                block.host_addr + (start - block.target_start),
+                block.mr_name,
+                block.mr,
             )
         )
     return segments
@@ -206,29 +209,64 @@ def _human(n: int) -> str:
     raise AssertionError
 
 
-@contextmanager
-def _reading(what: str) -> Iterator[None]:
-    """Turn drgn's errors while reading QEMU's structures into user errors."""
+def _missing_ram_hint(prog: Program, seg: DumpSegment) -> str:
+    """
+    Why guest RAM at *seg* may be missing from a core, and what to do, from
+    what QEMU says of itself: the machine's ``dump-guest-core``, and whether
+    the RAM block is shared memory.
+    """
     try:
-        yield
-    except drgn.FaultError as e:
-        raise CorruptStructureError(
-            f"cannot read {what}: {e} (the core is damaged or incomplete)"
-        ) from None
-    except (AttributeError, LookupError) as e:
-        # A member or type drgn-qemu expects is not in this QEMU's debug info.
-        raise UnsupportedError(f"unsupported QEMU data structure layout ({what}): {e}") from None
+        with reading("the machine's settings"):
+            dump_guest_core = machine_dump_guest_core(prog)
+            shared = False
+            if seg.mr:
+                block, _ = memory_region_get_ram_block(Object(prog, "MemoryRegion *", seg.mr))
+                shared = bool(block.flags.value_() & RAM_SHARED)
+    except DrgnQemuError:  # damaged too: say what is likeliest
+        dump_guest_core, shared = None, False
+    if dump_guest_core is False:
+        return (
+            "QEMU ran with -machine dump-guest-core=off (libvirt sets it unless "
+            "<memory dumpCore='on'>; QEMU's own default is on), which keeps guest RAM out "
+            "of core dumps; start QEMU with -machine dump-guest-core=on, or dump a live "
+            "QEMU with -p PID"
+        )
+    if shared:
+        return (
+            "it is shared memory (share=on, memfd or a file), which Linux's core dumps "
+            "leave out unless the QEMU process's coredump_filter has bit 0x02 (shared "
+            "anonymous) or 0x08 (shared file-backed); set it (systemd: CoredumpFilter=), "
+            "or dump a live QEMU with -p PID"
+        )
+    if dump_guest_core:
+        return (
+            "QEMU ran with dump-guest-core=on, so its RAMBlock's host pointer may be "
+            "damaged, or the core was written without this memory (coredump_filter); "
+            "dump a live QEMU with -p PID"
+        )
+    return (
+        "QEMU may have run with -machine dump-guest-core=off (libvirt's default), which "
+        "keeps guest RAM out of core dumps; start QEMU with -machine dump-guest-core=on, "
+        "or dump a live QEMU with -p PID"
+    )
 
 
-def _check_readable(prog: Program, segments: List[DumpSegment]) -> None:
+def _check_readable(prog: Program, reader: MemoryReader, segments: List[DumpSegment]) -> None:
+    byte = memoryview(bytearray(1))
     for seg in segments:
+        if seg.host_addr + seg.size > 1 << 64:
+            raise CorruptStructureError(
+                f"guest RAM at guest-physical 0x{seg.paddr:x} ({seg.mr_name or 'RAM'}) would be "
+                f"at host address 0x{seg.host_addr:x}, beyond the address space: QEMU's "
+                "memory map is damaged"
+            )
         for addr in (seg.host_addr, seg.host_addr + seg.size - 1):
             try:
-                prog.read(addr, 1)
-            except drgn.FaultError:
+                reader.readinto(addr, byte)
+            except MemoryFault:
                 raise GuestMemoryError(
                     f"guest RAM at guest-physical 0x{seg.paddr:x} ({seg.mr_name or 'RAM'}, "
-                    f"host address 0x{addr:x}) is not in the core: {_DUMP_GUEST_CORE_HINT}"
+                    f"host address 0x{addr:x}) is not in the core: " + _missing_ram_hint(prog, seg)
                 ) from None
 
 
@@ -250,6 +288,7 @@ def _phys_base(arch: GuestArch, info: ArchDumpInfo, vmci: Optional[Vmcoreinfo]) 
     return number & 0xFFFFFFFFFFFFFFFF
 
 
+@translate_errors("QEMU's data structures")
 def plan_dump(
     prog: Program,
     arch: Optional[str] = None,
@@ -284,19 +323,21 @@ def plan_dump(
             )
     else:
         guest_arch = detect_arch(prog)
-    with _reading("QEMU's memory map"):
+    reader = reader if reader is not None else ProgramReader(prog)
+    with reading("QEMU's memory map"):
         blocks = guest_phys_blocks(prog, guest_arch.page_size)
     segments = filter_guest_phys_blocks(blocks, begin, length)
     if not segments:
         raise GuestMemoryError(
             "no guest memory to dump" + (" in that window" if begin is not None else "")
         )
-    _check_readable(prog, segments)
-    with _reading("QEMU's vCPU state"):
+    _check_readable(prog, reader, segments)
+    with reading("QEMU's vCPU state"):
+        check_cpu_list(prog)
         info = guest_arch.cpu_get_dump_info(prog, blocks)
         notes = guest_arch.cpu_notes(prog, info)
         cpus = guest_arch.describe_cpus(prog)
-    with _reading("the guest's VMCOREINFO"):
+    with reading("the guest's VMCOREINFO"):
         vmci, warnings = find_vmcoreinfo(
             prog, blocks, guest_arch.page_size, info.endian, vmcoreinfo, reader=reader
         )
@@ -318,7 +359,7 @@ def plan_dump(
         phys_base = _phys_base(guest_arch, info, vmci)
         utsname = None
         if vmci is not None:
-            with _reading("the guest kernel's utsname"):
+            with reading("the guest kernel's utsname"):
                 utsname = kernel_utsname(
                     prog,
                     blocks,
@@ -417,15 +458,15 @@ def _copy_sparse(
         pipeline.finish_all()
 
 
-def _fault_error(plan: DumpPlan, e: MemoryFault) -> GuestMemoryError:
-    where = ""
+def _fault_error(prog: Program, plan: DumpPlan, e: MemoryFault) -> GuestMemoryError:
     for seg in plan.segments:
         if seg.host_addr <= e.address < seg.host_addr + seg.size:
-            where = f"guest-physical 0x{seg.paddr + e.address - seg.host_addr:x} "
-            break
-    return GuestMemoryError(
-        f"cannot read guest RAM at {where}(host address 0x{e.address:x}): " + _DUMP_GUEST_CORE_HINT
-    )
+            return GuestMemoryError(
+                f"cannot read guest RAM at guest-physical "
+                f"0x{seg.paddr + e.address - seg.host_addr:x} (host address 0x{e.address:x}): "
+                + _missing_ram_hint(prog, seg)
+            )
+    return GuestMemoryError(f"cannot read QEMU's memory at 0x{e.address:x}")
 
 
 def _write_elf(
@@ -495,7 +536,7 @@ def write_dump(
                     threads if threads is not None else min(default_threads(), SCAN_THREADS),
                 )
         except MemoryFault as e:
-            raise _fault_error(plan, e) from None
+            raise _fault_error(prog, plan, e) from None
         except OSError as e:
             raise OutputError(f"cannot write {output}: {e.strerror or e}") from None
     return DumpResult(output, plan, size, time.monotonic() - start)

@@ -6,9 +6,17 @@ Every problem a user can act on (a wrong file, missing debug info, a core
 without guest RAM, an output that already exists...) is raised as a
 :class:`DrgnQemuError` whose message names what was missing. The command
 line prints that message on one line and exits non-zero; anything else is a
-bug and keeps its traceback.
+bug and keeps its traceback. Damaged QEMU memory is input, not a bug:
+:func:`reading` turns what drgn raises on it into
+:class:`CorruptStructureError`, at every entry point.
 """
 
+import functools
+import struct
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar, cast
+
+import drgn
 from drgn.helpers import ValidationError
 
 __all__ = (
@@ -16,10 +24,13 @@ __all__ = (
     "DebugInfoError",
     "DrgnQemuError",
     "GuestMemoryError",
+    "NotFoundError",
     "NotQemuError",
     "OutputError",
     "ProgramError",
     "UnsupportedError",
+    "reading",
+    "translate_errors",
 )
 
 
@@ -51,5 +62,64 @@ class UnsupportedError(DrgnQemuError):
     """The program uses a feature or layout drgn-qemu does not handle yet."""
 
 
+class NotFoundError(DrgnQemuError, LookupError):
+    """What the user named (an address space, a path, a thread) does not exist."""
+
+
 class OutputError(DrgnQemuError):
     """The output file cannot be created or written."""
+
+
+#: What reading a damaged QEMU raises besides drgn's FaultError: a member
+#: of a damaged object absent or out of bounds, drgn's refusal of bad data
+#: (a note it cannot parse), and values out of every range they could have
+#: (an address past 2^64, a negative shift or count, a field that does not
+#: fit the vmcore's).
+_DAMAGE_ERRORS = (
+    drgn.ObjectAbsentError,
+    drgn.OutOfBoundsError,
+    drgn.BadDataError,
+    OverflowError,
+    struct.error,
+    ValueError,
+)
+
+
+@contextmanager
+def reading(what: str) -> Iterator[None]:
+    """
+    Turn drgn's errors while reading QEMU's structures (*what*, for the
+    message) into one-line :class:`DrgnQemuError`: everything read from a
+    crashed QEMU is untrusted, so damage is an input error, not a bug.
+    :class:`DrgnQemuError` passes through unchanged.
+    """
+    try:
+        yield
+    except DrgnQemuError:
+        raise
+    except drgn.FaultError as e:
+        raise CorruptStructureError(
+            f"cannot read {what}: {e} (the core is damaged or incomplete)"
+        ) from None
+    except _DAMAGE_ERRORS as e:
+        raise CorruptStructureError(f"{what} looks damaged: {e}") from None
+    except (AttributeError, LookupError) as e:
+        # A member or type drgn-qemu expects is not in this QEMU's debug info.
+        raise UnsupportedError(f"unsupported QEMU data structure layout ({what}): {e}") from None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def translate_errors(what: str) -> Callable[[F], F]:
+    """Decorate a library entry point so that it raises as :func:`reading` says."""
+
+    def decorator(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with reading(what):
+                return func(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorator

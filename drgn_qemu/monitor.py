@@ -12,7 +12,7 @@ from typing import List, Optional
 from drgn import Object, Program
 
 from drgn_qemu.arch import detect_arch
-from drgn_qemu.errors import CorruptStructureError
+from drgn_qemu.errors import CorruptStructureError, NotFoundError, translate_errors
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu, qemu_get_cpu
 from drgn_qemu.helpers.glib import DirectHashTable
 from drgn_qemu.helpers.int128 import int128_get, int128_get64
@@ -54,7 +54,8 @@ def size_to_str(val: int) -> str:
     """QEMU's ``size_to_str()``: 4096 -> "4 KiB"."""
     suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"]
     _, exponent = math.frexp(val / (1000.0 / 1024.0))
-    i = (exponent - 1) // 10
+    # C's division truncates toward zero: 0 bytes is "0 B", not a negative shift.
+    i = max(exponent - 1, 0) // 10
     return f"{_g3(val / (1 << (i * 10)))} {suffixes[i]}B"
 
 
@@ -63,6 +64,7 @@ def _g3(x: float) -> str:
     return f"{x:0.3g}"
 
 
+@translate_errors("QEMU's state for 'info ramblock'")
 def hmp_info_ramblock(prog: Program) -> str:
     """
     The RAM block table of HMP ``info ramblock`` (``ram_block_dump()``):
@@ -84,6 +86,7 @@ def hmp_info_ramblock(prog: Program) -> str:
     return "\n".join(lines) + "\n"
 
 
+@translate_errors("QEMU's state for 'info cpus'")
 def hmp_info_cpus(prog: Program) -> str:
     """
     The vCPU list of HMP ``info cpus`` (``hmp_info_cpus()``): index and host
@@ -282,6 +285,7 @@ def _mtree_info_flatview(prog: Program, only: Optional[str]) -> List[str]:
     return lines
 
 
+@translate_errors("QEMU's state for 'info mtree'")
 def hmp_info_mtree(
     prog: Program, flatview: bool = False, address_space: Optional[str] = None
 ) -> str:
@@ -299,7 +303,9 @@ def hmp_info_mtree(
     if address_space is not None:
         names = _names(list(for_each_address_space(prog)))
         if address_space not in names:
-            raise LookupError(f"no address space {address_space!r} (there are: {', '.join(names)})")
+            raise NotFoundError(
+                f"no address space {address_space!r} (there are: {', '.join(names)})"
+            )
     if flatview:
         lines = _mtree_info_flatview(prog, address_space)
     else:
@@ -307,6 +313,7 @@ def hmp_info_mtree(
     return "\n".join(lines) + "\n"
 
 
+@translate_errors("QEMU's state for 'info qom-tree'")
 def hmp_info_qom_tree(prog: Program, path: Optional[str] = None) -> str:
     """
     The QOM composition tree of HMP ``info qom-tree [PATH]``
@@ -339,6 +346,7 @@ def hmp_info_qom_tree(prog: Program, path: Optional[str] = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+@translate_errors("QEMU's state for 'info registers'")
 def hmp_info_registers(prog: Program, all_cpus: bool = False, vcpu: Optional[int] = None) -> str:
     """
     The registers of HMP ``info registers [-a] [VCPU]``

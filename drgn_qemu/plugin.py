@@ -19,7 +19,7 @@ from drgn import Program, ProgramFlags
 from drgn.commands import argument, raw_command
 
 from drgn_qemu.cli import DUMP_DESCRIPTION, add_dump_arguments, run_dump
-from drgn_qemu.errors import DrgnQemuError
+from drgn_qemu.errors import DrgnQemuError, reading
 from drgn_qemu.monitor import (
     hmp_info_cpus,
     hmp_info_mtree,
@@ -219,7 +219,10 @@ def _cmd_qemu(prog: Program, name: str, args: str, **kwargs: Any) -> None:
     try:
         # drgn runs the command only where is_qemu_program() said yes.
         ns = _parser().parse_args(shlex.split(args))
-        ns.run(prog, ns)
+        # Everything read from a crashed QEMU is untrusted: damage is an
+        # error message, never a traceback.
+        with reading("QEMU's data structures"):
+            ns.run(prog, ns)
     except _Exit:
         pass
     except DrgnQemuError as e:

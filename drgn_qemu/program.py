@@ -96,6 +96,12 @@ def load_qemu_debug_info(
         prog.load_debug_info(list(symbols), main=True)
     except drgn.MissingDebugInfoError:
         pass
+    except (drgn.BadDataError, ValueError, OverflowError) as e:
+        # drgn finds the executable and libraries through the core's notes
+        # (NT_FILE, NT_AUXV): a damaged note stops it here.
+        raise ProgramError(
+            f"cannot find QEMU's executable in the program: {e} (the core's notes are damaged)"
+        ) from None
     finally:
         logger.setLevel(level)
     try:

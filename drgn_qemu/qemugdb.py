@@ -15,7 +15,7 @@ from typing import Optional
 from drgn import FaultError, MissingDebugInfoError, Object, Program, Thread
 
 from drgn_qemu.elf import read_tls_segment
-from drgn_qemu.errors import CorruptStructureError, UnsupportedError
+from drgn_qemu.errors import CorruptStructureError, UnsupportedError, translate_errors
 from drgn_qemu.helpers.coroutine import (
     co_tls_current,
     coroutine_frames,
@@ -43,6 +43,7 @@ def _symbolize(prog: Program, address: int) -> str:
     return f"0x{address:x} <{symbol.name}{f'+{offset}' if offset else ''}>"
 
 
+@translate_errors("QEMU's state for 'qemu timers'")
 def qemu_timers(prog: Program) -> str:
     """
     The main loop's timers, as QEMU's gdb command ``qemu timers`` prints
@@ -65,6 +66,7 @@ def qemu_timers(prog: Program) -> str:
     return "\n".join(lines) + "\n"
 
 
+@translate_errors("QEMU's state for 'qemu coroutine'")
 def qemu_coroutine(prog: Program, address: int) -> str:
     """
     The backtrace of a suspended coroutine, as QEMU's gdb command ``qemu
@@ -110,6 +112,7 @@ def _load_libraries(prog: Program) -> None:
         logger.setLevel(level)
 
 
+@translate_errors("QEMU's state for 'qemu bt'")
 def qemu_bt(prog: Program, thread: Optional[Thread] = None) -> str:
     """
     The backtrace of each QEMU thread (or of *thread*), and of the

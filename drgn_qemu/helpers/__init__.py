@@ -11,6 +11,7 @@ from drgn_qemu.helpers import (
     cpu,
     glib,
     int128,
+    machine,
     memory,
     memory_mapping,
     qom,
@@ -21,6 +22,7 @@ from drgn_qemu.helpers import (
 from drgn_qemu.helpers.cpu import *  # noqa: F401,F403
 from drgn_qemu.helpers.glib import *  # noqa: F401,F403
 from drgn_qemu.helpers.int128 import *  # noqa: F401,F403
+from drgn_qemu.helpers.machine import *  # noqa: F401,F403
 from drgn_qemu.helpers.memory import *  # noqa: F401,F403
 from drgn_qemu.helpers.memory_mapping import *  # noqa: F401,F403
 from drgn_qemu.helpers.qom import *  # noqa: F401,F403
@@ -32,6 +34,7 @@ __all__ = (
     cpu.__all__
     + glib.__all__
     + int128.__all__
+    + machine.__all__
     + memory.__all__
     + memory_mapping.__all__
     + qom.__all__

@@ -12,11 +12,14 @@ from typing import Iterator
 
 from drgn import Object, Program
 
-from drgn_qemu.errors import NotQemuError
+from drgn_qemu.errors import CorruptStructureError, NotQemuError
+from drgn_qemu.helpers.machine import machine_max_cpus
+from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename
 from drgn_qemu.helpers.queue import queue_for_each
 
 __all__ = (
     "MAX_CPUS",
+    "check_cpu_list",
     "cpu_list_head",
     "first_cpu",
     "for_each_cpu",
@@ -70,3 +73,35 @@ def qemu_get_cpu(prog: Program, index: int) -> Object:
         if cpu.cpu_index.value_() == index:
             return cpu
     return Object(prog, "CPUState *", 0)
+
+
+def check_cpu_list(prog: Program) -> None:
+    """
+    Check QEMU's vCPU list against what QEMU guarantees: each is a QOM
+    ``cpu`` (where ``CPUState`` is a QOM object), its ``cpu_index`` is
+    unique and below the machine's ``-smp maxcpus``, and there are no more
+    vCPUs than that. A crashed QEMU's list may be damaged; its vCPU notes
+    would then be made up.
+
+    :raises CorruptStructureError: naming the first vCPU that fails
+    """
+    max_cpus = machine_max_cpus(prog)
+    limit = max_cpus if max_cpus is not None else MAX_CPUS
+    qom = prog.type("CPUState").has_member("parent_obj")
+    seen = set()
+    for cpu in for_each_cpu(prog):
+        where = f"vCPU at 0x{cpu.value_():x}"
+        if qom and not object_dynamic_cast(cpu, "cpu"):
+            raise CorruptStructureError(
+                f"{where} in QEMU's vCPU list is not a CPU: its QOM type is "
+                f"{object_get_typename(cpu)!r}"
+            )
+        index = cpu.cpu_index.value_()
+        if not 0 <= index < limit:
+            raise CorruptStructureError(
+                f"{where} has cpu_index {index}, outside 0-{limit - 1}"
+                + (" (the machine's -smp maxcpus)" if max_cpus is not None else "")
+            )
+        if index in seen:
+            raise CorruptStructureError(f"{where} has cpu_index {index}, as another vCPU has")
+        seen.add(index)

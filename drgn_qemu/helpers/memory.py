@@ -13,7 +13,7 @@ Differences between QEMU versions are told apart from the debug info: a
 ``nonvolatile`` (3.1) exist only in newer versions.
 """
 
-from typing import Iterator
+from typing import Iterator, Tuple
 
 from drgn import FaultError, Object, Program
 
@@ -21,7 +21,7 @@ from drgn_qemu.errors import CorruptStructureError, NotQemuError
 from drgn_qemu.helpers.int128 import int128_get64
 from drgn_qemu.helpers.qom import object_get_canonical_path_component
 from drgn_qemu.helpers.queue import qtailq_for_each
-from drgn_qemu.helpers.ramblock import qemu_get_ram_ptr, ramblock_ptr
+from drgn_qemu.helpers.ramblock import qemu_get_ram_block, ram_addr_mask, ramblock_ptr
 
 __all__ = (
     "MAX_ALIAS_DEPTH",
@@ -35,6 +35,7 @@ __all__ = (
     "memory_region_is_rom",
     "memory_region_is_romd",
     "memory_region_type",
+    "memory_region_get_ram_block",
     "memory_region_get_ram_ptr",
     "memory_region_has_ram_discard_manager",
     "memory_region_is_nonvolatile",
@@ -169,18 +170,21 @@ def memory_region_has_ram_discard_manager(mr: Object) -> bool:
     return mr.type_.type.has_member("rdm") and bool(mr.rdm)
 
 
-def memory_region_get_ram_ptr(mr: Object, target_page_size: int = 4096) -> Object:
+def memory_region_get_ram_block(mr: Object, target_page_size: int = 4096) -> Tuple[Object, int]:
     """
-    Return the host address of the start of a RAM memory region, like QEMU's
-    ``memory_region_get_ram_ptr()``: follow ``alias`` chains adding each
-    ``alias_offset``, then take ``ram_block->host`` (QEMU 2.5 and later) or
-    look ``ram_addr`` up in ``ram_list`` with ``qemu_get_ram_block()``
-    (older QEMU).
+    Return the RAM block that holds a RAM memory region and the offset of the
+    region's start in it, as QEMU's ``memory_region_get_ram_ptr()`` finds
+    them: follow ``alias`` chains adding each ``alias_offset``, then take
+    ``mr->ram_block`` (QEMU 2.5 and later) or look ``mr->ram_addr`` up in
+    ``ram_list`` with ``qemu_get_ram_block()`` (older QEMU). Where the
+    ``RAMBlock`` has an ``mr`` member, it must point back at the region.
 
     :param mr: ``MemoryRegion *``
     :param target_page_size: guest page size, for the ``TARGET_PAGE_MASK``
         that old QEMU applies to ``ram_addr``
-    :return: ``void *`` in QEMU's address space
+    :return: ``(RAMBlock *, offset)``
+    :raises CorruptStructureError: for a cyclic alias chain, a region
+        without a block, or a block that belongs to another region
     """
     prog = mr.prog_
     offset = 0
@@ -203,11 +207,31 @@ def memory_region_get_ram_ptr(mr: Object, target_page_size: int = 4096) -> Objec
             raise CorruptStructureError(
                 f"MemoryRegion {memory_region_name(mr)!r} at 0x{mr.value_():x} has no ram_block"
             )
-        ptr = ramblock_ptr(block, offset)
-    else:
-        ram_addr = mr.ram_addr.value_() & ~(target_page_size - 1)
-        ptr = qemu_get_ram_ptr(prog, ram_addr) + offset
-    return Object(prog, "void *", ptr.value_())
+        if block.type_.type.has_member("mr") and block.mr.value_() != mr.value_():
+            raise CorruptStructureError(
+                f"MemoryRegion {memory_region_name(mr)!r} at 0x{mr.value_():x} points at a "
+                f"RAMBlock (0x{block.value_():x}) that belongs to another region "
+                f"(0x{block.mr.value_():x})"
+            )
+        return block, offset
+    ram_addr = mr.ram_addr.value_() & ~(target_page_size - 1)
+    block = qemu_get_ram_block(prog, ram_addr)
+    return block, offset + ((ram_addr - block.offset.value_()) & ram_addr_mask(prog))
+
+
+def memory_region_get_ram_ptr(mr: Object, target_page_size: int = 4096) -> Object:
+    """
+    Return the host address of the start of a RAM memory region, like QEMU's
+    ``memory_region_get_ram_ptr()``: the region's RAM block (see
+    :func:`memory_region_get_ram_block`), ``block->host`` plus the offset.
+
+    :param mr: ``MemoryRegion *``
+    :param target_page_size: guest page size, for the ``TARGET_PAGE_MASK``
+        that old QEMU applies to ``ram_addr``
+    :return: ``void *`` in QEMU's address space
+    """
+    block, offset = memory_region_get_ram_block(mr, target_page_size)
+    return Object(mr.prog_, "void *", ramblock_ptr(block, offset).value_())
 
 
 def _address(obj: Object) -> int:

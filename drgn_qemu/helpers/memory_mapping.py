@@ -24,16 +24,19 @@ from drgn_qemu.helpers.memory import (
     flat_range_size,
     flat_range_start,
     flatview_for_each_range,
-    memory_region_get_ram_ptr,
+    memory_region_get_ram_block,
     memory_region_has_ram_discard_manager,
     memory_region_is_nonvolatile,
     memory_region_is_ram,
     memory_region_is_ram_device,
     memory_region_name,
 )
+from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename
+from drgn_qemu.helpers.ramblock import ramblock_name, ramblock_ptr, ramblock_used_length
 
 __all__ = (
     "GuestPhysBlock",
+    "MAX_GUEST_PHYS_ADDR",
     "MAX_GUEST_PHYS_SIZE",
     "guest_phys_blocks",
     "guest_phys_blocks_merge_by_mr",
@@ -42,6 +45,9 @@ __all__ = (
 
 #: A FlatRange larger than this (2^52 bytes, 4 PiB) is taken as corrupt.
 MAX_GUEST_PHYS_SIZE = 1 << 52
+#: Guest-physical RAM ends below this: 52 bits is the widest physical
+#: address of any architecture QEMU emulates (x86-64, AArch64 with LPA).
+MAX_GUEST_PHYS_ADDR = 1 << 52
 
 
 @dataclass
@@ -97,11 +103,19 @@ def guest_phys_blocks(prog: Program, target_page_size: int = 4096) -> List[Guest
     """
     view = address_space_to_flatview(address_space_memory(prog))
     by_mr = guest_phys_blocks_merge_by_mr(prog)
+    # MemoryRegion is a QOM object since QEMU 2.0: check that a range's
+    # region is one, or damage would make RAM look like I/O and vanish.
+    qom = prog.type("MemoryRegion").has_member("parent_obj")
     blocks: List[GuestPhysBlock] = []
     for fr in flatview_for_each_range(view):
         mr = fr.mr.read_()
         if not mr:
             raise CorruptStructureError(f"FlatRange at 0x{fr.value_():x} has no MemoryRegion")
+        if qom and not object_dynamic_cast(mr, "memory-region"):
+            raise CorruptStructureError(
+                f"FlatRange at 0x{fr.value_():x} points at 0x{mr.value_():x}, which is not a "
+                f"MemoryRegion (its QOM type is {object_get_typename(mr)!r})"
+            )
         if (
             not memory_region_is_ram(mr)
             or memory_region_is_ram_device(mr)
@@ -115,15 +129,26 @@ def guest_phys_blocks(prog: Program, target_page_size: int = 4096) -> List[Guest
             )
         target_start = flat_range_start(fr)
         size = flat_range_size(fr)
-        if size > MAX_GUEST_PHYS_SIZE or target_start + size > 1 << 64:
+        if size > MAX_GUEST_PHYS_SIZE or target_start + size > MAX_GUEST_PHYS_ADDR:
             raise CorruptStructureError(
                 f"FlatRange at 0x{fr.value_():x} ({memory_region_name(mr)!r}) has an "
-                f"impossible size {size:#x} at {target_start:#x}"
+                f"impossible size {size:#x} at {target_start:#x} (guest-physical addresses "
+                f"end at {MAX_GUEST_PHYS_ADDR:#x})"
             )
         target_end = target_start + size
-        host_addr = (
-            memory_region_get_ram_ptr(mr, target_page_size).value_() + fr.offset_in_region.value_()
-        )
+        block, offset = memory_region_get_ram_block(mr, target_page_size)
+        offset += fr.offset_in_region.value_()
+        # QEMU's ramblock_ptr() asserts that the start is in the block; a
+        # range running past its end would be read from other memory.
+        used = ramblock_used_length(block)
+        if offset + size > used:
+            raise CorruptStructureError(
+                f"FlatRange at 0x{fr.value_():x} ({memory_region_name(mr)!r}, guest-physical "
+                f"{target_start:#x}-{target_end - 1:#x}) runs past the end of RAMBlock "
+                f"{ramblock_name(block)!r} (offset {offset:#x} + size {size:#x} > used length "
+                f"{used:#x})"
+            )
+        host_addr = ramblock_ptr(block, offset).value_()
         predecessor: Optional[GuestPhysBlock] = blocks[-1] if blocks else None
         if predecessor is not None:
             # The memory API guarantees monotonically increasing traversal.

@@ -20,6 +20,7 @@ from drgn_qemu.helpers.glib import g_hash_table_foreach
 __all__ = (
     "MAX_QOM_DEPTH",
     "object_child_foreach",
+    "object_dynamic_cast",
     "object_get_canonical_path",
     "object_get_canonical_path_component",
     "object_get_root",
@@ -41,6 +42,23 @@ def _object(obj: Object) -> Object:
 def object_get_typename(obj: Object) -> str:
     """Return the QOM type name of an object (``object_get_typename()``: ``obj->class->type->name``)."""
     return str(_object(obj).member_("class").type.name.string_().decode(errors="replace"))
+
+
+def object_dynamic_cast(obj: Object, typename: str) -> Object:
+    """
+    Return *obj* as an ``Object *`` if its type is *typename* or derives from
+    it, else a null ``Object *`` (``object_dynamic_cast()``, without
+    interfaces): walk ``obj->class->type`` up its ``parent_type`` links.
+    """
+    obj = _object(obj)
+    impl = obj.member_("class").type.read_()
+    for _ in range(MAX_QOM_DEPTH):
+        if not impl:
+            break
+        if impl.name.string_() == typename.encode():
+            return obj
+        impl = impl.parent_type.read_()
+    return Object(obj.prog_, "Object *", 0)
 
 
 def object_property_foreach(obj: Object) -> Iterator[Object]:

@@ -1,0 +1,62 @@
+"""
+Machine
+-------
+
+The ``drgn_qemu.helpers.machine`` module reads QEMU's machine
+(``include/hw/boards.h``): the global ``current_machine``, a
+``MachineState`` with the machine's settings, such as ``-machine
+dump-guest-core`` and ``-smp``.
+"""
+
+from typing import Optional
+
+from drgn import Object, Program
+
+__all__ = (
+    "RAM_SHARED",
+    "machine_dump_guest_core",
+    "machine_max_cpus",
+    "machine_state",
+)
+
+#: ``RAMBlock.flags`` bit of memory mapped shared (``share=on``, memfd,
+#: files), ``include/exec/memory.h``.
+RAM_SHARED = 1 << 1
+
+
+def machine_state(prog: Program) -> Optional[Object]:
+    """
+    Return ``current_machine`` (a ``MachineState *``), or None where the
+    program has none or it is NULL (QEMU had not created its machine).
+    """
+    try:
+        machine = prog["current_machine"].read_()
+    except KeyError:
+        return None
+    return machine if machine else None
+
+
+def machine_dump_guest_core(prog: Program) -> Optional[bool]:
+    """
+    Return whether guest RAM goes into QEMU's core dumps
+    (``machine_dump_guest_core()``: ``-machine dump-guest-core``, on unless
+    turned off, as libvirt does by default), or None where it is not known.
+    """
+    machine = machine_state(prog)
+    if machine is None or not machine.type_.type.has_member("dump_guest_core"):
+        return None
+    return bool(machine.dump_guest_core)
+
+
+def machine_max_cpus(prog: Program) -> Optional[int]:
+    """
+    Return the most vCPUs the machine may have (``-smp maxcpus``,
+    ``current_machine->smp.max_cpus``), or None where it is not known.
+    """
+    machine = machine_state(prog)
+    if machine is None or not machine.type_.type.has_member("smp"):
+        return None
+    smp = machine.smp
+    if not smp.type_.has_member("max_cpus"):
+        return None
+    return int(smp.max_cpus.value_())
