@@ -13,7 +13,7 @@ from typing import Iterator
 from drgn import Object, Program
 
 from drgn_qemu.errors import CorruptStructureError, NotQemuError
-from drgn_qemu.helpers.machine import machine_max_cpus
+from drgn_qemu.helpers.machine import machine_max_cpus, machine_smp_cpus
 from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename
 from drgn_qemu.helpers.queue import queue_for_each
 
@@ -105,3 +105,10 @@ def check_cpu_list(prog: Program) -> None:
         if index in seen:
             raise CorruptStructureError(f"{where} has cpu_index {index}, as another vCPU has")
         seen.add(index)
+    cpus = machine_smp_cpus(prog)
+    if cpus is not None and len(seen) < min(cpus, limit):
+        # QEMU creates -smp cpus vCPUs at start and never fewer.
+        raise CorruptStructureError(
+            f"QEMU's vCPU list has {len(seen)} vCPUs, but the machine started with -smp "
+            f"{cpus}: the list is damaged"
+        )

@@ -16,6 +16,7 @@ __all__ = (
     "RAM_SHARED",
     "machine_dump_guest_core",
     "machine_max_cpus",
+    "machine_smp_cpus",
     "machine_state",
 )
 
@@ -48,15 +49,27 @@ def machine_dump_guest_core(prog: Program) -> Optional[bool]:
     return bool(machine.dump_guest_core)
 
 
+def _smp(prog: Program, name: str) -> Optional[int]:
+    machine = machine_state(prog)
+    if machine is None or not machine.type_.type.has_member("smp"):
+        return None
+    smp = machine.smp
+    if not smp.type_.has_member(name):
+        return None
+    return int(smp.member_(name).value_())
+
+
+def machine_smp_cpus(prog: Program) -> Optional[int]:
+    """
+    Return the vCPUs the machine started with (``-smp cpus``,
+    ``current_machine->smp.cpus``), or None where it is not known.
+    """
+    return _smp(prog, "cpus")
+
+
 def machine_max_cpus(prog: Program) -> Optional[int]:
     """
     Return the most vCPUs the machine may have (``-smp maxcpus``,
     ``current_machine->smp.max_cpus``), or None where it is not known.
     """
-    machine = machine_state(prog)
-    if machine is None or not machine.type_.type.has_member("smp"):
-        return None
-    smp = machine.smp
-    if not smp.type_.has_member("max_cpus"):
-        return None
-    return int(smp.max_cpus.value_())
+    return _smp(prog, "max_cpus")

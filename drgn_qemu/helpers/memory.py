@@ -19,7 +19,7 @@ from drgn import FaultError, Object, Program
 
 from drgn_qemu.errors import CorruptStructureError, NotQemuError
 from drgn_qemu.helpers.int128 import int128_get64
-from drgn_qemu.helpers.qom import object_get_canonical_path_component
+from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_canonical_path_component
 from drgn_qemu.helpers.queue import qtailq_for_each
 from drgn_qemu.helpers.ramblock import qemu_get_ram_block, ram_addr_mask, ramblock_ptr
 
@@ -127,6 +127,19 @@ def memory_region_name(mr: Object) -> str:
         return "?"
 
 
+def _flag(mr: Object, name: str) -> bool:
+    """
+    A ``bool`` member of a memory region. QEMU only ever stores 0 or 1 in
+    one: any other byte is damage, and these flags decide what is dumped.
+    """
+    raw = mr.prog_.read_u8(mr.member_(name).address_)
+    if raw > 1:
+        raise CorruptStructureError(
+            f"MemoryRegion at 0x{mr.value_():x} has {name} = {raw:#x}, which is not a bool"
+        )
+    return bool(raw)
+
+
 def memory_region_is_ram(mr: Object) -> bool:
     """
     Return whether a memory region is RAM (``memory_region_is_ram()``:
@@ -134,7 +147,7 @@ def memory_region_is_ram(mr: Object) -> bool:
 
     :param mr: ``MemoryRegion *``
     """
-    return bool(mr.ram)
+    return _flag(mr, "ram")
 
 
 def memory_region_is_ram_device(mr: Object) -> bool:
@@ -145,7 +158,7 @@ def memory_region_is_ram_device(mr: Object) -> bool:
 
     :param mr: ``MemoryRegion *``
     """
-    return mr.type_.type.has_member("ram_device") and bool(mr.ram_device)
+    return mr.type_.type.has_member("ram_device") and _flag(mr, "ram_device")
 
 
 def memory_region_is_nonvolatile(mr: Object) -> bool:
@@ -156,7 +169,7 @@ def memory_region_is_nonvolatile(mr: Object) -> bool:
 
     :param mr: ``MemoryRegion *``
     """
-    return mr.type_.type.has_member("nonvolatile") and bool(mr.nonvolatile)
+    return mr.type_.type.has_member("nonvolatile") and _flag(mr, "nonvolatile")
 
 
 def memory_region_has_ram_discard_manager(mr: Object) -> bool:
@@ -187,6 +200,7 @@ def memory_region_get_ram_block(mr: Object, target_page_size: int = 4096) -> Tup
         without a block, or a block that belongs to another region
     """
     prog = mr.prog_
+    qom = mr.type_.type.has_member("parent_obj")
     offset = 0
     depth = 0
     while True:
@@ -198,6 +212,11 @@ def memory_region_get_ram_block(mr: Object, target_page_size: int = 4096) -> Tup
             raise CorruptStructureError(
                 f"MemoryRegion at 0x{mr.value_():x} has an alias chain longer than "
                 f"{MAX_ALIAS_DEPTH}; it is cyclic"
+            )
+        if qom and not object_dynamic_cast(alias, "memory-region"):
+            raise CorruptStructureError(
+                f"MemoryRegion at 0x{mr.value_():x} is an alias of 0x{alias.value_():x}, "
+                "which is not a MemoryRegion"
             )
         offset += mr.alias_offset.value_()
         mr = alias

@@ -116,11 +116,20 @@ def guest_phys_blocks(prog: Program, target_page_size: int = 4096) -> List[Guest
                 f"FlatRange at 0x{fr.value_():x} points at 0x{mr.value_():x}, which is not a "
                 f"MemoryRegion (its QOM type is {object_get_typename(mr)!r})"
             )
-        if (
-            not memory_region_is_ram(mr)
-            or memory_region_is_ram_device(mr)
-            or memory_region_is_nonvolatile(mr)
-        ):
+        if not memory_region_is_ram(mr):
+            # Only a ROM device has RAM but is not RAM: anything else with
+            # a RAMBlock is RAM whose flag was damaged, not I/O to skip.
+            if (
+                mr.type_.type.has_member("ram_block")
+                and mr.ram_block
+                and not (mr.type_.type.has_member("rom_device") and mr.rom_device)
+            ):
+                raise CorruptStructureError(
+                    f"MemoryRegion {memory_region_name(mr)!r} at 0x{mr.value_():x} has a "
+                    "RAMBlock but is neither RAM nor a ROM device"
+                )
+            continue
+        if memory_region_is_ram_device(mr) or memory_region_is_nonvolatile(mr):
             continue
         if memory_region_has_ram_discard_manager(mr):
             raise UnsupportedError(
