@@ -105,10 +105,11 @@ def check_cpu_list(prog: Program) -> None:
         if index in seen:
             raise CorruptStructureError(f"{where} has cpu_index {index}, as another vCPU has")
         seen.add(index)
+    # QEMU creates -smp cpus vCPUs (at least one) at start, and never has fewer.
     cpus = machine_smp_cpus(prog)
-    if cpus is not None and len(seen) < min(cpus, limit):
-        # QEMU creates -smp cpus vCPUs at start and never fewer.
+    if len(seen) < max(1, min(cpus or 0, limit)):
         raise CorruptStructureError(
-            f"QEMU's vCPU list has {len(seen)} vCPUs, but the machine started with -smp "
-            f"{cpus}: the list is damaged"
+            f"QEMU's vCPU list has {len(seen)} vCPUs, but the machine started with "
+            + (f"-smp {cpus}" if cpus is not None else "at least one")
+            + ": the list is damaged"
         )
