@@ -1,4 +1,5 @@
 #!/usr/bin/env drgn
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Dump a QEMU guest's physical memory as an ELF vmcore, from drgn's CLI:
 

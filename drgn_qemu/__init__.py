@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 drgn-qemu: guest memory and QEMU introspection from a QEMU core or process,
 with drgn.

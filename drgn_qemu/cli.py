@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The ``drgn-qemu`` command line: a thin layer over
 :func:`drgn_qemu.dump.dump_guest_memory`.
@@ -8,29 +9,30 @@ import contextlib
 import os
 import re
 import sys
-from typing import Callable, MutableMapping, Optional, Sequence
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    MutableMapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from drgn import Program
 
 import drgn_qemu
 from drgn_qemu.arch import supported_arches
-from drgn_qemu.compressed import uncompressed_core
-from drgn_qemu.dump import (
-    CHUNK_SIZE,
-    ELF_LAYOUTS,
-    FORMATS,
-    DumpResult,
-    format_plan,
-    plan_dump,
-    write_dump,
-)
 from drgn_qemu.errors import DrgnQemuError
-from drgn_qemu.output import check_output
-from drgn_qemu.program import open_qemu_program
-from drgn_qemu.progress import Progress
-from drgn_qemu.reader import IO_MODES, MemoryReader, open_reader
+from drgn_qemu.options import CHUNK_SIZE, ELF_LAYOUTS, FORMATS, DumpOptions
+from drgn_qemu.reader import IO_MODES, MemoryReader
 
-__all__ = ("add_dump_arguments", "main", "parse_size", "run_dump")
+if TYPE_CHECKING:
+    from drgn_qemu.dump import DumpPlan, DumpResult
+
+__all__ = ("DUMP_ARGUMENTS", "add_dump_arguments", "dump_options", "main", "parse_size", "run_dump")
 
 _SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -81,68 +83,107 @@ def parse_size(text: str) -> int:
     return int(m.group(1), 0) * _SUFFIXES[m.group(2).lower()]
 
 
+#: The options of ``dump-guest-memory`` that do not choose the program, as
+#: ``(args, kwargs)`` of ``add_argument()``: the command line, the contrib
+#: script and ``%qemu dump-guest-memory`` declare them from here.
+DUMP_ARGUMENTS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = [
+    (("output",), dict(metavar="OUTPUT", help="path of the vmcore to write")),
+    (
+        ("--arch",),
+        dict(
+            choices=supported_arches(),
+            help="guest architecture (default: detected from QEMU's debug info)",
+        ),
+    ),
+    (
+        ("--format",),
+        dict(
+            choices=FORMATS,
+            default="elf",
+            help="elf (default): an ELF vmcore; kdump-*: kdump-compressed with that compression",
+        ),
+    ),
+    (
+        ("--elf-layout",),
+        dict(
+            choices=ELF_LAYOUTS,
+            default="qemu",
+            help="qemu (default): the ELF file QEMU's dump-guest-memory writes, byte for byte; "
+            "kernel: program headers first, as Linux's /proc/vmcore, which makedumpfile needs",
+        ),
+    ),
+    (
+        ("--threads",),
+        dict(
+            type=int,
+            metavar="N",
+            help="threads compressing pages for the kdump formats (default: one per CPU for "
+            "kdump-zlib; one for kdump-zstd and kdump-snappy, measured faster so), or finding "
+            "the zero pages of an ELF vmcore (default: one per CPU, at most 2); the output is "
+            "the same whatever N",
+        ),
+    ),
+    (
+        ("--begin",),
+        dict(
+            type=parse_size,
+            metavar="ADDR",
+            help="dump only guest-physical memory from ADDR (with --length), like QMP's begin",
+        ),
+    ),
+    (
+        ("--length",),
+        dict(
+            type=parse_size,
+            metavar="LEN",
+            help="number of bytes from --begin to dump, e.g. 0x1000000 or 16M",
+        ),
+    ),
+    (
+        ("--vmcoreinfo",),
+        dict(
+            metavar="FILE",
+            help="the guest kernel's VMCOREINFO text, for when it is neither registered with "
+            "QEMU's vmcoreinfo device nor found in guest RAM",
+        ),
+    ),
+    (
+        ("--no-sparse",),
+        dict(
+            dest="sparse",
+            action="store_false",
+            help="write all-zero pages too (by default they are holes: same bytes, less disk)",
+        ),
+    ),
+    (("--io",), dict(choices=IO_MODES, default="auto", help=argparse.SUPPRESS)),
+    (("--chunk-size",), dict(type=parse_size, default=CHUNK_SIZE, help=argparse.SUPPRESS)),
+    (("-f", "--force"), dict(action="store_true", help="overwrite OUTPUT if it exists")),
+    (
+        ("-q", "--quiet"),
+        dict(action="store_true", help="print nothing but errors (no table, no progress)"),
+    ),
+]
+
+
 def add_dump_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options of ``dump-guest-memory`` that do not choose the program."""
-    parser.add_argument("output", metavar="OUTPUT", help="path of the vmcore to write")
-    parser.add_argument(
-        "--arch",
-        choices=supported_arches(),
-        help="guest architecture (default: detected from QEMU's debug info)",
-    )
-    parser.add_argument(
-        "--format",
-        choices=FORMATS,
-        default="elf",
-        help="elf (default): an ELF vmcore; kdump-*: kdump-compressed with that compression",
-    )
-    parser.add_argument(
-        "--elf-layout",
-        choices=ELF_LAYOUTS,
-        default="qemu",
-        help="qemu (default): the ELF file QEMU's dump-guest-memory writes, byte for byte; "
-        "kernel: program headers first, as Linux's /proc/vmcore, which makedumpfile needs",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        metavar="N",
-        help="threads compressing pages for the kdump formats (default: one per CPU for "
-        "kdump-zlib; one for kdump-zstd and kdump-snappy, measured faster so), or finding "
-        "the zero pages of an ELF vmcore (default: one per CPU, at most 2); the output is the same "
-        "whatever N",
-    )
-    parser.add_argument(
-        "--begin",
-        type=parse_size,
-        metavar="ADDR",
-        help="dump only guest-physical memory from ADDR (with --length), like QMP's begin",
-    )
-    parser.add_argument(
-        "--length",
-        type=parse_size,
-        metavar="LEN",
-        help="number of bytes from --begin to dump, e.g. 0x1000000 or 16M",
-    )
-    parser.add_argument(
-        "--vmcoreinfo",
-        metavar="FILE",
-        help="the guest kernel's VMCOREINFO text, for when it is neither registered with "
-        "QEMU's vmcoreinfo device nor found in guest RAM",
-    )
-    parser.add_argument(
-        "--no-sparse",
-        dest="sparse",
-        action="store_false",
-        help="write all-zero pages too (by default they are holes: same bytes, less disk)",
-    )
-    parser.add_argument("--io", choices=IO_MODES, default="auto", help=argparse.SUPPRESS)
-    parser.add_argument("--chunk-size", type=parse_size, default=CHUNK_SIZE, help=argparse.SUPPRESS)
-    parser.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")
-    parser.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="print nothing but errors (no table, no progress)",
+    """Add :data:`DUMP_ARGUMENTS` to *parser*."""
+    for args, kwargs in DUMP_ARGUMENTS:
+        parser.add_argument(*args, **kwargs)
+
+
+def dump_options(args: argparse.Namespace) -> DumpOptions:
+    """The :class:`DumpOptions` of parsed :data:`DUMP_ARGUMENTS`."""
+    return DumpOptions(
+        arch=args.arch,
+        begin=args.begin,
+        length=args.length,
+        vmcoreinfo=args.vmcoreinfo,
+        format=args.format,
+        elf_layout=args.elf_layout,
+        sparse=args.sparse,
+        threads=args.threads,
+        chunk_size=args.chunk_size,
+        force=args.force,
     )
 
 
@@ -178,45 +219,35 @@ def _add_program_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_dump(
     prog: Program, args: argparse.Namespace, reader: Optional[MemoryReader] = None
-) -> DumpResult:
+) -> "DumpResult":
     """
     Run ``dump-guest-memory`` with parsed *args* (see
-    :func:`add_dump_arguments`) on *prog*: print the block table, show
-    progress on a terminal, write the vmcore and print a summary.
+    :data:`DUMP_ARGUMENTS`) on *prog*: print the block table, show progress
+    on a terminal, write the vmcore and print a summary.
     """
+    from drgn_qemu.dump import dump_guest_memory, format_plan
+    from drgn_qemu.output import check_output
+    from drgn_qemu.progress import Progress
+
     check_output(args.output, args.force)
-    if args.threads is not None and args.threads < 1:
-        raise DrgnQemuError("--threads must be at least 1")
-    plan = plan_dump(
-        prog,
-        args.arch,
-        args.begin,
-        args.length,
-        args.vmcoreinfo,
-        reader,
-        args.format,
-        args.elf_layout,
-    )
-    if not args.quiet:
-        print(format_plan(plan), flush=True)
-    for warning in plan.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    progress = Progress(plan.guest_bytes, "dumping ", enabled=False if args.quiet else None)
+    options = dump_options(args)
+    progress = Progress(0, "dumping ", enabled=False if args.quiet else None)
+
+    def planned(plan: "DumpPlan") -> None:
+        if not args.quiet:
+            print(format_plan(plan), flush=True)
+        for warning in plan.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        progress.total = plan.guest_bytes
+
     try:
-        result = write_dump(
-            prog,
-            plan,
-            args.output,
-            args.force,
-            progress.update,
-            chunk_size=args.chunk_size,
-            reader=reader,
-            sparse=args.sparse,
-            threads=args.threads,
+        result = dump_guest_memory(
+            prog, args.output, options, reader=reader, progress=progress.update, on_plan=planned
         )
     finally:
         progress.close()
     if not args.quiet:
+        plan = result.plan
         rate = plan.guest_bytes / max(result.seconds, 1e-6) / (1 << 20)
         count = len(plan.segments)
         if plan.format == "elf":
@@ -232,6 +263,12 @@ def run_dump(
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
+    from drgn_qemu.compressed import uncompressed_core
+    from drgn_qemu.output import check_output
+    from drgn_qemu.program import open_qemu_program
+    from drgn_qemu.progress import Progress
+    from drgn_qemu.reader import open_reader
+
     check_output(args.output, args.force)
     with contextlib.ExitStack() as stack:
         core = args.core

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Dumping guest memory
 --------------------
@@ -8,15 +9,14 @@ The ``drgn_qemu.dump`` module is the library behind every entry point
 as an ELF vmcore laid out like QEMU's own ``dump-guest-memory`` output.
 """
 
-import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, List, Optional, Union
 
 from drgn import Object, Program
 
 from drgn_qemu.arch import ArchDumpInfo, CpuSummary, GuestArch, detect_arch, get_arch
-from drgn_qemu.elf import ElfCoreLayout, LoadSegment
+from drgn_qemu.elf import ElfCoreLayout
 from drgn_qemu.errors import (
     CorruptStructureError,
     DrgnQemuError,
@@ -30,76 +30,40 @@ from drgn_qemu.helpers.cpu import check_cpu_list
 from drgn_qemu.helpers.machine import RAM_SHARED, machine_dump_guest_core
 from drgn_qemu.helpers.memory import memory_region_get_ram_block
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_blocks
-from drgn_qemu.kdump import KDUMP_FORMATS, KdumpLayout, default_threads, write_kdump
+from drgn_qemu.options import DumpOptions
 from drgn_qemu.output import atomic_output
-from drgn_qemu.pipeline import ChunkPipeline
+from drgn_qemu.ranges import GuestRange
 from drgn_qemu.reader import MemoryFault, MemoryReader, ProgramReader
-from drgn_qemu.sparse import nonzero_runs, pwrite_all, pwrite_zeros
 from drgn_qemu.vmcoreinfo import Vmcoreinfo, find_vmcoreinfo, kernel_utsname
 
+if TYPE_CHECKING:
+    from drgn_qemu.kdump import KdumpLayout
+
 __all__ = (
-    "CHUNK_SIZE",
-    "DumpResult",
-    "DumpSegment",
     "DumpPlan",
-    "ELF_LAYOUTS",
-    "FORMATS",
+    "DumpResult",
     "dump_guest_memory",
-    "filter_guest_phys_blocks",
     "format_blocks",
     "format_plan",
+    "guest_ranges",
     "plan_dump",
-    "SCAN_THREADS",
     "write_dump",
 )
-
-#: Bytes read from QEMU's memory and written to the vmcore at a time.
-#: Measured on a 2 GiB guest of random data (benchmarks/RESULTS.md, and five
-#: alternating runs: 4 MiB 0.70-0.80 s, 8 MiB 0.72-1.14 s), 4 MiB is as fast
-#: as larger chunks and keeps less mapped: peak RSS 94 MB against 116 MB.
-CHUNK_SIZE = 4 << 20
-
-#: Most threads finding the zero pages of an ELF dump by default. Measured
-#: on a mapped 8 GiB core of zeros: one thread 1.5 s, two 1.05 s; the scan is
-#: bound by memory bandwidth, and each thread holds one more chunk mapped,
-#: so no more than two.
-SCAN_THREADS = 2
-
-#: Output formats: ELF, or kdump-compressed with one of the compressions.
-FORMATS = ("elf", *KDUMP_FORMATS)
-
-#: ELF layouts: QEMU's (section headers first), or the kernel's
-#: ``/proc/vmcore`` one (program headers first), which makedumpfile needs.
-ELF_LAYOUTS = ("qemu", "kernel")
-
-
-@dataclass
-class DumpSegment:
-    """One PT_LOAD of the vmcore: a guest-physical range and where it lives in QEMU."""
-
-    #: First guest-physical address.
-    paddr: int
-    #: Bytes.
-    size: int
-    #: Host-virtual address of *paddr* in the QEMU process.
-    host_addr: int
-    #: Name of the memory region backing it.
-    mr_name: str = ""
-    #: Address of that ``MemoryRegion``.
-    mr: int = 0
 
 
 @dataclass
 class DumpPlan:
     """What a dump will write, worked out by :func:`plan_dump`."""
 
+    prog: Program
+    options: DumpOptions
     arch: GuestArch
     #: The guest-physical RAM blocks, as QEMU computes them.
     blocks: List[GuestPhysBlock]
-    #: The PT_LOAD segments: the blocks, clipped to the begin/length window.
-    segments: List[DumpSegment]
-    #: The file's layout: ELF, or kdump-compressed.
-    layout: Union[ElfCoreLayout, KdumpLayout]
+    #: The memory to write: the blocks, clipped to the begin/length window.
+    segments: List[GuestRange]
+    #: The file's layout, which writes it: ELF, or kdump-compressed.
+    layout: Union[ElfCoreLayout, "KdumpLayout"]
     #: ELF machine, class and byte order, chosen as QEMU does.
     info: ArchDumpInfo
     #: The vCPUs whose registers are in the notes.
@@ -111,8 +75,7 @@ class DumpPlan:
     @property
     def format(self) -> str:
         """``elf`` or one of the kdump formats."""
-        layout = self.layout
-        return layout.compression if isinstance(layout, KdumpLayout) else "elf"
+        return self.options.format
 
     @property
     def guest_bytes(self) -> int:
@@ -130,35 +93,24 @@ class DumpResult:
     seconds: float
 
 
-def filter_guest_phys_blocks(
+def guest_ranges(
     blocks: List[GuestPhysBlock], begin: Optional[int] = None, length: Optional[int] = None
-) -> List[DumpSegment]:
+) -> List[GuestRange]:
     """
-    Turn guest-physical blocks into dump segments, keeping only the part of
-    each that lies in ``[begin, begin + length)`` when a window is given, as
-    QMP ``dump-guest-memory`` does with its ``begin`` and ``length``.
+    Turn guest-physical blocks into the ranges to dump, keeping only the
+    part of each that lies in ``[begin, begin + length)`` when a window is
+    given, as QMP ``dump-guest-memory`` does with its ``begin`` and ``length``.
     """
-    if (begin is None) != (length is None):
-        raise DrgnQemuError("--begin and --length go together")
-    segments = []
+    ranges = []
     for block in blocks:
         start, end = block.target_start, block.target_end
         if begin is not None and length is not None:
-            if length <= 0 or begin < 0:
-                raise DrgnQemuError("--length must be positive and --begin not negative")
             start, end = max(start, begin), min(end, begin + length)
             if start >= end:
                 continue
-        segments.append(
-            DumpSegment(
-                start,
-                end - start,
-                block.host_addr + (start - block.target_start),
-                block.mr_name,
-                block.mr,
-            )
-        )
-    return segments
+        host_addr = block.host_addr + (start - block.target_start)
+        ranges.append(GuestRange(start, end - start, host_addr, block.mr, block.mr_name))
+    return ranges
 
 
 def format_blocks(blocks: List[GuestPhysBlock]) -> str:
@@ -209,7 +161,7 @@ def _human(n: int) -> str:
     raise AssertionError
 
 
-def _missing_ram_hint(prog: Program, seg: DumpSegment) -> str:
+def _missing_ram_hint(prog: Program, seg: GuestRange) -> str:
     """
     Why guest RAM at *seg* may be missing from a core, and what to do, from
     what QEMU says of itself: the machine's ``dump-guest-core``, and whether
@@ -251,7 +203,7 @@ def _missing_ram_hint(prog: Program, seg: DumpSegment) -> str:
     )
 
 
-def _check_readable(prog: Program, reader: MemoryReader, segments: List[DumpSegment]) -> None:
+def _check_readable(prog: Program, reader: MemoryReader, segments: List[GuestRange]) -> None:
     byte = memoryview(bytearray(1))
     for seg in segments:
         if seg.host_addr + seg.size > 1 << 64:
@@ -288,48 +240,43 @@ def _phys_base(arch: GuestArch, info: ArchDumpInfo, vmci: Optional[Vmcoreinfo]) 
     return number & 0xFFFFFFFFFFFFFFFF
 
 
+def _guest_arch(prog: Program, name: Optional[str]) -> GuestArch:
+    """The guest architecture: *name* (``--arch``), checked, else detected."""
+    if not name:
+        return detect_arch(prog)
+    guest_arch = get_arch(name)
+    if not guest_arch.matches(prog):
+        try:
+            found = f" (it is one for {detect_arch(prog).name} guests)"
+        except UnsupportedError:
+            found = ""
+        raise UnsupportedError(
+            f"--arch {name}: this QEMU's debug info has no {name} vCPU type{found}"
+        )
+    return guest_arch
+
+
 @translate_errors("QEMU's data structures")
 def plan_dump(
-    prog: Program,
-    arch: Optional[str] = None,
-    begin: Optional[int] = None,
-    length: Optional[int] = None,
-    vmcoreinfo: Optional[str] = None,
-    reader: Optional[MemoryReader] = None,
-    format: str = "elf",
-    elf_layout: str = "qemu",
+    prog: Program, options: Optional[DumpOptions] = None, reader: Optional[MemoryReader] = None
 ) -> DumpPlan:
     """
     Work out what :func:`dump_guest_memory` will write, without writing:
-    the guest architecture, the guest-physical blocks, the segments (after
-    the *begin*/*length* window), the notes and the file layout.
+    the guest architecture, the guest-physical blocks, the ranges to dump
+    (after the begin/length window), the notes and the file layout.
+
+    :param options: what to dump and how (default: all guest RAM, ELF)
+    :param reader: how to read QEMU's memory (default: through drgn)
     """
-    if format not in FORMATS:
-        raise DrgnQemuError(f"unknown format {format!r} (one of {', '.join(FORMATS)})")
-    if elf_layout not in ELF_LAYOUTS:
-        raise DrgnQemuError(f"unknown ELF layout {elf_layout!r} (one of {', '.join(ELF_LAYOUTS)})")
-    if format != "elf" and begin is not None:
-        # QMP dump-guest-memory refuses a window with the kdump formats too.
-        raise DrgnQemuError("--begin and --length only work with --format elf")
-    if arch:
-        guest_arch = get_arch(arch)
-        if not guest_arch.matches(prog):
-            try:
-                found = f" (it is one for {detect_arch(prog).name} guests)"
-            except UnsupportedError:
-                found = ""
-            raise UnsupportedError(
-                f"--arch {arch}: this QEMU's debug info has no {arch} vCPU type{found}"
-            )
-    else:
-        guest_arch = detect_arch(prog)
+    options = options if options is not None else DumpOptions()
+    guest_arch = _guest_arch(prog, options.arch)
     reader = reader if reader is not None else ProgramReader(prog)
     with reading("QEMU's memory map"):
         blocks = guest_phys_blocks(prog, guest_arch.page_size)
-    segments = filter_guest_phys_blocks(blocks, begin, length)
+    segments = guest_ranges(blocks, options.begin, options.length)
     if not segments:
         raise GuestMemoryError(
-            "no guest memory to dump" + (" in that window" if begin is not None else "")
+            "no guest memory to dump" + (" in that window" if options.begin is not None else "")
         )
     _check_readable(prog, reader, segments)
     with reading("QEMU's vCPU state"):
@@ -339,23 +286,26 @@ def plan_dump(
         cpus = guest_arch.describe_cpus(prog)
     with reading("the guest's VMCOREINFO"):
         vmci, warnings = find_vmcoreinfo(
-            prog, blocks, guest_arch.page_size, info.endian, vmcoreinfo, reader=reader
+            prog, blocks, guest_arch.page_size, info.endian, options.vmcoreinfo, reader=reader
         )
     vmcoreinfo_note = None
     if vmci is not None:
         vmcoreinfo_note = len(notes)
         notes += vmci.note
     layout: Union[ElfCoreLayout, KdumpLayout]
-    if format == "elf":
+    if options.format == "elf":
         layout = ElfCoreLayout(
             info.machine,
             info.elf_class,
             info.endian,
             notes,
-            [LoadSegment(s.paddr, s.size) for s in segments],
-            phdrs_first=elf_layout == "kernel",
+            segments,
+            phdrs_first=options.elf_layout == "kernel",
         )
     else:
+        # The kdump writer (and numpy) only when used.
+        from drgn_qemu import kdump
+
         phys_base = _phys_base(guest_arch, info, vmci)
         utsname = None
         if vmci is not None:
@@ -366,177 +316,52 @@ def plan_dump(
                     vmci,
                     lambda vaddr: guest_arch.kernel_paddr(info, vmci.fields, phys_base, vaddr),
                 )
-        layout = KdumpLayout(
+        header = kdump.KdumpHeader(
             info.elf_class,
             info.endian,
             info.page_size or guest_arch.page_size,
             guest_arch.kdump_machine(info),
-            notes,
-            vmcoreinfo_note,
             len(cpus),
             phys_base,
-            format,
-            [(s.paddr, s.size, s.host_addr) for s in segments],
+            options.format,
+            vmcoreinfo_note,
             utsname,
         )
-    return DumpPlan(guest_arch, blocks, segments, layout, info, cpus, vmci, warnings)
+        layout = kdump.KdumpLayout(header, notes, segments)
+    return DumpPlan(prog, options, guest_arch, blocks, segments, layout, info, cpus, vmci, warnings)
 
 
-def _pieces(
-    plan: DumpPlan, layout: ElfCoreLayout, reader: MemoryReader, chunk_size: int
-) -> Iterator[Tuple[int, int, int, bool]]:
-    """
-    The guest memory of every segment as ``(host address, size, file offset,
-    has data)`` pieces of at most *chunk_size* bytes; pieces without data
-    are holes of a sparse core, zeros that need not be read.
-    """
-    for seg, offset in zip(plan.segments, layout.segment_offsets):
-        for address, size, has_data in reader.extents(seg.host_addr, seg.size):
-            out = offset + (address - seg.host_addr)
-            if not has_data:
-                yield address, size, out, False
-                continue
-            for done in range(0, size, chunk_size):
-                yield address + done, min(chunk_size, size - done), out + done, True
-
-
-def _copy_all(
-    pieces: Iterator[Tuple[int, int, int, bool]],
-    reader: MemoryReader,
-    fd: int,
-    chunk_size: int,
-    progress: Optional[Callable[[int], None]],
-) -> None:
-    """Copy every byte, zeros included (``--no-sparse``)."""
-    buf = memoryview(bytearray(chunk_size))
-    zeros = memoryview(bytes(chunk_size))
-    for address, size, out, has_data in pieces:
-        if not has_data:
-            pwrite_zeros(fd, size, out, zeros)
-        elif not reader.copy(address, size, fd, out):
-            view = reader.read_view(address, buf[:size])
-            pwrite_all(fd, view, out)
-            del view
-            reader.release(address, size)
-        if progress is not None:
-            progress(size)
-
-
-def _copy_sparse(
-    pieces: Iterator[Tuple[int, int, int, bool]],
-    reader: MemoryReader,
-    fd: int,
-    chunk_size: int,
-    progress: Optional[Callable[[int], None]],
-    threads: int,
-) -> None:
-    """
-    Copy the pages that are not all zero: chunks are read here and scanned
-    for zero pages by *threads* threads while earlier chunks' non-zero runs
-    are written, in order (numpy lets go of the GIL while it scans). A
-    chunk's buffer is reused only once the chunk is written.
-    """
-
-    def finish(runs: List[Tuple[int, int]], chunk: Tuple[memoryview, int, int]) -> None:
-        view, address, out = chunk
-        for a, b in runs:
-            if not reader.copy(address + a, b - a, fd, out + a, seen=True):
-                pwrite_all(fd, view[a:b], out + a)
-        reader.release(address, len(view))
-        if progress is not None:
-            progress(len(view))
-
-    with ChunkPipeline(threads, chunk_size, finish, "drgn-qemu-scan") as pipeline:
-        for address, size, out, has_data in pieces:
-            if not has_data:
-                if progress is not None:
-                    progress(size)
-                continue
-            buf = pipeline.buffer()
-            view = reader.read_view(address, buf[:size])
-            pipeline.submit((view, address, out), buf, nonzero_runs, view)
-        pipeline.finish_all()
-
-
-def _fault_error(prog: Program, plan: DumpPlan, e: MemoryFault) -> GuestMemoryError:
+def _fault_error(plan: DumpPlan, e: MemoryFault) -> GuestMemoryError:
     for seg in plan.segments:
         if seg.host_addr <= e.address < seg.host_addr + seg.size:
             return GuestMemoryError(
                 f"cannot read guest RAM at guest-physical "
                 f"0x{seg.paddr + e.address - seg.host_addr:x} (host address 0x{e.address:x}): "
-                + _missing_ram_hint(prog, seg)
+                + _missing_ram_hint(plan.prog, seg)
             )
     return GuestMemoryError(f"cannot read QEMU's memory at 0x{e.address:x}")
 
 
-def _write_elf(
-    plan: DumpPlan,
-    layout: ElfCoreLayout,
-    fd: int,
-    reader: MemoryReader,
-    progress: Optional[Callable[[int], None]],
-    chunk_size: int,
-    sparse: bool,
-    threads: int,
-) -> int:
-    pwrite_all(fd, memoryview(layout.header()), 0)
-    pieces = _pieces(plan, layout, reader, chunk_size)
-    if sparse:
-        _copy_sparse(pieces, reader, fd, chunk_size, progress, threads)
-    else:
-        _copy_all(pieces, reader, fd, chunk_size, progress)
-    pwrite_all(fd, memoryview(layout.trailer()), layout.shstrtab_offset)
-    os.ftruncate(fd, layout.file_size)
-    return layout.file_size
-
-
 def write_dump(
-    prog: Program,
     plan: DumpPlan,
     output: str,
-    force: bool = False,
-    progress: Optional[Callable[[int], None]] = None,
-    chunk_size: int = CHUNK_SIZE,
     reader: Optional[MemoryReader] = None,
-    sparse: bool = True,
-    threads: Optional[int] = None,
+    progress: Optional[Callable[[int], None]] = None,
 ) -> DumpResult:
     """
-    Write the dump that *plan* describes to *output* (see
-    :func:`dump_guest_memory` for the parameters). *reader* reads QEMU's
-    memory (default: through drgn); memory is copied through buffers of
-    *chunk_size* bytes (one, or one per compression thread and one more),
-    so memory use does not grow with the guest.
+    Write the dump that *plan* describes to *output*: ``plan.layout``
+    writes it, reading QEMU's memory with *reader* (default: through drgn)
+    through buffers of a chunk (one, or one per thread and one more), so
+    memory use does not grow with the guest. *progress* is called with the
+    bytes of each chunk done.
     """
     start = time.monotonic()
-    reader = reader if reader is not None else ProgramReader(prog)
-    layout = plan.layout
-    with atomic_output(output, force) as f:
-        fd = f.fileno()
+    reader = reader if reader is not None else ProgramReader(plan.prog)
+    with atomic_output(output, plan.options.force) as f:
         try:
-            if isinstance(layout, KdumpLayout):
-                size = write_kdump(
-                    layout,
-                    fd,
-                    reader,
-                    progress,
-                    chunk_size,
-                    sparse,
-                    threads if threads is not None else default_threads(layout.compression),
-                )
-            else:
-                size = _write_elf(
-                    plan,
-                    layout,
-                    fd,
-                    reader,
-                    progress,
-                    chunk_size,
-                    sparse,
-                    threads if threads is not None else min(default_threads(), SCAN_THREADS),
-                )
+            size = plan.layout.write(f.fileno(), reader, plan.options, progress)
         except MemoryFault as e:
-            raise _fault_error(prog, plan, e) from None
+            raise _fault_error(plan, e) from None
         except OSError as e:
             raise OutputError(f"cannot write {output}: {e.strerror or e}") from None
     return DumpResult(output, plan, size, time.monotonic() - start)
@@ -545,55 +370,34 @@ def write_dump(
 def dump_guest_memory(
     prog: Program,
     output: str,
+    options: Optional[DumpOptions] = None,
     *,
-    arch: Optional[str] = None,
-    begin: Optional[int] = None,
-    length: Optional[int] = None,
-    vmcoreinfo: Optional[str] = None,
-    force: bool = False,
-    progress: Optional[Callable[[int], None]] = None,
-    chunk_size: int = CHUNK_SIZE,
     reader: Optional[MemoryReader] = None,
-    sparse: bool = True,
-    format: str = "elf",
-    threads: Optional[int] = None,
-    elf_layout: str = "qemu",
+    progress: Optional[Callable[[int], None]] = None,
+    on_plan: Optional[Callable[[DumpPlan], None]] = None,
 ) -> DumpResult:
     """
-    Write the guest-physical memory of a QEMU program as an ELF vmcore, the
-    file QMP ``dump-guest-memory`` (``paging=false``, ELF format) would write:
-    vCPU register notes and the guest's VMCOREINFO, then one PT_LOAD per
-    guest-physical block with ``p_paddr`` the guest address.
+    Write the guest-physical memory of a QEMU program as a vmcore: by
+    default the ELF file QMP ``dump-guest-memory`` (``paging=false``) would
+    write, vCPU register notes and the guest's VMCOREINFO, then one PT_LOAD
+    per guest-physical block with ``p_paddr`` the guest address; or the
+    kdump-compressed file of its ``kdump-raw-*`` formats. The command line,
+    the contrib script and ``%qemu dump-guest-memory`` all call this.
 
     :param prog: a QEMU core or process with QEMU's debug info loaded (see
         :func:`drgn_qemu.program.open_qemu_program`)
     :param output: path of the vmcore; written under a temporary name and
         renamed when complete
-    :param arch: guest architecture name; detected from the debug info if
-        not given
-    :param begin: with *length*, dump only guest-physical
-        ``[begin, begin + length)``
-    :param length: see *begin*
-    :param vmcoreinfo: file with the guest kernel's VMCOREINFO text, used
-        instead of looking for it in QEMU and guest RAM
-    :param force: overwrite *output* if it exists
+    :param options: what to dump and how (default: all guest RAM, ELF,
+        sparse)
+    :param reader: how to read QEMU's memory (see
+        :func:`drgn_qemu.reader.open_reader`; default: through drgn)
     :param progress: called with the number of bytes after each chunk
-    :param chunk_size: bytes per read from the program
-    :param reader: how to read QEMU's memory (see :func:`drgn_qemu.reader.open_reader`;
-        default: through drgn)
-    :param sparse: leave all-zero blocks of guest memory as holes in the file
-    :param format: ``elf``, or a kdump-compressed format (``kdump-zlib``,
-        ``kdump-zstd``, ``kdump-snappy``): the file QMP ``dump-guest-memory``
-        writes with ``format=kdump-raw-*``
-    :param threads: threads compressing pages for the kdump formats (default:
-        one per CPU for zlib, where that is faster; one for zstd and snappy),
-        or scanning for zero pages in a sparse ELF file (default: one per
-        CPU, at most :data:`SCAN_THREADS`); the file is the same whatever
-        their number
-    :param elf_layout: ``qemu``: the ELF file QEMU writes, byte for byte;
-        ``kernel``: program headers first, as Linux's ``/proc/vmcore``
-        (makedumpfile reads only that)
+    :param on_plan: called with the plan before anything is written (the
+        command line prints its summary there)
     :raises DrgnQemuError: on every error a user can act on
     """
-    plan = plan_dump(prog, arch, begin, length, vmcoreinfo, reader, format, elf_layout)
-    return write_dump(prog, plan, output, force, progress, chunk_size, reader, sparse, threads)
+    plan = plan_dump(prog, options, reader)
+    if on_plan is not None:
+        on_plan(plan)
+    return write_dump(plan, output, reader, progress)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 ELF core files
 --------------
@@ -26,9 +27,16 @@ header, whatever ``e_phoff`` says)::
 Both classes (ELFCLASS32/64) and both byte orders are supported.
 """
 
+import os
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, List, Optional, Sequence, Tuple
+
+from drgn_qemu.ranges import GuestRange
+
+if TYPE_CHECKING:
+    from drgn_qemu.options import DumpOptions
+    from drgn_qemu.reader import Chunk, MemoryReader
 
 __all__ = (
     "ELFCLASS32",
@@ -39,13 +47,15 @@ __all__ = (
     "CoreFileInfo",
     "CoreSegment",
     "ElfCoreLayout",
-    "LoadSegment",
     "PN_XNUM",
     "PT_LOAD",
     "PT_NOTE",
     "PT_TLS",
+    "SCAN_THREADS",
     "ProgramHeader",
     "elf_note",
+    "note_align",
+    "struct_order",
     "read_core_file_info",
     "read_tls_segment",
 )
@@ -63,13 +73,25 @@ SHT_STRTAB = 3
 PN_XNUM = 0xFFFF
 SHSTRTAB = b"\0.shstrtab\0"
 
+#: Most threads finding the zero pages of an ELF dump by default. Measured
+#: on a mapped 8 GiB core of zeros: one thread 1.5 s, two 1.05 s; the scan is
+#: bound by memory bandwidth, and each thread holds one more chunk mapped,
+#: so no more than two.
+SCAN_THREADS = 2
+
 _EHDR = {ELFCLASS64: "16sHHIQQQIHHHHHH", ELFCLASS32: "16sHHIIIIIHHHHHH"}
 # Program header fields are in different orders in the two classes.
 _PHDR = {ELFCLASS64: "IIQQQQQQ", ELFCLASS32: "IIIIIIII"}
 _SHDR = {ELFCLASS64: "IIQQQQIIQQ", ELFCLASS32: "IIIIIIIIII"}
 
 
-def _align4(n: int) -> int:
+def struct_order(endian: int) -> str:
+    """The :mod:`struct` byte-order character of ``ELFDATA2LSB`` or ``ELFDATA2MSB``."""
+    return "<" if endian == ELFDATA2LSB else ">"
+
+
+def note_align(n: int) -> int:
+    """*n* rounded up to the 4-byte alignment of ELF note names and descriptors."""
     return (n + 3) & ~3
 
 
@@ -78,22 +100,13 @@ def elf_note(name: bytes, note_type: int, desc: bytes, endian: int = ELFDATA2LSB
     Encode one ELF note: ``n_namesz``, ``n_descsz``, ``n_type``, then the name
     (NUL-terminated) and the descriptor, each padded to 4 bytes.
     """
-    order = "<" if endian == ELFDATA2LSB else ">"
+    order = struct_order(endian)
     name_z = name + b"\0"
     return (
         struct.pack(order + "III", len(name_z), len(desc), note_type)
-        + name_z.ljust(_align4(len(name_z)), b"\0")
-        + desc.ljust(_align4(len(desc)), b"\0")
+        + name_z.ljust(note_align(len(name_z)), b"\0")
+        + desc.ljust(note_align(len(desc)), b"\0")
     )
-
-
-@dataclass(frozen=True)
-class LoadSegment:
-    """One PT_LOAD: physical address, virtual address and size in bytes."""
-
-    paddr: int
-    size: int
-    vaddr: int = 0
 
 
 class ElfCoreLayout:
@@ -105,7 +118,7 @@ class ElfCoreLayout:
     :param elf_class: :data:`ELFCLASS32` or :data:`ELFCLASS64`
     :param endian: :data:`ELFDATA2LSB` or :data:`ELFDATA2MSB`
     :param notes: the notes, already encoded (see :func:`elf_note`)
-    :param segments: the memory segments, in file order
+    :param segments: the guest ranges, one PT_LOAD each, in file order
     :param phdrs_first: program headers right after the ELF header, and no
         section headers but the one that carries a segment count past
         ``PN_XNUM``
@@ -117,7 +130,7 @@ class ElfCoreLayout:
         elf_class: int,
         endian: int,
         notes: bytes,
-        segments: Sequence[LoadSegment],
+        segments: Sequence[GuestRange],
         phdrs_first: bool = False,
     ) -> None:
         if elf_class not in _EHDR:
@@ -129,7 +142,7 @@ class ElfCoreLayout:
         self.endian = endian
         self.notes = notes
         self.segments = list(segments)
-        order = "<" if endian == ELFDATA2LSB else ">"
+        order = struct_order(endian)
         self._ehdr = struct.Struct(order + _EHDR[elf_class])
         self._phdr = struct.Struct(order + _PHDR[elf_class])
         self._shdr = struct.Struct(order + _SHDR[elf_class])
@@ -153,7 +166,7 @@ class ElfCoreLayout:
         self.segment_offsets: List[int] = []
         offset = self.data_offset
         for segment in self.segments:
-            if segment.paddr + segment.size > limit or segment.vaddr + segment.size > limit:
+            if segment.paddr + segment.size > limit:
                 raise ValueError(
                     f"segment at {segment.paddr:#x} does not fit in ELF class {elf_class}"
                 )
@@ -193,9 +206,10 @@ class ElfCoreLayout:
         phdrs = [self._pack_phdr(PT_NOTE, self.note_offset, 0, 0, len(self.notes), len(self.notes))]
         for segment, offset in zip(self.segments, self.segment_offsets):
             # QEMU writes p_vaddr = p_paddr when it has no virtual address.
-            vaddr = segment.vaddr or segment.paddr
             phdrs.append(
-                self._pack_phdr(PT_LOAD, offset, vaddr, segment.paddr, segment.size, segment.size)
+                self._pack_phdr(
+                    PT_LOAD, offset, segment.paddr, segment.paddr, segment.size, segment.size
+                )
             )
         if self.phdrs_first:
             return ehdr + b"".join(phdrs) + (shdr0 if self.shnum else b"") + self.notes
@@ -204,6 +218,101 @@ class ElfCoreLayout:
     def trailer(self) -> bytes:
         """Return every byte after the last segment's data."""
         return b"" if self.phdrs_first else SHSTRTAB
+
+    def write(
+        self,
+        fd: int,
+        reader: "MemoryReader",
+        options: "DumpOptions",
+        progress: Optional[Callable[[int], None]] = None,
+    ) -> int:
+        """
+        Write the file to *fd*: the header, every segment's memory read by
+        *reader* (with ``options.sparse``, zero pages become holes), the
+        trailer. *progress* is called with the bytes of each chunk done.
+        Returns the file's size.
+
+        :raises MemoryFault: if *reader* cannot read the memory
+        :raises OSError: if writing fails
+        """
+        from drgn_qemu.fileio import pwrite_all
+        from drgn_qemu.pipeline import default_threads
+
+        pwrite_all(fd, memoryview(self.header()), 0)
+        chunks = reader.chunks(self.segments, options.chunk_size)
+        if options.sparse:
+            threads = options.threads or min(default_threads(), SCAN_THREADS)
+            self._copy_sparse(chunks, fd, reader, options.chunk_size, threads, progress)
+        else:
+            self._copy_all(chunks, fd, reader, options.chunk_size, progress)
+        pwrite_all(fd, memoryview(self.trailer()), self.shstrtab_offset)
+        os.ftruncate(fd, self.file_size)
+        return self.file_size
+
+    def _copy_all(
+        self,
+        chunks: Iterator["Chunk"],
+        fd: int,
+        reader: "MemoryReader",
+        chunk_size: int,
+        progress: Optional[Callable[[int], None]],
+    ) -> None:
+        """Copy every byte, zeros included (``--no-sparse``)."""
+        from drgn_qemu.fileio import pwrite_all, pwrite_zeros
+
+        buf = memoryview(bytearray(chunk_size))
+        zeros = memoryview(bytes(chunk_size))
+        for chunk in chunks:
+            out = self.segment_offsets[chunk.index] + chunk.offset
+            if not chunk.has_data:
+                pwrite_zeros(fd, chunk.size, out, zeros)
+            elif not reader.copy(chunk.address, chunk.size, fd, out):
+                view = reader.read_view(chunk.address, buf[: chunk.size])
+                pwrite_all(fd, view, out)
+                del view
+                reader.release(chunk.address, chunk.size)
+            if progress is not None:
+                progress(chunk.size)
+
+    def _copy_sparse(
+        self,
+        chunks: Iterator["Chunk"],
+        fd: int,
+        reader: "MemoryReader",
+        chunk_size: int,
+        threads: int,
+        progress: Optional[Callable[[int], None]],
+    ) -> None:
+        """
+        Copy the pages that are not all zero: chunks are read here and
+        scanned for zero pages by *threads* threads while earlier chunks'
+        non-zero runs are written, in order (numpy lets go of the GIL while
+        it scans). A chunk's buffer is reused only once the chunk is written.
+        """
+        from drgn_qemu.fileio import pwrite_all
+        from drgn_qemu.pipeline import ChunkPipeline
+        from drgn_qemu.sparse import nonzero_runs
+
+        def finish(runs: List[Tuple[int, int]], done: Tuple[memoryview, "Chunk"]) -> None:
+            view, chunk = done
+            address, out = chunk.address, self.segment_offsets[chunk.index] + chunk.offset
+            for a, b in runs:
+                if not reader.copy(address + a, b - a, fd, out + a, seen=True):
+                    pwrite_all(fd, view[a:b], out + a)
+            reader.release(address, chunk.size)
+            if progress is not None:
+                progress(chunk.size)
+
+        with ChunkPipeline(threads, chunk_size, finish, "drgn-qemu-scan") as pipeline:
+            for chunk in chunks:
+                if not chunk.has_data:
+                    if progress is not None:
+                        progress(chunk.size)
+                    continue
+                buf = pipeline.buffer()
+                view = reader.read_view(chunk.address, buf[: chunk.size])
+                pipeline.submit((view, chunk), buf, nonzero_runs, view)
+            pipeline.finish_all()
 
     def _pack_phdr(
         self, p_type: int, offset: int, vaddr: int, paddr: int, filesz: int, memsz: int
@@ -263,7 +372,7 @@ def _read_program_headers(
     elf_class, endian = ident[4], ident[5]
     if elf_class not in _EHDR or endian not in (ELFDATA2LSB, ELFDATA2MSB):
         raise ValueError("not a valid ELF file (bad class or byte order)")
-    order = "<" if endian == ELFDATA2LSB else ">"
+    order = struct_order(endian)
     ehdr_struct = struct.Struct(order + _EHDR[elf_class])
     f.seek(0)
     raw = f.read(ehdr_struct.size)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 kdump-compressed files
 ----------------------
@@ -29,23 +30,24 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
-from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB
-from drgn_qemu.pipeline import ChunkPipeline
+from drgn_qemu.elf import ELFCLASS64, note_align, struct_order
+from drgn_qemu.fileio import pwrite_all
+from drgn_qemu.options import KDUMP_FORMATS, DumpOptions
+from drgn_qemu.pipeline import ChunkPipeline, default_threads
+from drgn_qemu.ranges import GuestRange
 from drgn_qemu.reader import MemoryReader
-from drgn_qemu.sparse import pwrite_all
 
 __all__ = (
     "COMPRESSION_FLAGS",
     "KDUMP_FORMATS",
+    "KdumpHeader",
     "KdumpLayout",
     "PageRun",
     "PartialPage",
     "compress_pages",
-    "default_threads",
     "get_compressor",
     "page_descriptors",
     "pages_of_segments",
-    "write_kdump",
 )
 
 KDUMP_SIGNATURE = b"KDUMP   "
@@ -64,7 +66,7 @@ COMPRESSION_FLAGS: Dict[str, int] = {
     "kdump-zstd": DUMP_DH_COMPRESSED_ZSTD,
     "kdump-snappy": DUMP_DH_COMPRESSED_SNAPPY,
 }
-KDUMP_FORMATS = tuple(COMPRESSION_FLAGS)
+assert KDUMP_FORMATS == tuple(COMPRESSION_FLAGS)
 
 _UTSNAME_FIELD = 65
 # disk_dump_header: signature, header_version, new_utsname (6 x 65 bytes),
@@ -104,15 +106,16 @@ class PartialPage:
 
 
 def pages_of_segments(
-    segments: Sequence[Tuple[int, int, int]], page_size: int
+    segments: Sequence[GuestRange], page_size: int
 ) -> Iterator[Union[PageRun, PartialPage]]:
     """
-    Return the page frames of memory segments ``(physical address, size,
-    host address)``, sorted and not overlapping, in order: a page that two
-    segments share is one page, as in QEMU's ``get_next_page()``.
+    Return the page frames of guest ranges, sorted and not overlapping, in
+    order: a page that two ranges share is one page, as in QEMU's
+    ``get_next_page()``.
     """
     pending: Optional[Tuple[int, List[Tuple[int, int, int]]]] = None
-    for paddr, size, host in segments:
+    for r in segments:
+        paddr, size, host = r.paddr, r.size, r.host_addr
         addr, end = paddr, paddr + size
         while addr < end:
             pfn, off = divmod(addr, page_size)
@@ -136,59 +139,62 @@ def pages_of_segments(
         yield PartialPage(pending[0], tuple(pending[1]))
 
 
+@dataclass(frozen=True)
+class KdumpHeader:
+    """What a kdump-compressed file's headers say besides the memory."""
+
+    #: ``ELFCLASS32`` or ``ELFCLASS64``: which header layout.
+    elf_class: int
+    #: ``ELFDATA2LSB`` or ``ELFDATA2MSB``: byte order of every field.
+    endian: int
+    #: The dump's page (and block) size.
+    page_size: int
+    #: ``utsname.machine`` (QEMU's ``ELF_MACHINE_UNAME``).
+    machine: str
+    #: Number of vCPUs.
+    nr_cpus: int
+    #: The kernel's ``phys_base``.
+    phys_base: int
+    #: One of :data:`KDUMP_FORMATS`.
+    compression: str
+    #: Offset of the VMCOREINFO note in the notes, if any.
+    vmcoreinfo_note: Optional[int] = None
+    #: The kernel's ``struct new_utsname``, if known; else the header names
+    #: only *machine*.
+    utsname: Optional[bytes] = None
+
+
 class KdumpLayout:
     """
     The headers and bitmaps of a kdump-compressed file, and where its page
     descriptors and page data go.
 
-    :param elf_class: ``ELFCLASS32`` or ``ELFCLASS64``: which header layout
-    :param endian: ``ELFDATA2LSB`` or ``ELFDATA2MSB``: byte order of every field
-    :param page_size: the dump's page (and block) size
-    :param machine: ``utsname.machine`` (QEMU's ``ELF_MACHINE_UNAME``)
+    :param header: what the headers say
     :param notes: the ELF notes, encoded
-    :param vmcoreinfo_note: offset of the VMCOREINFO note in *notes*, if any
-    :param nr_cpus: number of vCPUs
-    :param phys_base: the kernel's ``phys_base``
-    :param compression: one of :data:`KDUMP_FORMATS`
     :param segments: the memory, as for :func:`pages_of_segments`
-    :param utsname: the kernel's ``struct new_utsname``, if known; else the
-        header names only *machine*
     """
 
-    def __init__(
-        self,
-        elf_class: int,
-        endian: int,
-        page_size: int,
-        machine: str,
-        notes: bytes,
-        vmcoreinfo_note: Optional[int],
-        nr_cpus: int,
-        phys_base: int,
-        compression: str,
-        segments: Sequence[Tuple[int, int, int]],
-        utsname: Optional[bytes] = None,
-    ) -> None:
-        if compression not in COMPRESSION_FLAGS:
-            raise ValueError(f"unknown kdump compression {compression!r}")
+    def __init__(self, header: KdumpHeader, notes: bytes, segments: Sequence[GuestRange]) -> None:
+        if header.compression not in COMPRESSION_FLAGS:
+            raise ValueError(f"unknown kdump compression {header.compression!r}")
+        elf_class, page_size, utsname = header.elf_class, header.page_size, header.utsname
         self.elf_class = elf_class
-        self.order = "<" if endian == ELFDATA2LSB else ">"
+        self.order = struct_order(header.endian)
         self.page_size = page_size
-        self.machine = machine
+        self.machine = header.machine
         self.notes = notes
-        self.vmcoreinfo_note = vmcoreinfo_note
-        self.nr_cpus = nr_cpus
-        self.phys_base = phys_base
-        self.compression = compression
+        self.vmcoreinfo_note = header.vmcoreinfo_note
+        self.nr_cpus = header.nr_cpus
+        self.phys_base = header.phys_base
+        self.compression = header.compression
         self.segments = list(segments)
         if utsname is not None and len(utsname) != 6 * _UTSNAME_FIELD:
             raise ValueError("a struct new_utsname is 390 bytes")
         self.utsname = utsname
         if not self.segments:
             raise ValueError("no memory to dump")
-        last_paddr, last_size, _ = self.segments[-1]
         # QEMU's get_max_mapnr(): the page frame of the end of the last block.
-        self.max_mapnr = (last_paddr + last_size) // page_size
+        self.max_mapnr = self.segments[-1].end // page_size
         self.len_bitmap = page_size * _div_round_up(_div_round_up(self.max_mapnr, 8), page_size)
         self._sub = struct.Struct(self.order + _KDUMP_SUB_HEADER[elf_class])
         self.sub_hdr_blocks = _div_round_up(self._sub.size + len(notes), page_size)
@@ -230,7 +236,7 @@ class KdumpLayout:
         offset_vmcoreinfo = size_vmcoreinfo = 0
         if self.vmcoreinfo_note is not None:
             namesz, descsz = struct.unpack_from(self.order + "II", self.notes, self.vmcoreinfo_note)
-            offset_vmcoreinfo = self.note_offset + self.vmcoreinfo_note + 12 + _align4(namesz)
+            offset_vmcoreinfo = self.note_offset + self.vmcoreinfo_note + 12 + note_align(namesz)
             size_vmcoreinfo = descsz
         kh = self._sub.pack(
             self.phys_base,
@@ -274,9 +280,94 @@ class KdumpLayout:
             bits[start // 8 : end // 8] = b"\xff" * ((end - start) // 8)
         return bytes(bits)
 
+    def write(
+        self,
+        fd: int,
+        reader: MemoryReader,
+        options: DumpOptions,
+        progress: Optional[Callable[[int], None]] = None,
+    ) -> int:
+        """
+        Write the file to *fd*: headers, bitmaps, then the pages, read from
+        *reader* a chunk at a time and compressed by ``options.threads``
+        threads (default: one per CPU for the compressions where that is
+        faster, :data:`PARALLEL_COMPRESSIONS`) while the next chunk is read;
+        descriptors and data are written in page order, so the file does not
+        depend on the number of threads. With ``options.sparse``, the shared
+        zero page is a hole. *progress* is called with the bytes of each
+        chunk done. Returns the file's size.
 
-def _align4(n: int) -> int:
-    return (n + 3) & ~3
+        :raises MemoryFault: if *reader* cannot read the memory
+        :raises OSError: if writing fails
+        """
+        threads = options.threads or (
+            default_threads() if self.compression in PARALLEL_COMPRESSIONS else 1
+        )
+        sparse = options.sparse
+        page_size = self.page_size
+        pwrite_all(fd, memoryview(self.header()), 0)
+        bitmap = memoryview(self.bitmap())
+        pwrite_all(fd, bitmap, self.bitmap_offset)
+        pwrite_all(fd, bitmap, self.bitmap_offset + self.len_bitmap)
+        del bitmap
+        if not sparse:
+            pwrite_all(fd, memoryview(bytes(page_size)), self.data_offset)
+        compress = get_compressor(self.compression)
+        flag = COMPRESSION_FLAGS[self.compression]
+        order = self.order
+        pages_per_chunk = max(1, options.chunk_size // page_size)
+        desc_pos = self.desc_offset
+        data_pos = self.data_offset + page_size
+
+        def finish(results: List[Optional[Tuple[int, bytes]]], chunk: Tuple[int, int]) -> None:
+            nonlocal desc_pos, data_pos
+            offsets, sizes, flags, data = [], [], [], []
+            for r in results:
+                if r is None:
+                    offsets.append(self.data_offset)
+                    sizes.append(page_size)
+                    flags.append(0)
+                    continue
+                compressed, page = r
+                offsets.append(data_pos)
+                sizes.append(len(page))
+                flags.append(flag if compressed else 0)
+                data.append(page)
+                data_pos += len(page)
+            descs = page_descriptors(order, np.array(offsets), np.array(sizes), np.array(flags))
+            pwrite_all(fd, memoryview(descs), desc_pos)
+            desc_pos += len(descs)
+            if data:
+                blob = b"".join(data)
+                pwrite_all(fd, memoryview(blob), data_pos - len(blob))
+            address, size = chunk
+            if size:
+                reader.release(address, size)
+            if progress is not None:
+                progress(len(results) * page_size)
+
+        with ChunkPipeline(
+            threads, pages_per_chunk * page_size, finish, "drgn-qemu-compress"
+        ) as pipeline:
+            for item in pages_of_segments(self.segments, page_size):
+                if isinstance(item, PageRun):
+                    run = GuestRange(item.pfn * page_size, item.count * page_size, item.host_addr)
+                    # Whole pages, holes of a sparse core included: every
+                    # page gets a descriptor.
+                    for chunk in reader.chunks([run], pages_per_chunk * page_size, holes=False):
+                        buf = pipeline.buffer()
+                        view = reader.read_view(chunk.address, buf[: chunk.size])
+                        pipeline.submit((chunk.address, chunk.size), buf, compress_pages, view,
+                                        page_size, compress)  # fmt: skip
+                else:
+                    page = memoryview(bytearray(page_size))
+                    for offset, address, n in item.pieces:
+                        reader.readinto(address, page[offset : offset + n])
+                    # Read into a page of its own: nothing to release.
+                    pipeline.submit((0, 0), None, compress_pages, page, page_size, compress)
+            pipeline.finish_all()
+        os.ftruncate(fd, data_pos)
+        return data_pos
 
 
 _PAGE_DESC_SIZE = 24
@@ -366,105 +457,3 @@ def compress_pages(
 #: that two threads nearly halve the time; zstd and snappy are so fast that
 #: handing pages between threads costs more than it saves.
 PARALLEL_COMPRESSIONS = frozenset({"kdump-zlib"})
-
-
-def default_threads(compression: Optional[str] = None) -> int:
-    """
-    Threads for *compression*: one per CPU this process may run on where that
-    is faster (:data:`PARALLEL_COMPRESSIONS`, or ``None`` for work that
-    always is, such as scanning for zero pages), else one.
-    """
-    if compression is not None and compression not in PARALLEL_COMPRESSIONS:
-        return 1
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        return os.cpu_count() or 1
-
-
-def write_kdump(
-    layout: KdumpLayout,
-    fd: int,
-    reader: MemoryReader,
-    progress: Optional[Callable[[int], None]],
-    chunk_size: int,
-    sparse: bool,
-    threads: int,
-) -> int:
-    """
-    Write the kdump-compressed file *layout* describes to file *fd*:
-    headers, bitmaps, then the pages, read from *reader* *chunk_size* bytes
-    at a time and compressed by *threads* threads while the next chunk is
-    read; descriptors and data are written in page order, so the file does
-    not depend on the number of threads. With *sparse*, the shared zero
-    page is a hole. *progress* is called with the bytes of each chunk done.
-    Returns the file's size.
-
-    :raises MemoryFault: if *reader* cannot read the memory
-    :raises OSError: if writing fails
-    """
-    page_size = layout.page_size
-    pwrite_all(fd, memoryview(layout.header()), 0)
-    bitmap = memoryview(layout.bitmap())
-    pwrite_all(fd, bitmap, layout.bitmap_offset)
-    pwrite_all(fd, bitmap, layout.bitmap_offset + layout.len_bitmap)
-    del bitmap
-    if not sparse:
-        pwrite_all(fd, memoryview(bytes(page_size)), layout.data_offset)
-    compress = get_compressor(layout.compression)
-    flag = COMPRESSION_FLAGS[layout.compression]
-    order = layout.order
-    pages_per_chunk = max(1, chunk_size // page_size)
-    desc_pos = layout.desc_offset
-    data_pos = layout.data_offset + page_size
-
-    def finish(results: List[Optional[Tuple[int, bytes]]], chunk: Tuple[int, int]) -> None:
-        nonlocal desc_pos, data_pos
-        offsets, sizes, flags, data = [], [], [], []
-        for r in results:
-            if r is None:
-                offsets.append(layout.data_offset)
-                sizes.append(page_size)
-                flags.append(0)
-                continue
-            compressed, page = r
-            offsets.append(data_pos)
-            sizes.append(len(page))
-            flags.append(flag if compressed else 0)
-            data.append(page)
-            data_pos += len(page)
-        descs = page_descriptors(order, np.array(offsets), np.array(sizes), np.array(flags))
-        pwrite_all(fd, memoryview(descs), desc_pos)
-        desc_pos += len(descs)
-        if data:
-            blob = b"".join(data)
-            pwrite_all(fd, memoryview(blob), data_pos - len(blob))
-        address, size = chunk
-        if size:
-            reader.release(address, size)
-        if progress is not None:
-            progress(len(results) * page_size)
-
-    with ChunkPipeline(
-        threads, pages_per_chunk * page_size, finish, "drgn-qemu-compress"
-    ) as pipeline:
-        for item in pages_of_segments(layout.segments, page_size):
-            if isinstance(item, PageRun):
-                done = 0
-                while done < item.count:
-                    n = min(pages_per_chunk, item.count - done)
-                    address = item.host_addr + done * page_size
-                    buf = pipeline.buffer()
-                    view = reader.read_view(address, buf[: n * page_size])
-                    pipeline.submit((address, n * page_size), buf, compress_pages, view,
-                                    page_size, compress)  # fmt: skip
-                    done += n
-            else:
-                page = memoryview(bytearray(page_size))
-                for offset, address, n in item.pieces:
-                    reader.readinto(address, page[offset : offset + n])
-                # Read into a page of its own: nothing to release.
-                pipeline.submit((0, 0), None, compress_pages, page, page_size, compress)
-        pipeline.finish_all()
-    os.ftruncate(fd, data_pos)
-    return data_pos

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Chunks in flight
 ----------------
@@ -11,12 +12,22 @@ bounded queue of work in flight, and the rule that a buffer is reused only
 once its chunk is finished.
 """
 
+import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Callable, Deque, Generic, List, Optional, Tuple, Type, TypeVar
 
-__all__ = ("ChunkPipeline",)
+__all__ = ("ChunkPipeline", "default_threads")
+
+
+def default_threads() -> int:
+    """One thread per CPU this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
+
 
 R = TypeVar("R")
 T = TypeVar("T")

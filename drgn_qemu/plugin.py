@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 drgn plugin
 -----------
@@ -9,28 +10,46 @@ script, ``drgn.commands.run_command(prog, "qemu ramblocks")``::
 
     >>> %qemu ramblocks
     >>> %qemu dump-guest-memory guest.vmcore
+
+Each subcommand is a drgn command of its own namespace,
+:data:`QEMU_COMMAND_NAMESPACE`, declared with :func:`qemu_command` the way
+drgn's ``%crash`` commands are; what a subcommand needs (the monitor views,
+the dump) is imported when it runs, so the plugin costs drgn's start-up
+little.
 """
 
 import argparse
-import shlex
-from typing import Any, NoReturn, Optional
+import functools
+from typing import Any, Dict
 
 from drgn import Program, ProgramFlags
-from drgn.commands import argument, raw_command
-
-from drgn_qemu.cli import DUMP_DESCRIPTION, add_dump_arguments, run_dump
-from drgn_qemu.errors import DrgnQemuError, reading
-from drgn_qemu.monitor import (
-    hmp_info_cpus,
-    hmp_info_mtree,
-    hmp_info_qom_tree,
-    hmp_info_ramblock,
-    hmp_info_registers,
+from drgn.commands import (
+    CommandArgumentError,
+    CommandError,
+    CommandNamespace,
+    CommandNotFoundError,
+    argument,
+    command,
+    raw_command,
 )
-from drgn_qemu.program import check_qemu_program
-from drgn_qemu.qemugdb import qemu_bt, qemu_coroutine, qemu_timers
 
-__all__ = ("drgn_prog_set", "is_qemu_program")
+from drgn_qemu.cli import DUMP_ARGUMENTS, DUMP_DESCRIPTION
+from drgn_qemu.errors import DrgnQemuError, NotFoundError, reading
+from drgn_qemu.program import check_qemu_program
+
+__all__ = (
+    "QEMU_COMMAND_NAMESPACE",
+    "drgn_prog_set",
+    "is_qemu_program",
+    "qemu_command",
+)
+
+#: The namespace of ``%qemu``'s subcommands.
+QEMU_COMMAND_NAMESPACE = CommandNamespace(func_name_prefix="_qemu_cmd_")
+
+#: :func:`drgn.commands.command` for a ``%qemu`` subcommand: a function
+#: ``_qemu_cmd_NAME`` is subcommand NAME (``_`` for ``-``, or *name*).
+qemu_command = functools.partial(command, namespace=QEMU_COMMAND_NAMESPACE)
 
 
 def is_qemu_program(prog: Program) -> bool:
@@ -46,40 +65,53 @@ def drgn_prog_set(prog: Program) -> None:
     """drgn plugin hook: nothing to set up; ``%qemu`` checks the program itself."""
 
 
-class _Exit(Exception):
-    pass
+@qemu_command(
+    name="dump-guest-memory",
+    description="write the guest's physical memory as an ELF vmcore",
+    long_description=DUMP_DESCRIPTION,
+    arguments=tuple(argument(*args, **kwargs) for args, kwargs in DUMP_ARGUMENTS),
+)
+def _qemu_cmd_dump_guest_memory(
+    prog: Program, name: str, args: argparse.Namespace, **kwargs: Any
+) -> None:
+    from drgn_qemu.cli import run_dump
 
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser that reports instead of exiting the REPL."""
-
-    def exit(self, status: int = 0, message: Optional[str] = None) -> NoReturn:
-        if message:
-            print(message, end="")
-        raise _Exit()
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage()
-        raise DrgnQemuError(message)
-
-
-def _dump(prog: Program, args: argparse.Namespace) -> None:
     run_dump(prog, args)
 
 
-def _ramblocks(prog: Program, args: argparse.Namespace) -> None:
+@qemu_command(description="the RAM blocks, as HMP 'info ramblock'")
+def _qemu_cmd_ramblocks(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+    from drgn_qemu.monitor import hmp_info_ramblock
+
     print(hmp_info_ramblock(prog), end="")
 
 
-def _cpus(prog: Program, args: argparse.Namespace) -> None:
+@qemu_command(description="the vCPUs, as HMP 'info cpus'")
+def _qemu_cmd_cpus(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+    from drgn_qemu.monitor import hmp_info_cpus
+
     print(hmp_info_cpus(prog), end="")
 
 
-def _registers(prog: Program, args: argparse.Namespace) -> None:
+@qemu_command(
+    description="a vCPU's registers, as HMP 'info registers'",
+    long_description="The registers QEMU holds for the first vCPU (or VCPU, or all with -a), "
+    "as HMP 'info registers'. Under KVM they are as QEMU last synchronized them.",
+    arguments=(
+        argument("-a", dest="all", action="store_true", help="all vCPUs"),
+        argument("vcpu", metavar="VCPU", type=int, nargs="?", help="vCPU index"),
+    ),
+)
+def _qemu_cmd_registers(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+    from drgn_qemu.monitor import hmp_info_registers
+
     print(hmp_info_registers(prog, args.all, args.vcpu), end="")
 
 
-def _timers(prog: Program, args: argparse.Namespace) -> None:
+@qemu_command(description="the main loop's timers, as QEMU's gdb command 'qemu timers'")
+def _qemu_cmd_timers(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+    from drgn_qemu.qemugdb import qemu_timers
+
     print(qemu_timers(prog), end="")
 
 
@@ -102,101 +134,89 @@ def _need_core(prog: Program) -> None:
         )
 
 
-def _coroutine(prog: Program, args: argparse.Namespace) -> None:
+@qemu_command(
+    description="a coroutine's backtrace, as QEMU's gdb command 'qemu coroutine'",
+    long_description="The backtrace of a suspended coroutine, unwound from the registers "
+    "its sigjmp_buf holds (glibc's pointer mangling undone).",
+    arguments=(
+        argument(
+            "address", metavar="ADDR", help="the Coroutine's address, or a variable holding it"
+        ),
+    ),
+)
+def _qemu_cmd_coroutine(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+    from drgn_qemu.qemugdb import qemu_coroutine
+
     _need_core(prog)
     print(qemu_coroutine(prog, _address(prog, args.address)), end="")
 
 
-def _bt(prog: Program, args: argparse.Namespace) -> None:
+@qemu_command(
+    description="each thread's backtrace and its coroutine callers, as QEMU's gdb 'qemu bt'",
+    arguments=(argument("tid", metavar="TID", type=int, nargs="?", help="only this thread"),),
+)
+def _qemu_cmd_bt(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+    from drgn_qemu.qemugdb import qemu_bt
+
     _need_core(prog)
     thread = None
     if args.tid is not None:
         try:
             thread = prog.thread(args.tid)
         except LookupError:
-            raise DrgnQemuError(f"no thread {args.tid} in this QEMU") from None
+            raise NotFoundError(f"no thread {args.tid} in this QEMU") from None
     print(qemu_bt(prog, thread), end="")
 
 
-def _mtree(prog: Program, args: argparse.Namespace) -> None:
-    try:
-        print(hmp_info_mtree(prog, args.flatview, args.address_space), end="")
-    except LookupError as e:
-        raise DrgnQemuError(str(e)) from None
+@qemu_command(
+    description="the memory region tree, as HMP 'info mtree' (-f: 'info mtree -f')",
+    long_description="The memory region tree of each address space, then the regions "
+    "aliases point into, as HMP 'info mtree'; with -f the flat views QEMU renders from "
+    "them, as 'info mtree -f'.",
+    arguments=(
+        argument("-f", dest="flatview", action="store_true", help="the flat views"),
+        argument(
+            "--address-space", metavar="NAME", help="only the address space NAME (e.g. memory, I/O)"
+        ),
+    ),
+)
+def _qemu_cmd_mtree(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+    from drgn_qemu.monitor import hmp_info_mtree
+
+    print(hmp_info_mtree(prog, args.flatview, args.address_space), end="")
 
 
-def _qom_tree(prog: Program, args: argparse.Namespace) -> None:
+@qemu_command(
+    name="qom-tree",
+    description="the QOM composition tree, as HMP 'info qom-tree'",
+    long_description="The QOM composition tree with type names, from the machine or PATH, "
+    "as HMP 'info qom-tree'.",
+    arguments=(
+        argument(
+            "path", metavar="PATH", nargs="?", help="absolute QOM path (default: the machine)"
+        ),
+    ),
+)
+def _qemu_cmd_qom_tree(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+    from drgn_qemu.monitor import hmp_info_qom_tree
+
     if args.path is not None and not args.path.startswith("/"):
         raise DrgnQemuError("give an absolute QOM path, such as /machine/peripheral")
     print(hmp_info_qom_tree(prog, args.path), end="")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="%qemu", description="Inspect a QEMU core or process.")
-    sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
-    dump = sub.add_parser(
-        "dump-guest-memory",
-        help="write the guest's physical memory as an ELF vmcore",
-        description=DUMP_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_dump_arguments(dump)
-    dump.set_defaults(run=_dump)
-    sub.add_parser("ramblocks", help="the RAM blocks, as HMP 'info ramblock'").set_defaults(
-        run=_ramblocks
-    )
-    sub.add_parser("cpus", help="the vCPUs, as HMP 'info cpus'").set_defaults(run=_cpus)
-    registers = sub.add_parser(
-        "registers",
-        help="a vCPU's registers, as HMP 'info registers'",
-        description="The registers QEMU holds for the first vCPU (or VCPU, or all with -a), "
-        "as HMP 'info registers'. Under KVM they are as QEMU last synchronized them.",
-    )
-    registers.add_argument("-a", dest="all", action="store_true", help="all vCPUs")
-    registers.add_argument("vcpu", metavar="VCPU", type=int, nargs="?", help="vCPU index")
-    registers.set_defaults(run=_registers)
-    sub.add_parser(
-        "timers", help="the main loop's timers, as QEMU's gdb command 'qemu timers'"
-    ).set_defaults(run=_timers)
-    coroutine = sub.add_parser(
-        "coroutine",
-        help="a coroutine's backtrace, as QEMU's gdb command 'qemu coroutine'",
-        description="The backtrace of a suspended coroutine, unwound from the registers "
-        "its sigjmp_buf holds (glibc's pointer mangling undone).",
-    )
-    coroutine.add_argument(
-        "address", metavar="ADDR", help="the Coroutine's address, or a variable holding it"
-    )
-    coroutine.set_defaults(run=_coroutine)
-    bt = sub.add_parser(
-        "bt",
-        help="each thread's backtrace and its coroutine callers, as QEMU's gdb 'qemu bt'",
-    )
-    bt.add_argument("tid", metavar="TID", type=int, nargs="?", help="only this thread")
-    bt.set_defaults(run=_bt)
-    mtree = sub.add_parser(
-        "mtree",
-        help="the memory region tree, as HMP 'info mtree' (-f: 'info mtree -f')",
-        description="The memory region tree of each address space, then the regions "
-        "aliases point into, as HMP 'info mtree'; with -f the flat views QEMU renders from "
-        "them, as 'info mtree -f'.",
-    )
-    mtree.add_argument("-f", dest="flatview", action="store_true", help="the flat views")
-    mtree.add_argument(
-        "--address-space", metavar="NAME", help="only the address space NAME (e.g. memory, I/O)"
-    )
-    mtree.set_defaults(run=_mtree)
-    qom = sub.add_parser(
-        "qom-tree",
-        help="the QOM composition tree, as HMP 'info qom-tree'",
-        description="The QOM composition tree with type names, from the machine or PATH, "
-        "as HMP 'info qom-tree'.",
-    )
-    qom.add_argument(
-        "path", metavar="PATH", nargs="?", help="absolute QOM path (default: the machine)"
-    )
-    qom.set_defaults(run=_qom_tree)
-    return parser
+def _subcommand_help(prog: Program, words: str) -> None:
+    """``%qemu help [SUBCOMMAND]`` (and ``%qemu SUBCOMMAND --help``)."""
+    name = words.split()[0] if words.split() else ""
+    if name:
+        sub = QEMU_COMMAND_NAMESPACE.lookup(prog, name)
+        print(f"usage: %qemu {sub.format_usage()}\n\n{sub.description()}\n")
+        print(sub.format_help())
+        return
+    print("usage: %qemu SUBCOMMAND [OPTION...]\n\nSubcommands:")
+    for sub_name, sub in sorted(QEMU_COMMAND_NAMESPACE.enabled(prog)):
+        print(f"  {sub_name:<18} {sub.description()}")
+    print("\nRun '%qemu help SUBCOMMAND' for a subcommand's options.")
 
 
 @raw_command(
@@ -205,27 +225,27 @@ def _parser() -> argparse.ArgumentParser:
     usage="**qemu** *SUBCOMMAND* [*OPTION*...]",
     long_description="Subcommands: dump-guest-memory, ramblocks, cpus, registers, mtree, "
     "qom-tree, timers, coroutine, bt. "
-    "Run '%qemu SUBCOMMAND --help' for each one's options.",
-    arguments=(
-        argument(
-            "subcommand",
-            help="dump-guest-memory, ramblocks, cpus, registers, mtree, qom-tree, timers, "
-            "coroutine or bt",
-        ),
-    ),
+    "Run '%qemu help SUBCOMMAND' for each one's options.",
+    arguments=(argument("subcommand", help="a subcommand; '%qemu help' lists them"),),
     enabled=is_qemu_program,
 )
-def _cmd_qemu(prog: Program, name: str, args: str, **kwargs: Any) -> None:
+def _cmd_qemu(
+    prog: Program, name: str, args: str, *, globals: Dict[str, Any], **kwargs: Any
+) -> None:
+    words = args.split()
     try:
-        # drgn runs the command only where is_qemu_program() said yes.
-        ns = _parser().parse_args(shlex.split(args))
-        # Everything read from a crashed QEMU is untrusted: damage is an
-        # error message, never a traceback.
-        with reading("QEMU's data structures"):
-            ns.run(prog, ns)
-    except _Exit:
-        pass
-    except DrgnQemuError as e:
+        if not words or words[0] in ("help", "-h", "--help"):
+            _subcommand_help(prog, " ".join(words[1:]))
+        elif "--help" in words[1:] or "-h" in words[1:]:
+            _subcommand_help(prog, words[0])
+        else:
+            # Everything read from a crashed QEMU is untrusted: damage is an
+            # error message, never a traceback.
+            with reading("QEMU's data structures"):
+                QEMU_COMMAND_NAMESPACE.run(prog, args, globals=globals)
+    except (CommandArgumentError, CommandNotFoundError) as e:
+        print(f"%qemu {e}" if isinstance(e, CommandArgumentError) else f"%qemu: {e}")
+    except (DrgnQemuError, CommandError) as e:
         print(f"%qemu: error: {e}")
     except KeyboardInterrupt:
         print("%qemu: interrupted; no output written")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Opening QEMU
 ------------
@@ -10,7 +11,8 @@ one-line :class:`~drgn_qemu.errors.DrgnQemuError`.
 
 import logging
 import os
-from typing import Optional, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence
 
 import drgn
 from drgn import Program
@@ -21,6 +23,7 @@ from drgn_qemu.errors import DebugInfoError, NotQemuError, ProgramError
 __all__ = (
     "check_qemu_program",
     "core_file_error",
+    "drgn_logging_silenced",
     "load_qemu_debug_info",
     "open_qemu_program",
 )
@@ -68,6 +71,18 @@ def _open_pid(prog: Program, pid: int) -> None:
         raise ProgramError(f"cannot attach to process {pid}: {e}") from None
 
 
+@contextmanager
+def drgn_logging_silenced() -> Iterator[None]:
+    """Keep drgn's logger quiet (it logs each file it misses) for a block."""
+    logger = logging.getLogger("drgn")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def load_qemu_debug_info(
     prog: Program, symbols: Sequence[str] = (), debug_directories: Sequence[str] = ()
 ) -> None:
@@ -89,21 +104,17 @@ def load_qemu_debug_info(
         options = prog.debug_info_options
         options.directories = tuple(debug_directories) + tuple(options.directories)
     # drgn also logs what it misses; the error below says it once, better.
-    logger = logging.getLogger("drgn")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        prog.load_debug_info(list(symbols), main=True)
-    except drgn.MissingDebugInfoError:
-        pass
-    except (drgn.BadDataError, ValueError, OverflowError) as e:
-        # drgn finds the executable and libraries through the core's notes
-        # (NT_FILE, NT_AUXV): a damaged note stops it here.
-        raise ProgramError(
-            f"cannot find QEMU's executable in the program: {e} (the core's notes are damaged)"
-        ) from None
-    finally:
-        logger.setLevel(level)
+    with drgn_logging_silenced():
+        try:
+            prog.load_debug_info(list(symbols), main=True)
+        except drgn.MissingDebugInfoError:
+            pass
+        except (drgn.BadDataError, ValueError, OverflowError) as e:
+            # drgn finds the executable and libraries through the core's notes
+            # (NT_FILE, NT_AUXV): a damaged note stops it here.
+            raise ProgramError(
+                f"cannot find QEMU's executable in the program: {e} (the core's notes are damaged)"
+            ) from None
     try:
         main = prog.main_module()
     except LookupError:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Progress display for long operations: a one-line bar on a terminal, nothing
 otherwise.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 QEMU's gdb commands
 -------------------
@@ -9,7 +10,6 @@ the debug info's CFI, where the gdb script can only follow frame pointers
 in a core.
 """
 
-import logging
 from typing import Optional
 
 from drgn import FaultError, MissingDebugInfoError, Object, Program, Thread
@@ -25,6 +25,7 @@ from drgn_qemu.helpers.coroutine import (
     glibc_pointer_guard,
 )
 from drgn_qemu.helpers.timer import main_loop_tlg, timerlist_for_each_timer
+from drgn_qemu.program import drgn_logging_silenced
 
 __all__ = ("qemu_bt", "qemu_coroutine", "qemu_timers")
 
@@ -101,15 +102,11 @@ def _tls_block(prog: Program) -> Optional[tuple]:  # type: ignore[type-arg]
 
 def _load_libraries(prog: Program) -> None:
     """Load what debug info drgn finds for the libraries too: backtraces go through libc and GLib."""
-    logger = logging.getLogger("drgn")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        prog.load_debug_info(default=True)
-    except MissingDebugInfoError:
-        pass
-    finally:
-        logger.setLevel(level)
+    with drgn_logging_silenced():
+        try:
+            prog.load_debug_info(default=True)
+        except MissingDebugInfoError:
+            pass
 
 
 @translate_errors("QEMU's state for 'qemu bt'")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Reading QEMU's memory
 ---------------------
@@ -21,14 +22,17 @@ import bisect
 import errno
 import mmap as mmap_module
 import os
-from typing import Iterator, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 import drgn
 from drgn import Program
 
 from drgn_qemu.elf import CoreSegment, read_core_file_info
+from drgn_qemu.ranges import GuestRange
 
 __all__ = (
+    "Chunk",
     "CoreFileReader",
     "MemoryFault",
     "MemoryReader",
@@ -47,11 +51,31 @@ class MemoryFault(Exception):
         self.address = address
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """
+    A piece of at most a chunk of one of the ranges given to
+    :meth:`MemoryReader.chunks`: read it with :meth:`MemoryReader.read_view`,
+    then :meth:`MemoryReader.release` it.
+    """
+
+    #: The range, and its position in the ranges given.
+    range: GuestRange
+    index: int
+    #: Offset of the chunk in the range.
+    offset: int
+    size: int
+    #: False for a hole of a sparse core: zeros, not to be read.
+    has_data: bool
+
+    @property
+    def address(self) -> int:
+        """Host-virtual address of the chunk."""
+        return self.range.host_addr + self.offset
+
+
 class MemoryReader:
     """Reads QEMU's memory at host-virtual addresses."""
-
-    #: Name shown in diagnostics.
-    name = "program"
 
     def readinto(self, address: int, buf: memoryview) -> None:
         """Fill *buf* with the memory at *address*, or raise :class:`MemoryFault`."""
@@ -63,6 +87,34 @@ class MemoryReader:
         runs; runs without data read as zeros (holes of a sparse core).
         """
         yield address, size, True
+
+    def chunks(
+        self, ranges: Iterable[GuestRange], chunk_size: int, holes: bool = True, align: int = 1
+    ) -> Iterator[Chunk]:
+        """
+        Walk *ranges* in order, a chunk of at most *chunk_size* bytes at a
+        time: the one loop every reader of guest memory runs. With *holes*,
+        holes of a sparse core come as chunks without data, of any size.
+        Data chunks end on a multiple of *align* in guest-physical memory
+        (unless a range ends first), so a guest page is never split.
+
+        :raises MemoryFault: if a range is not in QEMU's memory
+        """
+        for index, r in enumerate(ranges):
+            pieces = self.extents(r.host_addr, r.size) if holes else [(r.host_addr, r.size, True)]
+            for address, size, has_data in pieces:
+                offset = address - r.host_addr
+                if not has_data:
+                    yield Chunk(r, index, offset, size, False)
+                    continue
+                end = offset + size
+                while offset < end:
+                    n = min(chunk_size, end - offset)
+                    cut = (r.paddr + offset + n) % align
+                    if offset + n < end and n > cut:
+                        n -= cut
+                    yield Chunk(r, index, offset, n, True)
+                    offset += n
 
     def copy(self, address: int, size: int, fd: int, offset: int, seen: bool = False) -> bool:
         """
@@ -96,8 +148,6 @@ class MemoryReader:
 
 class ProgramReader(MemoryReader):
     """Reads through ``drgn.Program.read``: works for any program drgn opens."""
-
-    name = "program"
 
     def __init__(self, prog: Program) -> None:
         self.prog = prog
@@ -141,8 +191,6 @@ class CoreFileReader(_FdReader):
         mapping) or ``"always"``
     :param mmap: whether :meth:`read_view` may map the file
     """
-
-    name = "core file"
 
     def __init__(self, path: str, copy_file_range: str = "unseen", mmap: bool = True) -> None:
         info = read_core_file_info(path)
@@ -274,8 +322,6 @@ class CoreFileReader(_FdReader):
 
 class ProcessReader(_FdReader):
     """Reads a live QEMU's memory through ``/proc/PID/mem``."""
-
-    name = "process"
 
     def __init__(self, pid: int) -> None:
         self.fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Writing memory sparsely
 -----------------------
@@ -9,35 +10,15 @@ but the zeros take no disk space. Zero blocks are found with numpy over the
 whole buffer at once (tens of GB/s), not with a Python loop over pages.
 """
 
-import os
 from typing import List, Tuple
 
 import numpy as np
 
-__all__ = ("SPARSE_BLOCK", "nonzero_runs", "pwrite_all", "pwrite_zeros")
+__all__ = ("SPARSE_BLOCK", "nonzero_runs")
 
 #: Granularity of holes: a filesystem block (and a guest page).
 SPARSE_BLOCK = 4096
 _WORDS = SPARSE_BLOCK // 8
-
-
-def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    """Write all of *data* at *offset* (``pwrite`` until done)."""
-    done = 0
-    while done < len(data):
-        n = os.pwrite(fd, data[done:], offset + done)
-        if n <= 0:
-            raise OSError("short write")
-        done += n
-
-
-def pwrite_zeros(fd: int, size: int, offset: int, zeros: memoryview) -> None:
-    """Write *size* zero bytes at *offset*, from a buffer of zeros."""
-    done = 0
-    while done < size:
-        n = min(size - done, len(zeros))
-        pwrite_all(fd, zeros[:n], offset + done)
-        done += n
 
 
 def nonzero_runs(data: memoryview) -> List[Tuple[int, int]]:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 VMCOREINFO
 ----------
@@ -25,10 +26,11 @@ import drgn
 import numpy as np
 from drgn import Program
 
-from drgn_qemu.elf import ELFDATA2LSB, elf_note
+from drgn_qemu.elf import ELFDATA2LSB, elf_note, note_align, struct_order
 from drgn_qemu.errors import DrgnQemuError
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_read
 from drgn_qemu.helpers.vmcoreinfo import FW_CFG_VMCOREINFO_FORMAT_ELF, vmcoreinfo_find
+from drgn_qemu.ranges import GuestRange
 from drgn_qemu.reader import MemoryFault, MemoryReader, ProgramReader
 
 __all__ = (
@@ -123,13 +125,13 @@ def vmcoreinfo_from_device(
         note = bytearray(guest_phys_read(prog, blocks, paddr, size))
     except (LookupError, drgn.FaultError):
         return None, f"vmcoreinfo device: guest note at 0x{paddr:x} is not in guest RAM"
-    order = "<" if endian == ELFDATA2LSB else ">"
+    order = struct_order(endian)
     namesz, descsz, _ = struct.unpack_from(order + "III", note)
-    note_size = NOTE_HEADER_SIZE + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    note_size = NOTE_HEADER_SIZE + note_align(namesz) + note_align(descsz)
     if namesz > MAX_GUEST_NOTE_SIZE or descsz > MAX_GUEST_NOTE_SIZE or note_size > size:
         return None, "vmcoreinfo device: invalid guest note header"
     name = bytes(note[NOTE_HEADER_SIZE : NOTE_HEADER_SIZE + namesz]).rstrip(b"\0")
-    desc_at = NOTE_HEADER_SIZE + (namesz + 3) // 4 * 4
+    desc_at = NOTE_HEADER_SIZE + note_align(namesz)
     text = bytes(note[desc_at : desc_at + descsz])
     if name == b"VMCOREINFO" and desc_at + descsz < note_size:
         # vmcoreinfo_update_phys_base() NUL-terminates the text in place.
@@ -172,24 +174,15 @@ def vmcoreinfo_from_guest_ram(
     reader = reader if reader is not None else ProgramReader(prog)
     buf = memoryview(bytearray(_SCAN_CHUNK))
     for block in blocks:
+        ram = GuestRange(block.target_start, block.size, block.host_addr)
         try:
-            extents = list(reader.extents(block.host_addr, block.size))
-        except MemoryFault:
-            continue
-        for address, size, has_data in extents:
-            done = 0
-            while has_data and done < size:
-                n = min(len(buf), size - done)
-                end_paddr = block.target_start + (address + done + n - block.host_addr)
-                if done + n < size and n > end_paddr % page_size:
-                    # End chunks on guest page boundaries: a key at the start
-                    # of a page is then never split between two chunks.
-                    n -= end_paddr % page_size
-                start_paddr = block.target_start + (address + done - block.host_addr)
-                try:
-                    data = reader.read_view(address + done, buf[:n])
-                except MemoryFault:
-                    break
+            # Chunks end on guest page boundaries: a key at the start of a
+            # page is never split between two chunks.
+            for chunk in reader.chunks([ram], len(buf), align=page_size):
+                if not chunk.has_data:
+                    continue
+                start_paddr = ram.paddr + chunk.offset
+                data = reader.read_view(chunk.address, buf[: chunk.size])
                 for i in _page_starts_with(data, key, (-start_paddr) % page_size, page_size):
                     paddr = start_paddr + i
                     page = guest_phys_read(
@@ -199,8 +192,9 @@ def vmcoreinfo_from_guest_ram(
                     if parse_vmcoreinfo(text) is not None:
                         return _text_note(text, f"guest RAM at 0x{paddr:x}", endian)
                 del data
-                reader.release(address + done, n)
-                done += n
+                reader.release(chunk.address, chunk.size)
+        except MemoryFault:
+            continue  # not in the core: the dump says so
     return None
 
 

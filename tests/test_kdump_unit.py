@@ -13,7 +13,9 @@ import pytest
 from kdump_reader import FLAG_ZLIB, open_kdump
 
 from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB
-from drgn_qemu.kdump import KdumpLayout, PageRun, PartialPage, pages_of_segments, write_kdump
+from drgn_qemu.kdump import KdumpHeader, KdumpLayout, PageRun, PartialPage, pages_of_segments
+from drgn_qemu.options import DumpOptions
+from drgn_qemu.ranges import GuestRange
 from drgn_qemu.reader import MemoryFault, MemoryReader
 
 H1, H2, H3, H4 = 0x10000, 0x20000, 0x30000, 0x40000
@@ -21,8 +23,12 @@ H1, H2, H3, H4 = 0x10000, 0x20000, 0x30000, 0x40000
 SEGMENTS = [(0x0, 0x1800, H1), (0x1800, 0x800, H2), (0x3000, 0x100, H3), (0x3200, 0x2000, H4)]
 
 
+def ranges(segments: List[Tuple[int, int, int]]) -> List[GuestRange]:
+    return [GuestRange(*s) for s in segments]
+
+
 def test_pages_of_segments() -> None:
-    assert list(pages_of_segments(SEGMENTS, 0x1000)) == [
+    assert list(pages_of_segments(ranges(SEGMENTS), 0x1000)) == [
         PageRun(0, 1, H1),
         # Page 1: the end of the first segment and all of the second.
         PartialPage(1, ((0, H1 + 0x1000, 0x800), (0x800, H2, 0x800))),
@@ -76,13 +82,13 @@ def expected_page(memory: Dict[int, bytes], segments: List[Tuple[int, int, int]]
 def test_write_kdump(tmp_path: Path, threads: int, sparse: bool) -> None:
     page = 4096
     memory, segments = make_memory(page)
-    layout = KdumpLayout(ELFCLASS64, ELFDATA2LSB, page, "x86_64", b"", None, 1, 0, "kdump-zlib",
-                         segments)  # fmt: skip
+    header = KdumpHeader(ELFCLASS64, ELFDATA2LSB, page, "x86_64", 1, 0, "kdump-zlib")
+    layout = KdumpLayout(header, b"", ranges(segments))
     out = tmp_path / "k.kdump"
     done: List[int] = []
+    options = DumpOptions(chunk_size=5 * page, sparse=sparse, threads=threads)
     with open(out, "wb") as f:
-        size = write_kdump(layout, f.fileno(), BytesReader(memory), done.append, 5 * page,
-                           sparse, threads)  # fmt: skip
+        size = layout.write(f.fileno(), BytesReader(memory), options, done.append)
     assert size == out.stat().st_size
     # 64 pages of the big segment, then guest pages 0x200, 0x201, 0x203-0x205.
     assert sum(done) == (64 + 5) * page
@@ -102,10 +108,11 @@ def test_write_kdump(tmp_path: Path, threads: int, sparse: bool) -> None:
 def test_big_endian_32bit_header(tmp_path: Path) -> None:
     """ELFCLASS32 guests get the 32-bit headers, in the guest's byte order."""
     memory, segments = make_memory(4096)
-    layout = KdumpLayout(1, 2, 4096, "ppc", b"", None, 2, 0x1000, "kdump-zlib", segments)
+    header = KdumpHeader(1, 2, 4096, "ppc", 2, 0x1000, "kdump-zlib")
+    layout = KdumpLayout(header, b"", ranges(segments))
     out = tmp_path / "k.kdump"
     with open(out, "wb") as f:
-        write_kdump(layout, f.fileno(), BytesReader(memory), None, 1 << 20, True, 1)
+        layout.write(f.fileno(), BytesReader(memory), DumpOptions(chunk_size=1 << 20, threads=1))
     data = out.read_bytes()
     assert data[8:12] == b"\0\0\0\x06"  # header_version 6, big-endian
     # disk_dump_header32: the 10-byte timestamp, then status = zlib.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Arm guests of ``qemu-system-aarch64`` (``target/arm``), dumped as QEMU's
 ``target/arm/arch_dump.c`` does, with the byte order of EL1
@@ -18,7 +19,7 @@ from typing import Dict, List, Optional
 from drgn import Object, Program, container_of
 
 from drgn_qemu.arch import ArchDumpInfo, GuestArch, enum_constant
-from drgn_qemu.elf import ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, elf_note
+from drgn_qemu.elf import ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, elf_note, struct_order
 from drgn_qemu.errors import UnsupportedError
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
@@ -307,7 +308,7 @@ class AArch64(GuestArch):
 
     def _arm32_notes(self, prog: Program, info: ArchDumpInfo) -> bytes:
         """QEMU's ``arm_cpu_write_elf32_note()`` for each vCPU."""
-        order = "<" if info.endian == ELFDATA2LSB else ">"
+        order = struct_order(info.endian)
         notes = []
         for cs in for_each_cpu(prog):
             cpu = arm_cpu(cs)
@@ -328,7 +329,7 @@ class AArch64(GuestArch):
     def cpu_notes(self, prog: Program, info: ArchDumpInfo) -> bytes:
         if info.machine == EM_ARM:
             return self._arm32_notes(prog, info)
-        order = "<" if info.endian == ELFDATA2LSB else ">"
+        order = struct_order(info.endian)
         notes = []
         for cs in for_each_cpu(prog):
             cpu = arm_cpu(cs)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 64-bit POWER guests of ``qemu-system-ppc64`` (``target/ppc``), dumped as
 QEMU's ``target/ppc/arch_dump.c`` does: EM_PPC64, ELFCLASS64, little- or
@@ -13,7 +14,7 @@ from typing import Dict, List, Optional
 from drgn import Object, PlatformFlags, Program, cast, container_of, sizeof
 
 from drgn_qemu.arch import ArchDumpInfo, GuestArch
-from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, elf_note
+from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, elf_note, struct_order
 from drgn_qemu.errors import UnsupportedError
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
@@ -123,7 +124,7 @@ class PPC64(GuestArch):
         )
 
     def cpu_notes(self, prog: Program, info: ArchDumpInfo) -> bytes:
-        order = "<" if info.endian == ELFDATA2LSB else ">"
+        order = struct_order(info.endian)
         notes = []
         for cs in for_each_cpu(prog):
             env = powerpc_cpu(cs).env

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 s390x guests of ``qemu-system-s390x`` (``target/s390x``), dumped as QEMU's
 ``target/s390x/arch_dump.c`` does: EM_S390, ELFCLASS64, big-endian; per vCPU

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 x86 guests of ``qemu-system-x86_64`` (``target/i386``), dumped as QEMU's
 ``target/i386/arch_dump.c`` does: EM_X86_64 with x86_64 ``elf_prstatus``
