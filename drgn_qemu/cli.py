@@ -108,8 +108,9 @@ DUMP_ARGUMENTS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = [
         dict(
             choices=ELF_LAYOUTS,
             default="qemu",
-            help="qemu (default): the ELF file QEMU's dump-guest-memory writes, byte for byte; "
-            "kernel: program headers first, as Linux's /proc/vmcore, which makedumpfile needs",
+            help="ELF only. qemu (default): the ELF file QEMU's dump-guest-memory writes, byte "
+            "for byte; kernel: program headers first, as Linux's /proc/vmcore, which "
+            "makedumpfile needs",
         ),
     ),
     (
@@ -128,7 +129,8 @@ DUMP_ARGUMENTS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = [
         dict(
             type=parse_size,
             metavar="ADDR",
-            help="dump only guest-physical memory from ADDR (with --length), like QMP's begin",
+            help="ELF only: dump only guest-physical memory from ADDR (with --length), like "
+            "QMP's begin",
         ),
     ),
     (
@@ -160,7 +162,10 @@ DUMP_ARGUMENTS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = [
     (("-f", "--force"), dict(action="store_true", help="overwrite OUTPUT if it exists")),
     (
         ("-q", "--quiet"),
-        dict(action="store_true", help="print nothing but errors (no table, no progress)"),
+        dict(
+            action="store_true",
+            help="print nothing but errors: no table, no progress, no warnings",
+        ),
     ),
 ]
 
@@ -236,8 +241,9 @@ def run_dump(
     def planned(plan: "DumpPlan") -> None:
         if not args.quiet:
             print(format_plan(plan), flush=True)
-        for warning in plan.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+        if not args.quiet:
+            for warning in plan.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
         progress.total = plan.guest_bytes
 
     try:

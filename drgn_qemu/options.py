@@ -78,6 +78,8 @@ class DumpOptions:
         if self.begin is not None and self.format != "elf":
             # QMP dump-guest-memory refuses a window with the kdump formats too.
             raise DrgnQemuError("--begin and --length only work with --format elf")
+        if self.elf_layout != "qemu" and self.format != "elf":
+            raise DrgnQemuError(f"--elf-layout {self.elf_layout} only works with --format elf")
         if self.threads is not None and self.threads < 1:
             raise DrgnQemuError("--threads must be at least 1")
         if self.chunk_size < 1:

@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import os
+from pathlib import Path
 from typing import Dict
 
 from drgn_qemu.cli import COMMAND_PLUGINS, skip_command_plugins
@@ -31,3 +32,26 @@ def test_command_plugins_are_installed_entry_points() -> None:
     # If drgn renamed its plugins, skipping them would silently stop working.
     names = {e.name for e in importlib.metadata.entry_points(group="drgn.plugins")}
     assert set(COMMAND_PLUGINS) <= names, names
+
+
+def test_helpers_export_every_module() -> None:
+    """`from drgn_qemu.helpers import *` has every helper module's names, timer and coroutine too."""
+    import importlib
+    import pkgutil
+
+    import drgn_qemu.helpers
+
+    namespace: Dict[str, object] = {}
+    exec("from drgn_qemu.helpers import *", namespace)
+    modules = [m.name for m in pkgutil.iter_modules(drgn_qemu.helpers.__path__)]
+    assert {"timer", "coroutine", "memory", "qom"} <= set(modules)
+    source = Path(drgn_qemu.helpers.__file__).read_text()
+    for name in modules:
+        assert f"from drgn_qemu.helpers.{name} import *" in source, name
+        module = importlib.import_module(f"drgn_qemu.helpers.{name}")
+        for helper in module.__all__:
+            assert namespace[helper] is getattr(module, helper), (name, helper)
+    # The ones the README's table lists and the old __all__ left out.
+    for helper in ("main_loop_tlg", "timerlist_for_each_timer", "coroutine_stack_trace",
+                   "co_tls_current", "for_each_coroutine_caller"):  # fmt: skip
+        assert helper in namespace

@@ -139,6 +139,32 @@ def test_begin_length(layout: str, cored: GetCore, tmp_path: Path) -> None:
     assert read_phys(out, 0x100000000, 0x1000) == pattern("pc.ram", 0x400000, 0x1000)
 
 
+def test_quiet_means_nothing_on_success(cored: GetCore, tmp_path: Path) -> None:
+    """-q: no table, no progress, and not the VMCOREINFO warning either."""
+    c = cored("MODERN")
+    r = dump_fixture(c, tmp_path / "q.vmcore", "-q")
+    assert r.returncode == 0 and (r.stdout, r.stderr) == ("", "")
+    r = dump_fixture(c, tmp_path / "v.vmcore")
+    assert "warning: no VMCOREINFO found" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--format", "kdump-zlib", "--elf-layout", "kernel"],
+         "--elf-layout kernel only works with --format elf"),
+        (["--format", "kdump-zlib", "--begin", "0", "--length", "4K"],
+         "--begin and --length only work with --format elf"),
+    ],
+)  # fmt: skip
+def test_meaningless_option_combinations(
+    extra: List[str], message: str, cored: GetCore, tmp_path: Path
+) -> None:
+    r = dump_fixture(cored("MODERN"), tmp_path / "x", *extra)
+    assert r.returncode == 1 and r.stderr == f"drgn-qemu: error: {message}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_helpers(layout: str, cored: GetCore) -> None:
     c = cored(layout)

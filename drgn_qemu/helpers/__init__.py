@@ -5,41 +5,39 @@ QEMU helpers
 
 The ``drgn_qemu.helpers`` package mirrors QEMU's own functions for scripts
 and the drgn REPL (``from drgn_qemu.helpers import *``), one module per
-subsystem, as ``drgn.helpers.linux`` does for the kernel.
+subsystem, as ``drgn.helpers.linux`` does for the kernel. Every module of
+the package is imported here and every name in its ``__all__`` re-exported,
+so a new helper module cannot be left out.
 """
 
-from drgn_qemu.helpers import (
-    cpu,
-    glib,
-    int128,
-    machine,
-    memory,
-    memory_mapping,
-    qom,
-    queue,
-    ramblock,
-    vmcoreinfo,
-)
-from drgn_qemu.helpers.cpu import *  # noqa: F401,F403
-from drgn_qemu.helpers.glib import *  # noqa: F401,F403
-from drgn_qemu.helpers.int128 import *  # noqa: F401,F403
-from drgn_qemu.helpers.machine import *  # noqa: F401,F403
-from drgn_qemu.helpers.memory import *  # noqa: F401,F403
-from drgn_qemu.helpers.memory_mapping import *  # noqa: F401,F403
-from drgn_qemu.helpers.qom import *  # noqa: F401,F403
-from drgn_qemu.helpers.queue import *  # noqa: F401,F403
-from drgn_qemu.helpers.ramblock import *  # noqa: F401,F403
-from drgn_qemu.helpers.vmcoreinfo import *  # noqa: F401,F403
+import importlib
+import pkgutil
+from typing import TYPE_CHECKING, Any, List
 
-__all__ = (
-    cpu.__all__
-    + glib.__all__
-    + int128.__all__
-    + machine.__all__
-    + memory.__all__
-    + memory_mapping.__all__
-    + qom.__all__
-    + queue.__all__
-    + ramblock.__all__
-    + vmcoreinfo.__all__
-)
+if TYPE_CHECKING:  # the same names, for type checkers (a test checks the list)
+    from drgn_qemu.helpers.coroutine import *  # noqa: F401,F403
+    from drgn_qemu.helpers.cpu import *  # noqa: F401,F403
+    from drgn_qemu.helpers.glib import *  # noqa: F401,F403
+    from drgn_qemu.helpers.int128 import *  # noqa: F401,F403
+    from drgn_qemu.helpers.machine import *  # noqa: F401,F403
+    from drgn_qemu.helpers.memory import *  # noqa: F401,F403
+    from drgn_qemu.helpers.memory_mapping import *  # noqa: F401,F403
+    from drgn_qemu.helpers.qom import *  # noqa: F401,F403
+    from drgn_qemu.helpers.queue import *  # noqa: F401,F403
+    from drgn_qemu.helpers.ramblock import *  # noqa: F401,F403
+    from drgn_qemu.helpers.timer import *  # noqa: F401,F403
+    from drgn_qemu.helpers.vmcoreinfo import *  # noqa: F401,F403
+
+__all__: List[str] = []
+
+
+def _import_all() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):  # noqa: F405
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        names: Any = module.__all__
+        for name in names:
+            globals()[name] = getattr(module, name)
+        __all__.extend(names)
+
+
+_import_all()
