@@ -50,8 +50,10 @@ Guests of qemu-system-x86_64, -aarch64, -ppc64 and -s390x are dumped, each
 with its own vCPU notes; the architecture comes from QEMU's debug info.
 
 The core must contain guest RAM: QEMU must have run with
--machine dump-guest-core=on (libvirt: <memory dumpCore='on'>). A live QEMU
-(-p PID) needs no such option and no working monitor.
+-machine dump-guest-core=on (QEMU's default; libvirt turns it off unless
+<memory dumpCore='on'>), and shared memory (share=on, memfd) is only in a
+core if QEMU's coredump_filter says so. A live QEMU (-p PID) needs neither,
+and no working monitor.
 
 With --format kdump-zlib, kdump-zstd or kdump-snappy, write instead the
 kdump-compressed file that QMP dump-guest-memory writes with
@@ -217,8 +219,9 @@ def _add_program_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         action="append",
         default=[],
-        help="also search DIR for debug info by build ID (DIR/.build-id/xx/yyyy.debug) "
-        "and debug link, as drgn's option of that name (repeatable)",
+        help="also search DIR for debug info: by build ID (DIR/.build-id/xx/yyyy.debug), and "
+        "for the file the executable's .gnu_debuglink names, at DIR/<the executable's "
+        "directory>/NAME (as drgn and GDB) and DIR/NAME (repeatable)",
     )
 
 

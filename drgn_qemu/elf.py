@@ -57,6 +57,7 @@ __all__ = (
     "note_align",
     "struct_order",
     "read_core_file_info",
+    "read_debuglink",
     "read_tls_segment",
 )
 
@@ -427,6 +428,45 @@ def read_core_file_info(path: str) -> CoreFileInfo:
         if ph.p_type == PT_LOAD:
             segments.append(CoreSegment(ph.vaddr, ph.memsz, ph.offset, ph.filesz))
     return CoreFileInfo(file_size, needed, e_machine, tuple(segments))
+
+
+def read_debuglink(path: str) -> Optional[str]:
+    """
+    Return the file name in an ELF file's ``.gnu_debuglink`` section (where
+    its separate debug info is), or None if it has none.
+
+    :raises ValueError: if the file is not an ELF file
+    :raises OSError: if the file cannot be read
+    """
+    with open(path, "rb") as f:
+        ident = f.read(16)
+        if len(ident) < 16 or ident[:4] != b"\x7fELF" or ident[4] not in _EHDR:
+            raise ValueError("not an ELF file")
+        order = struct_order(ident[5])
+        ehdr_struct = struct.Struct(order + _EHDR[ident[4]])
+        shdr_struct = struct.Struct(order + _SHDR[ident[4]])
+        f.seek(0)
+        ehdr = ehdr_struct.unpack(f.read(ehdr_struct.size))
+        shoff, shentsize, shnum, shstrndx = ehdr[6], ehdr[11], ehdr[12], ehdr[13]
+        if not shoff or shentsize < shdr_struct.size or shstrndx >= shnum:
+            return None
+        f.seek(shoff)
+        table = f.read(shnum * shentsize)
+        if len(table) < shnum * shentsize:
+            return None
+        # (sh_name, sh_offset, sh_size) of each section.
+        sections = [
+            (fields[0], fields[4], fields[5])
+            for fields in (shdr_struct.unpack_from(table, i * shentsize) for i in range(shnum))
+        ]
+        f.seek(sections[shstrndx][1])
+        names = f.read(sections[shstrndx][2])
+        for name, offset, size in sections:
+            if names[name : name + 15] == b".gnu_debuglink\0":
+                f.seek(offset)
+                link = f.read(min(size, 4096)).split(b"\0", 1)[0]
+                return link.decode(errors="replace") or None
+    return None
 
 
 def read_tls_segment(path: str) -> Optional[Tuple[int, int, int]]:

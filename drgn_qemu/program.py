@@ -17,7 +17,7 @@ from typing import Iterator, Optional, Sequence
 import drgn
 from drgn import Program
 
-from drgn_qemu.elf import read_core_file_info
+from drgn_qemu.elf import read_core_file_info, read_debuglink
 from drgn_qemu.errors import DebugInfoError, NotQemuError, ProgramError
 
 __all__ = (
@@ -122,10 +122,25 @@ def load_qemu_debug_info(
             "cannot tell which executable the program runs (no main module); "
             "is this a core of a process?"
         ) from None
+    link = _debuglink(main)
+    if main.wants_debug_file() and link is not None:
+        # drgn (as GDB) looks for the debug link's file next to the
+        # executable, in its .debug/ and under DIR/<its directory>/; users
+        # also put it straight in DIR.
+        for d in debug_directories:
+            candidate = os.path.join(d, link)
+            if os.path.isfile(candidate):
+                main.try_file(candidate)
     if main.wants_debug_file():
         build_id = main.build_id.hex() if main.build_id else "none"
         places = [*symbols, *(f"{d}/.build-id" for d in prog.debug_info_options.directories)]
-        places.append("the executable's .gnu_debuglink")
+        if link is not None:
+            exe_dir = os.path.dirname(main.loaded_file_path or main.name)
+            places += [f"{exe_dir}/{link}", f"{exe_dir}/.debug/{link}"]
+            places += [f"{d}{exe_dir}/{link}" for d in prog.debug_info_options.directories]
+            places += [f"{d}/{link}" for d in debug_directories]
+        else:
+            places.append("no .gnu_debuglink in the executable")
         if "debuginfod" in prog.enabled_debug_info_finders():
             places.append("debuginfod")
         tried = ", ".join(places)
@@ -137,6 +152,17 @@ def load_qemu_debug_info(
         raise DebugInfoError(
             f"no debug info for {main.name} (build ID {build_id}); tried {tried}: {hint}"
         )
+
+
+def _debuglink(main: drgn.Module) -> Optional[str]:
+    """The ``.gnu_debuglink`` file name of the main module's executable, if known."""
+    path = main.loaded_file_path
+    if not path:
+        return None
+    try:
+        return read_debuglink(path)
+    except (OSError, ValueError):
+        return None
 
 
 def check_qemu_program(prog: Program) -> None:

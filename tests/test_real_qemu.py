@@ -221,7 +221,24 @@ def test_dump_guest_core_off(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
     assert "is not in the core" in r.stderr
     assert "-machine dump-guest-core=on" in r.stderr
+    # Read from QEMU's own state (current_machine->dump_guest_core), and
+    # laid where it belongs: libvirt turns it off, QEMU's default is on.
+    assert "QEMU ran with -machine dump-guest-core=off (libvirt sets it" in r.stderr
+    assert "(the default)" not in r.stderr
     assert not (tmp_path / "out.vmcore").exists()
+
+
+def test_qemu_default_keeps_guest_ram(tmp_path: Path) -> None:
+    """QEMU's default is dump-guest-core=on: a core of a QEMU run without the option dumps."""
+    binary = qemu_binary(SERIES[-1])
+    with QemuGuest(binary, tmp_path, memory="128M", machine_opts="") as guest:
+        guest.stop()
+        assert guest.command("qom-get", path="/machine", property="dump-guest-core") is True
+        core = guest.gcore(tmp_path / "qemu.core")
+    r = run([*drgn_qemu_command(), "dump-guest-memory", "-q", "-c", str(core), "-s", str(binary),
+             str(tmp_path / "out.vmcore")])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert sum(s.filesz for s in loads(tmp_path / "out.vmcore")) >= 128 << 20
 
 
 def test_every_io_path_equals_qemu_dump(stopped: StoppedGuest, tmp_path: Path) -> None:

@@ -51,6 +51,20 @@ def test_split_debug_info(tmp_path: Path) -> None:
              "--debug-directory", str(debug_dir), str(out)])  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert_same_file_but_ehsize(out, theirs)
+    # The debug link's file straight in the --debug-directory, as users
+    # put it (no build-ID tree): found too, and listed when it is not.
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    hidden_tree = debug_dir.rename(tmp_path / "hidden-tree")
+    out3 = tmp_path / "flat.vmcore"
+    r = run([*drgn_qemu_command(), "dump-guest-memory", "-q", "-c", str(core),
+             "--debug-directory", str(flat), str(out3)])  # fmt: skip
+    assert_error(r, f"{flat}/{debug_file.name}", f"{binary.parent}/.debug/{debug_file.name}")
+    shutil.copy(hidden_tree / debug_file.relative_to(debug_dir), flat / debug_file.name)
+    r = run([*drgn_qemu_command(), "dump-guest-memory", "-q", "-c", str(core),
+             "--debug-directory", str(flat), str(out3)])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert out3.read_bytes() == out.read_bytes()
     # The same with the unstripped binary given with -s.
     out2 = tmp_path / "unstripped.vmcore"
     r = run([*drgn_qemu_command(), "dump-guest-memory", "-q", "-c", str(core), "-s", str(built),
