@@ -11,17 +11,17 @@ temporary file (all-zero blocks become holes), which is removed afterwards,
 also on error and Ctrl-C.
 """
 
-import io
+import errno
 import lzma
 import os
 import tempfile
 from contextlib import contextmanager
-from typing import Any, BinaryIO, Callable, Iterator, Optional, cast
+from typing import BinaryIO, Callable, Iterator, Optional, cast
 
 from drgn_qemu.errors import ProgramError
 from drgn_qemu.program import core_file_error
 
-__all__ = ("compression_of", "uncompressed_core")
+__all__ = ("check_zstd_frames", "compression_of", "uncompressed_core")
 
 _MAGICS = {
     b"\x28\xb5\x2f\xfd": "zstd",
@@ -42,43 +42,55 @@ def compression_of(path: str) -> Optional[str]:
     return None
 
 
-class _ZstdReader(io.RawIOBase):
-    """
-    A zstd stream of one or more frames that, unlike zstandard's
-    stream_reader, fails when the last frame is cut short.
-    """
+_ZSTD_MAGIC = 0xFD2FB528
 
-    def __init__(self, f: BinaryIO, decompressor: Any) -> None:
-        self.f = f
-        self.decompressor = decompressor
-        self.dobj = decompressor.decompressobj()
-        # Decompressed bytes not yet returned: pending[pos:]. A little input
-        # can inflate to a lot (zeros), so it is handed out without copying
-        # the rest each time.
-        self.pending = b""
-        self.pos = 0
 
-    def _more(self) -> bool:
-        if self.dobj.eof:
-            rest = self.dobj.unused_data or self.f.read(_BLOCK)
-            if not rest:
-                return False  # the end, after a complete frame
-            self.dobj = self.decompressor.decompressobj()
-        else:
-            rest = self.f.read(_BLOCK)
-            if not rest:
+def check_zstd_frames(f: BinaryIO) -> None:
+    """
+    Walk the frames of a zstd stream by their headers (RFC 8878: frame
+    header, blocks up to the last, checksum), without decompressing, and
+    raise :class:`EOFError` if the last one is cut short: zstandard's
+    stream reader, which keeps memory bounded, takes a truncated stream for
+    a complete one.
+    """
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    pos = 0
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        f.seek(pos)
+        data = f.read(n)
+        if len(data) < n:
+            raise EOFError("the zstd stream ends in the middle of a frame")
+        pos += n
+        return data
+
+    while pos < size:
+        magic = int.from_bytes(read(4), "little")
+        if magic & 0xFFFFFFF0 == 0x184D2A50:  # a skippable frame
+            pos += int.from_bytes(read(4), "little")
+            if pos > size:
                 raise EOFError("the zstd stream ends in the middle of a frame")
-        self.pending = self.pending[self.pos :] + self.dobj.decompress(rest)
-        self.pos = 0
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        while len(self.pending) - self.pos < size:
-            if not self._more():
+            continue
+        if magic != _ZSTD_MAGIC:
+            raise ValueError(f"not a zstd frame at offset {pos - 4}")
+        descriptor = read(1)[0]
+        fcs_flag, single_segment = descriptor >> 6, (descriptor >> 5) & 1
+        checksum, dict_id_flag = (descriptor >> 2) & 1, descriptor & 3
+        fcs_size = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
+        pos += (0 if single_segment else 1) + (0, 1, 2, 4)[dict_id_flag] + fcs_size
+        while True:
+            header = int.from_bytes(read(3), "little")
+            last, block_type, block_size = header & 1, (header >> 1) & 3, header >> 3
+            pos += 1 if block_type == 1 else block_size  # RLE blocks hold one byte
+            if pos > size:
+                raise EOFError("the zstd stream ends in the middle of a frame")
+            if last:
                 break
-        out = self.pending[self.pos : self.pos + size]
-        self.pos += len(out)
-        return out
+        pos += 4 * checksum
+        if pos > size:
+            raise EOFError("the zstd stream ends in the middle of a frame")
 
 
 def _decompressor(kind: str, f: BinaryIO) -> BinaryIO:
@@ -88,7 +100,11 @@ def _decompressor(kind: str, f: BinaryIO) -> BinaryIO:
         if kind == "zstd":
             import zstandard
 
-            return cast(BinaryIO, _ZstdReader(f, zstandard.ZstdDecompressor()))
+            check_zstd_frames(f)
+            f.seek(0)
+            # Bounded memory: a few KiB of zeros may stand for gigabytes.
+            reader = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+            return cast(BinaryIO, reader)
         import lz4.frame
 
         return cast(BinaryIO, lz4.frame.open(f))
@@ -145,6 +161,12 @@ def uncompressed_core(
         except ProgramError:
             raise
         except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise ProgramError(
+                    f"the unpacked {kind}-compressed core {path} does not fit in "
+                    f"{os.path.dirname(tmp)} (no space left on device); give a directory "
+                    "with room for it with --tmpdir DIR"
+                ) from None
             raise ProgramError(
                 f"cannot unpack {kind}-compressed core {path} into {tmp}: {e.strerror or e}"
             ) from None

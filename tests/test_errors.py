@@ -169,6 +169,26 @@ def test_disk_full(cored: GetCore, small_mount: Callable[[str], Path], fmt: str)
     assert list(d.iterdir()) == []
 
 
+def test_unpacked_core_does_not_fit(
+    cored: GetCore, small_mount: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A compressed core that does not fit next to OUTPUT: said so, and --tmpdir helps."""
+    c = cored("MODERN")
+    packed = tmp_path / "qemu.core.zst"
+    subprocess.run(["zstd", "-q", "-o", str(packed), str(c.core)], check=True)
+    d = small_mount("size=1m")
+    r = dump(CoredProgram(c.binary, packed), d / "guest.vmcore")
+    assert_error(r, f"does not fit in {d}", "--tmpdir DIR")
+    assert list(d.iterdir()) == []
+    room = tmp_path / "room"
+    room.mkdir()
+    r = dump(CoredProgram(c.binary, packed), tmp_path / "guest.vmcore", "--tmpdir", str(room))
+    assert r.returncode == 0, r.stderr
+    assert list(room.iterdir()) == []
+    # The summary's time includes the unpacking.
+    assert "; unpacking the core took " in r.stdout
+
+
 def test_unwritable_directory(cored: GetCore, small_mount: Callable[[str], Path]) -> None:
     c = cored("MODERN")
     d = small_mount("ro,size=1m")
