@@ -279,10 +279,10 @@ def test_registers_equal_hmp(linux_dump: LinuxDump) -> None:
 
 def test_crash_partial_dump_mark_is_qemus(linux_dump: LinuxDump, tmp_path: Path) -> None:
     """
-    crash's DUMPFILE line says [PARTIAL DUMP] of our kdump files: of QEMU's
-    own too, since both say dump_level 1 in the sub-header as QEMU does
-    (crash marks every kdump file whose dump_level is not 0). Checked where
-    crash can open QEMU's file (it has VMCOREINFO: -device vmcoreinfo).
+    crash's DUMPFILE line says [PARTIAL DUMP] of our kdump files, and of
+    QEMU's own of the same guest too: the header stays QEMU's (dump_level 1
+    in the sub-header, as QEMU writes it). Checked where crash can open
+    QEMU's file (it has VMCOREINFO: -device vmcoreinfo).
     """
     d = linux_dump
     if d.theirs_kdump is None or not d.device or not d.kernel.release.startswith("6.1.0-"):
