@@ -233,6 +233,7 @@ def _cmd_qemu(
     prog: Program, name: str, args: str, *, globals: Dict[str, Any], **kwargs: Any
 ) -> None:
     words = args.split()
+    sub = f"qemu {words[0]}" if words else "qemu"
     try:
         if not words or words[0] in ("help", "-h", "--help"):
             _subcommand_help(prog, " ".join(words[1:]))
@@ -243,9 +244,13 @@ def _cmd_qemu(
             # error message, never a traceback.
             with reading("QEMU's data structures"):
                 QEMU_COMMAND_NAMESPACE.run(prog, args, globals=globals)
-    except (CommandArgumentError, CommandNotFoundError) as e:
-        print(f"%qemu {e}" if isinstance(e, CommandArgumentError) else f"%qemu: {e}")
-    except (DrgnQemuError, CommandError) as e:
-        print(f"%qemu: error: {e}")
+    # Errors are drgn's CommandError, which the REPL prints on one line
+    # ("drgn: error: qemu SUBCOMMAND: ...") and run_command() raises.
+    except CommandNotFoundError as e:
+        raise CommandNotFoundError(f"qemu {e.name}") from None
+    except CommandArgumentError as e:
+        raise CommandArgumentError(f"qemu {e}") from None
+    except DrgnQemuError as e:
+        raise CommandError(f"{sub}: {e}") from None
     except KeyboardInterrupt:
-        print("%qemu: interrupted; no output written")
+        raise CommandError(f"{sub}: interrupted; no output written") from None

@@ -189,6 +189,18 @@ def test_unpacked_core_does_not_fit(
     assert "; unpacking the core took " in r.stdout
 
 
+def test_usage_error_exits_2(tmp_path: Path) -> None:
+    """A value --help does not allow is a usage error: argparse's usage line, one error line, 2."""
+    r = run_cli("dump-guest-memory", "-c", "qemu.core", "--arch", "riscv64", str(tmp_path / "o"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("usage: drgn-qemu dump-guest-memory [-h]")
+    error = r.stderr.strip().splitlines()[-1]
+    assert error.startswith(
+        "drgn-qemu dump-guest-memory: error: argument --arch: invalid choice: 'riscv64'"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unwritable_directory(cored: GetCore, small_mount: Callable[[str], Path]) -> None:
     c = cored("MODERN")
     d = small_mount("ro,size=1m")

@@ -22,10 +22,20 @@ from vmcore import assert_same_file_but_ehsize
 DRGN = str(Path(sys.executable).parent / "drgn")
 
 
+#: Runs each command; a CommandError (what %qemu raises on an error) is
+#: printed as "CommandError: message" and the next command runs.
+SCRIPT = """\
+from drgn.commands import CommandError, run_command
+for command in {commands!r}:
+    try:
+        run_command(prog, command)
+    except CommandError as e:
+        print(f"{{type(e).__name__}}: {{e}}")
+"""
+
+
 def run_commands(core: Path, binary: Path, *commands: str) -> str:
-    code = "from drgn.commands import run_command\n" + "".join(
-        f"run_command(prog, {c!r})\n" for c in commands
-    )
+    code = SCRIPT.format(commands=commands)
     r = subprocess.run([DRGN, "-q", "-c", str(core), "-s", str(binary), "-e", code],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -149,7 +159,14 @@ def test_tree_options(monitored: Monitored) -> None:
     sub = run_commands(m.core, m.binary, "qemu qom-tree /machine/peripheral")
     assert sub == "/peripheral (container)\n  /dimm1 (pc-dimm)\n"
     err = run_commands(m.core, m.binary, "qemu mtree --address-space nowhere")
-    assert err.startswith("%qemu: error: no address space 'nowhere' (there are: ")
+    assert err.startswith("CommandError: qemu mtree: no address space 'nowhere' (there are: ")
+    # Uncaught, the error fails the script as any drgn command's does.
+    r = subprocess.run([DRGN, "-q", "-c", str(m.core), "-s", str(m.binary), "-e",
+                        "from drgn.commands import run_command\n"
+                        "run_command(prog, 'qemu registers nine')"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode != 0
+    assert "CommandArgumentError: qemu registers: error: argument VCPU: invalid int" in r.stderr
     assert run_commands(m.core, m.binary, "qemu qom-tree /nowhere") == (
         "Path '/nowhere' could not be resolved.\n"
     )
@@ -163,7 +180,10 @@ def test_dump_command_equals_console_command(monitored: Monitored, tmp_path: Pat
     assert_same_file_but_ehsize(out, theirs)
     # Errors are one line, not a traceback.
     text = run_commands(core, binary, f"qemu dump-guest-memory -q {out}")
-    assert text.strip() == f"%qemu: error: output {out} already exists; use --force to overwrite it"
+    assert text == (
+        f"CommandError: qemu dump-guest-memory: output {out} already exists; use --force to "
+        "overwrite it\n"
+    )
 
 
 def test_not_enabled_for_other_programs(cored: GetCore) -> None:
@@ -200,6 +220,10 @@ def test_repl(monitored: Monitored) -> None:
         read_until(b">>> ")
         os.write(fd, b"%qemu cpus\n")
         read_until(b"thread_id=", 30)
+        read_until(b">>> ", 30)
+        # An error is one line, as drgn prints any command's.
+        os.write(fd, b"%qemu mtree --address-space nowhere\n")
+        read_until(b"drgn: error: qemu mtree: no address space 'nowhere'", 30)
         read_until(b">>> ", 30)
         os.write(fd, b"exit()\n")
     finally:
@@ -270,15 +294,13 @@ def test_bt_finds_coroutines_as_gdb(monitored: Monitored) -> None:
 def test_live_process(monitored: Monitored) -> None:
     """The same views from the live, stopped QEMU (-p), whose monitor we do not use."""
     m = monitored
-    code = "from drgn.commands import run_command\n" + "".join(
-        f"run_command(prog, {c!r})\n" for c in ("qemu mtree -f", "qemu qom-tree", "qemu bt")
-    )
+    code = SCRIPT.format(commands=("qemu mtree -f", "qemu qom-tree", "qemu bt"))
     r = subprocess.run([DRGN, "-q", "-p", str(m.guest.pid), "-s", str(m.binary), "-e", code],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr
     expected = m.hmp["info mtree -f"] + m.hmp["info qom-tree"]
     assert r.stdout.startswith(expected)
     assert r.stdout[len(expected) :] == (
-        "%qemu: error: backtraces need a core: drgn cannot read a live process's registers "
-        "(take a core with gcore, and keep QEMU running)\n"
+        "CommandError: qemu bt: backtraces need a core: drgn cannot read a live process's "
+        "registers (take a core with gcore, and keep QEMU running)\n"
     )
