@@ -322,6 +322,14 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ContribPath(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from drgn_qemu.contrib import DUMP_GUEST_MEMORY_SCRIPT
+
+        print(DUMP_GUEST_MEMORY_SCRIPT)
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``drgn-qemu`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -330,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"drgn-qemu {drgn_qemu.__version__}")
+    parser.add_argument(
+        "--contrib-path",
+        action=_ContribPath,
+        nargs=0,
+        help="print the path of the installed drgn script dump_guest_memory.py (run it as "
+        "drgn -c CORE -s QEMU PATH OUTPUT) and exit",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     dump = sub.add_parser(
         "dump-guest-memory",
