@@ -1,0 +1,89 @@
+"""
+The README is true to the tool: its two set-up commands exist, and its
+console and Errors transcripts are what drgn-qemu prints today, rerun on a
+guest of the test's own (the demo's: 768 MiB pc, stopped in SeaBIOS) and
+compared but for host addresses, the instruction pointer and times.
+"""
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Iterator, List, Tuple
+
+import pytest
+from harness import REPO, SERIES, QemuGuest, drgn_qemu_command, qemu_binary
+
+README = (REPO / "README.md").read_text()
+
+
+def transcripts(section: str) -> List[Tuple[str, List[str]]]:
+    """``(command, output lines)`` of each ``$ `` line of the code blocks of a section."""
+    body = README.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    out: List[Tuple[str, List[str]]] = []
+    fence = None  # the opening fence of the block we are in
+    for line in body.splitlines():
+        if line.startswith("```"):
+            fence = None if fence is not None else line
+        elif fence == "```" and line.startswith("$ "):
+            out.append((line[2:], []))
+        elif fence == "```" and out and out[-1][0] is not None:
+            out[-1][1].append(line)
+    return out
+
+
+def normalized(lines: List[str]) -> List[str]:
+    """Lines without what differs from run to run."""
+    out = []
+    for line in lines:
+        line = re.sub(r"0x00007[ef][0-9a-f]{10}", "HOST", line)
+        line = re.sub(r"rip=0x[0-9a-f]+", "rip=IP", line)
+        line = re.sub(r"in \d+\.\d+ s \(\d+ MiB/s\)", "in T s (R MiB/s)", line)
+        line = re.sub(r"^wrote \S+:", "wrote OUT:", line)
+        out.append(line)
+    return out
+
+
+def test_two_setup_commands() -> None:
+    first = re.search(r"```sh\n(.*?)```", README, re.S)
+    assert first is not None and README.index(first.group()) < README.index("\n## ")
+    commands = [line.split("#")[0].strip() for line in first.group(1).splitlines()]
+    assert commands == ["scripts/demo.sh", "scripts/test.sh"]
+    for command in commands:
+        assert (REPO / command).stat().st_mode & 0o111, command
+
+
+@pytest.fixture(scope="module")
+def demo_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[Path, Path]]:
+    binary = qemu_binary(SERIES[-1])
+    work = tmp_path_factory.mktemp("readme")
+    with QemuGuest(binary, work) as guest:  # the demo's guest
+        guest.stop_when("info registers", lambda text: " CS32 " in text)
+        core = guest.gcore(work / "qemu.core")
+    yield binary, core
+    core.unlink()
+
+
+def test_console_transcript(demo_core: Tuple[Path, Path], tmp_path: Path) -> None:
+    binary, core = demo_core
+    ((command, expected),) = transcripts("Running it")[:1]
+    assert command.startswith("drgn-qemu dump-guest-memory -c ")
+    r = subprocess.run([*drgn_qemu_command(), "dump-guest-memory", "-c", str(core), "-s",
+                        str(binary), str(tmp_path / "guest.vmcore")],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stdout
+    assert normalized(r.stdout.splitlines()) == normalized(expected)
+
+
+def test_errors_transcript(demo_core: Tuple[Path, Path], tmp_path: Path) -> None:
+    binary, core = demo_core
+    runs = transcripts("Errors")
+    assert [c.split()[:3] for c, _ in runs] == [["drgn-qemu", "dump-guest-memory", "-c"]] * 2
+    (tmp_path / "guest.vmcore.txt").write_text("not a core\n")
+    (tmp_path / "qemu.core").symlink_to(core)
+    (tmp_path / "guest.vmcore").write_bytes(b"")
+    for command, expected in runs:
+        args = command.split()[1:]
+        r = subprocess.run([*drgn_qemu_command(), *args, "-s", str(binary)], cwd=tmp_path,
+                           capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 1
+        assert r.stdout.splitlines() + r.stderr.splitlines() == expected
