@@ -46,6 +46,7 @@ __all__ = (
     "ET_CORE",
     "CoreFileInfo",
     "CoreSegment",
+    "ElfHeaders",
     "ElfCoreLayout",
     "PN_XNUM",
     "PT_LOAD",
@@ -58,6 +59,7 @@ __all__ = (
     "struct_order",
     "read_core_file_info",
     "read_debuglink",
+    "read_elf_headers",
     "read_tls_segment",
 )
 
@@ -123,6 +125,8 @@ class ElfCoreLayout:
     :param phdrs_first: program headers right after the ELF header, and no
         section headers but the one that carries a segment count past
         ``PN_XNUM``
+    :param vaddrs: each segment's ``p_vaddr``; by default its ``p_paddr``,
+        as QEMU writes when it has no virtual address
     """
 
     def __init__(
@@ -133,6 +137,7 @@ class ElfCoreLayout:
         notes: bytes,
         segments: Sequence[GuestRange],
         phdrs_first: bool = False,
+        vaddrs: Optional[Sequence[int]] = None,
     ) -> None:
         if elf_class not in _EHDR:
             raise ValueError(f"bad ELF class {elf_class}")
@@ -143,6 +148,9 @@ class ElfCoreLayout:
         self.endian = endian
         self.notes = notes
         self.segments = list(segments)
+        self.vaddrs = list(vaddrs) if vaddrs is not None else [r.paddr for r in self.segments]
+        if len(self.vaddrs) != len(self.segments):
+            raise ValueError("one p_vaddr per segment")
         order = struct_order(endian)
         self._ehdr = struct.Struct(order + _EHDR[elf_class])
         self._phdr = struct.Struct(order + _PHDR[elf_class])
@@ -205,12 +213,9 @@ class ElfCoreLayout:
             1, SHT_STRTAB, 0, 0, self.shstrtab_offset, len(SHSTRTAB), 0, 0, 0, 0
         )
         phdrs = [self._pack_phdr(PT_NOTE, self.note_offset, 0, 0, len(self.notes), len(self.notes))]
-        for segment, offset in zip(self.segments, self.segment_offsets):
-            # QEMU writes p_vaddr = p_paddr when it has no virtual address.
+        for segment, offset, vaddr in zip(self.segments, self.segment_offsets, self.vaddrs):
             phdrs.append(
-                self._pack_phdr(
-                    PT_LOAD, offset, segment.paddr, segment.paddr, segment.size, segment.size
-                )
+                self._pack_phdr(PT_LOAD, offset, vaddr, segment.paddr, segment.size, segment.size)
             )
         if self.phdrs_first:
             return ehdr + b"".join(phdrs) + (shdr0 if self.shnum else b"") + self.notes
@@ -357,15 +362,51 @@ class ProgramHeader:
     filesz: int
     memsz: int
     align: int
+    paddr: int = 0
 
 
-def _read_program_headers(
-    f: BinaryIO,
-) -> Tuple[int, int, int, int, Optional[List[ProgramHeader]]]:
+@dataclass(frozen=True)
+class ElfHeaders:
+    """An ELF file's header fields that matter here, and its program headers."""
+
+    elf_class: int
+    endian: int
+    e_type: int
+    machine: int
+    phoff: int
+    shoff: int
+    #: Size of the file in bytes.
+    file_size: int
+    #: Bytes the program header table needs.
+    needed_size: int
+    #: None if the file is too short for them.
+    phdrs: Optional[List[ProgramHeader]]
+
+    def notes(self, f: BinaryIO) -> List[Tuple[bytes, int, bytes]]:
+        """``(name, type, descriptor)`` of every note of the PT_NOTE segments in *f*."""
+        order = struct_order(self.endian)
+        out = []
+        for ph in self.phdrs or ():
+            if ph.p_type != PT_NOTE:
+                continue
+            f.seek(ph.offset)
+            data = f.read(ph.filesz)
+            pos = 0
+            while pos + 12 <= len(data):
+                namesz, descsz, kind = struct.unpack_from(order + "III", data, pos)
+                pos += 12
+                name = data[pos : pos + namesz].rstrip(b"\0")
+                pos += note_align(namesz)
+                out.append((name, kind, data[pos : pos + descsz]))
+                pos += note_align(descsz)
+        return out
+
+
+def read_elf_headers(f: BinaryIO) -> ElfHeaders:
     """
-    Read an ELF file's header and program headers: ``(e_type, e_machine,
-    file size, bytes the program header table needs, program headers or None
-    if the file is too short for them)``.
+    Read an ELF file's header and program headers.
+
+    :raises ValueError: if the file is not an ELF file, naming why
     """
     ident = f.read(16)
     if len(ident) < 16 or ident[:4] != b"\x7fELF":
@@ -394,18 +435,20 @@ def _read_program_headers(
     f.seek(0, 2)
     file_size = f.tell()
     needed = e_phoff + e_phnum * e_phentsize
-    if needed > file_size:
-        return e_type, e_machine, file_size, needed, None
-    f.seek(e_phoff)
-    table = f.read(e_phnum * e_phentsize)
-    phdrs = []
-    for i in range(e_phnum):
-        fields = phdr_struct.unpack_from(table, i * e_phentsize)
-        if elf_class == ELFCLASS64:
-            phdrs.append(ProgramHeader(*(fields[j] for j in (0, 2, 3, 5, 6, 7))))
-        else:
-            phdrs.append(ProgramHeader(*(fields[j] for j in (0, 1, 2, 4, 5, 7))))
-    return e_type, e_machine, file_size, needed, phdrs
+    phdrs: Optional[List[ProgramHeader]] = None
+    if needed <= file_size:
+        f.seek(e_phoff)
+        table = f.read(e_phnum * e_phentsize)
+        phdrs = []
+        for i in range(e_phnum):
+            fields = phdr_struct.unpack_from(table, i * e_phentsize)
+            if elf_class == ELFCLASS64:
+                phdrs.append(ProgramHeader(*(fields[j] for j in (0, 2, 3, 5, 6, 7, 4))))
+            else:
+                phdrs.append(ProgramHeader(*(fields[j] for j in (0, 1, 2, 4, 5, 7, 3))))
+    return ElfHeaders(
+        elf_class, endian, e_type, e_machine, e_phoff, ehdr[6], file_size, needed, phdrs
+    )
 
 
 def read_core_file_info(path: str) -> CoreFileInfo:
@@ -416,7 +459,14 @@ def read_core_file_info(path: str) -> CoreFileInfo:
     :raises OSError: if the file cannot be read
     """
     with open(path, "rb") as f:
-        e_type, e_machine, file_size, needed, phdrs = _read_program_headers(f)
+        headers = read_elf_headers(f)
+    e_type, e_machine, file_size, needed, phdrs = (
+        headers.e_type,
+        headers.machine,
+        headers.file_size,
+        headers.needed_size,
+        headers.phdrs,
+    )
     if e_type != ET_CORE:
         raise ValueError("an ELF file but not a core dump (e_type is not ET_CORE)")
     if phdrs is None:
@@ -478,7 +528,7 @@ def read_tls_segment(path: str) -> Optional[Tuple[int, int, int]]:
     :raises OSError: if the file cannot be read
     """
     with open(path, "rb") as f:
-        _, _, _, _, phdrs = _read_program_headers(f)
+        phdrs = read_elf_headers(f).phdrs
     for ph in phdrs or ():
         if ph.p_type == PT_TLS:
             return ph.vaddr, ph.memsz, ph.align

@@ -190,20 +190,30 @@ class CoreFileReader(_FdReader):
         ``"never"``, ``"unseen"`` (for memory not just looked at through a
         mapping) or ``"always"``
     :param mmap: whether :meth:`read_view` may map the file
+    :param segments: where memory is in the file, instead of the core's
+        PT_LOADs (a vmcore read at its file offsets: one segment at 0)
     """
 
-    def __init__(self, path: str, copy_file_range: str = "unseen", mmap: bool = True) -> None:
-        info = read_core_file_info(path)
-        if info.needed_size > info.file_size:
-            raise ValueError(f"core file {path} is truncated")
-        self.segments: List[CoreSegment] = sorted(info.segments, key=lambda s: s.vaddr)
+    def __init__(
+        self,
+        path: str,
+        copy_file_range: str = "unseen",
+        mmap: bool = True,
+        segments: Optional[List[CoreSegment]] = None,
+    ) -> None:
+        if segments is None:
+            info = read_core_file_info(path)
+            if info.needed_size > info.file_size:
+                raise ValueError(f"core file {path} is truncated")
+            segments = list(info.segments)
+        self.segments: List[CoreSegment] = sorted(segments, key=lambda s: s.vaddr)
         self._starts = [s.vaddr for s in self.segments]
         self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         if copy_file_range not in ("never", "unseen", "always"):
             raise ValueError(f"copy_file_range={copy_file_range!r}")
         self.copy_file_range = copy_file_range if hasattr(os, "copy_file_range") else "never"
         self._map: Optional[mmap_module.mmap] = None
-        if mmap and info.file_size:
+        if mmap and os.fstat(self.fd).st_size:
             try:
                 self._map = mmap_module.mmap(self.fd, 0, access=mmap_module.ACCESS_READ)
                 self._map.madvise(mmap_module.MADV_SEQUENTIAL)

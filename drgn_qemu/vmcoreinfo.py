@@ -41,6 +41,7 @@ __all__ = (
     "vmcoreinfo_from_device",
     "vmcoreinfo_from_file",
     "vmcoreinfo_from_guest_ram",
+    "vmcoreinfo_from_ranges",
 )
 
 #: QEMU's ``MAX_GUEST_NOTE_SIZE``.
@@ -170,11 +171,24 @@ def vmcoreinfo_from_guest_ram(
     :param reader: how to read QEMU's memory (default: through drgn); holes
         of a sparse core are not read
     """
-    key = b"OSRELEASE="
+    ranges = [GuestRange(b.target_start, b.size, b.host_addr) for b in blocks]
     reader = reader if reader is not None else ProgramReader(prog)
+    return vmcoreinfo_from_ranges(ranges, reader, page_size, endian)
+
+
+def vmcoreinfo_from_ranges(
+    ranges: List[GuestRange], reader: MemoryReader, page_size: int, endian: int = ELFDATA2LSB
+) -> Optional[Vmcoreinfo]:
+    """
+    Find Linux's VMCOREINFO text in guest memory that *reader* reads at
+    the ranges' ``host_addr`` (QEMU's memory, or the offsets of a vmcore
+    file): a page that begins with ``OSRELEASE=`` and holds valid
+    VMCOREINFO up to its first NUL. Ranges that cannot be read are passed.
+    """
+    key = b"OSRELEASE="
     buf = memoryview(bytearray(_SCAN_CHUNK))
-    for block in blocks:
-        ram = GuestRange(block.target_start, block.size, block.host_addr)
+    page = memoryview(bytearray(page_size))
+    for ram in ranges:
         try:
             # Chunks end on guest page boundaries: a key at the start of a
             # page is never split between two chunks.
@@ -185,10 +199,9 @@ def vmcoreinfo_from_guest_ram(
                 data = reader.read_view(chunk.address, buf[: chunk.size])
                 for i in _page_starts_with(data, key, (-start_paddr) % page_size, page_size):
                     paddr = start_paddr + i
-                    page = guest_phys_read(
-                        prog, blocks, paddr, min(page_size, block.target_end - paddr)
-                    )
-                    text = page.split(b"\0", 1)[0]
+                    n = min(page_size, ram.end - paddr)
+                    reader.readinto(ram.host_addr + (paddr - ram.paddr), page[:n])
+                    text = bytes(page[:n]).split(b"\0", 1)[0]
                     if parse_vmcoreinfo(text) is not None:
                         return _text_note(text, f"guest RAM at 0x{paddr:x}", endian)
                 del data

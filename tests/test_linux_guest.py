@@ -298,3 +298,35 @@ def test_crash_partial_dump_mark_is_qemus(linux_dump: LinuxDump, tmp_path: Path)
     assert ours_line and theirs_line, (ours, theirs)
     assert ours_line.group().endswith("[PARTIAL DUMP]")
     assert theirs_line.group().endswith("[PARTIAL DUMP]")
+
+
+def test_add_vmcoreinfo_to_qemus_dump(linux_dump: LinuxDump, tmp_path: Path) -> None:
+    """
+    drgn-qemu add-vmcoreinfo on QEMU's own ELF dump: without -device
+    vmcoreinfo drgn cannot open it; with the note added drgn and crash do,
+    and every guest byte is QEMU's. A dump with VMCOREINFO is left alone.
+    """
+    d = linux_dump
+    fixed = tmp_path / "fixed.vmcore"
+    r = run([*drgn_qemu_command(), "add-vmcoreinfo", str(d.theirs), "-o", str(fixed)])
+    assert r.returncode == 0, r.stderr
+    if d.device:
+        assert r.stdout.strip() == f"{d.theirs} has a VMCOREINFO note already; left as it is"
+        assert not fixed.exists()
+        return
+    with pytest.raises(ValueError, match="unrecognized QEMU memory dump"):
+        drgn_kernel_facts(d.theirs, d.kernel.vmlinux)
+    assert "VMCOREINFO from guest RAM at 0x" in r.stdout
+    assert f"OSRELEASE={d.kernel.release} " in r.stdout
+    # QEMU's notes, then the kernel's VMCOREINFO, as in our own dump.
+    assert notes(fixed) == notes(d.ours)
+    assert_same_memory(fixed, d.theirs)
+    facts = drgn_kernel_facts(fixed, d.kernel.vmlinux)
+    assert facts["release"] == d.kernel.release and CANARY in facts["comms"]  # type: ignore[operator]
+    if d.kernel.release.startswith("6.1.0-"):
+        text = crash_output(fixed, d.kernel.vmlinux)
+        assert f"RELEASE: {d.kernel.release}" in text
+        assert re.search(r"^\s+PID\s+PPID\s+CPU\s+TASK", text, re.M)
+    # Once is enough.
+    r = run([*drgn_qemu_command(), "add-vmcoreinfo", str(fixed)])
+    assert r.returncode == 0 and "has a VMCOREINFO note already" in r.stdout
