@@ -17,7 +17,7 @@ from typing import Iterator, List, Optional, Tuple
 
 import drgn
 import pytest
-from harness import drgn_qemu_command, qemu_binary
+from harness import drgn_qemu_command, qemu_binary, qemu_source_dir
 from kdump_reader import UTSNAME, assert_pages_equal_elf, assert_same_kdump_except, open_kdump
 from linux_guest import CANARY, Kernel, boot_linux, crash_output, drgn_kernel_facts, fetch_kernel
 from test_real_qemu import run
@@ -330,3 +330,18 @@ def test_add_vmcoreinfo_to_qemus_dump(linux_dump: LinuxDump, tmp_path: Path) -> 
     # Once is enough.
     r = run([*drgn_qemu_command(), "add-vmcoreinfo", str(fixed)])
     assert r.returncode == 0 and "has a VMCOREINFO note already" in r.stdout
+    fixed.unlink()
+    # QEMU's gdb script's vmcore (program headers first), in place.
+    script = qemu_source_dir(d.binary) / "scripts" / "dump-guest-memory.py"
+    gdb_out = tmp_path / "gdb.vmcore"
+    subprocess.run(["gdb", "-nx", "-batch", str(d.binary), str(d.core), "-ex", f"source {script}",
+                    "-ex", f"dump-guest-memory {gdb_out} X86_64"], check=True,
+                   capture_output=True)  # fmt: skip
+    # drgn takes it for a process's core (no VMCOREINFO to say it is a kernel's).
+    with pytest.raises(drgn.BadDataError, match="NT_AUXV"):
+        drgn_kernel_facts(gdb_out, d.kernel.vmlinux)
+    r = run([*drgn_qemu_command(), "add-vmcoreinfo", str(gdb_out)])
+    assert r.returncode == 0, r.stderr
+    assert [n for n, _, _ in notes(gdb_out)][-1] == "VMCOREINFO"
+    assert_same_memory(gdb_out, d.theirs)
+    assert drgn_kernel_facts(gdb_out, d.kernel.vmlinux) == facts
