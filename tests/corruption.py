@@ -234,8 +234,16 @@ def field_cases(prog: Program, core: Path, rng: random.Random) -> List[Case]:
     untyped = []
     if not prog.type("MemoryRegion").has_member("parent_obj"):
         untyped.append(re.compile(r"^FlatRange\[\d+\]\.mr$|^MemoryRegion\(.*\)\.alias$"))
+    cpu_list = re.compile(r"^(cpus|cpus_queue)\.|\.node\.")
     if not prog.type("CPUState").has_member("parent_obj"):
-        untyped.append(re.compile(r"^(cpus|cpus_queue)\.|\.node\."))
+        untyped.append(cpu_list)
+    # Without the machine's -smp (no current_machine), a vCPU list cut short
+    # by a null link is a plausible list of fewer vCPUs.
+    try:
+        prog["current_machine"]
+        cut_short = None
+    except KeyError:
+        cut_short = cpu_list
     cases = []
     for f in fields:
         offset = _file_offset(segments, f.address, f.size)
@@ -243,8 +251,10 @@ def field_cases(prog: Program, core: Path, rng: random.Random) -> List[Case]:
             continue
         original = int.from_bytes(prog.read(f.address, f.size), byteorder)
         unchecked = f.pointer and any(p.search(f.name) for p in untyped)
+        uncounted = f.pointer and cut_short is not None and bool(cut_short.search(f.name))
         for kind, value, plausible in _values(f, rng, targets):
             plausible = plausible or (unchecked and kind in ("self", "cross", "random"))
+            plausible = plausible or (uncounted and kind == "zero")
             if kind == "flip":
                 value = original ^ 1
             elif kind == "page":
