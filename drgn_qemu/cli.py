@@ -76,15 +76,17 @@ examples:
 
 
 ADD_VMCOREINFO_DESCRIPTION = """\
-Add the guest kernel's VMCOREINFO note to an ELF vmcore that has none, as
+Add the guest kernel's VMCOREINFO note to a vmcore that has none, as
 QEMU's QMP/HMP dump-guest-memory, virsh dump --memory-only and QEMU's gdb
 script write them unless the guest ran with -device vmcoreinfo; drgn and
 makedumpfile need it. The text is found in the vmcore's guest memory (Linux
 keeps it in a page of its own that begins with OSRELEASE=), or read from
---vmcoreinfo FILE. The copy keeps the file's layout and notes, and copies
-the guest memory once, all-zero pages as holes; it is written under a
-temporary name and renamed when complete. A vmcore with VMCOREINFO already
-is left as it is."""
+--vmcoreinfo FILE. An ELF vmcore keeps its layout and notes, its guest
+memory copied once, all-zero pages as holes. A kdump-compressed file (plain
+or flattened, as QEMU's kdump-zlib) also gets the kernel's utsname in its
+header, which QEMU leaves out and drgn needs. The file is written under a
+temporary name and renamed when complete. A vmcore with VMCOREINFO (and,
+for kdump, the kernel's utsname) already is left as it is."""
 
 
 def parse_size(text: str) -> int:
@@ -393,7 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=ADD_VMCOREINFO_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add.add_argument("vmcore", metavar="VMCORE", help="an ELF vmcore of a Linux guest")
+    add.add_argument(
+        "vmcore", metavar="VMCORE", help="an ELF or kdump-compressed vmcore of a Linux guest"
+    )
     add.add_argument(
         "-o", "--output", metavar="OUT", help="write the result to OUT (default: replace VMCORE)"
     )

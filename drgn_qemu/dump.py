@@ -29,7 +29,7 @@ from drgn_qemu.errors import (
 from drgn_qemu.helpers.cpu import check_cpu_list
 from drgn_qemu.helpers.machine import RAM_SHARED, machine_dump_guest_core
 from drgn_qemu.helpers.memory import memory_region_get_ram_block
-from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_blocks
+from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_blocks, guest_phys_read
 from drgn_qemu.options import DumpOptions
 from drgn_qemu.output import atomic_output
 from drgn_qemu.ranges import GuestRange
@@ -222,24 +222,6 @@ def _check_readable(prog: Program, reader: MemoryReader, segments: List[GuestRan
                 ) from None
 
 
-def _phys_base(arch: GuestArch, info: ArchDumpInfo, vmci: Optional[Vmcoreinfo]) -> int:
-    """
-    The kernel's ``phys_base`` for the kdump header: from VMCOREINFO where
-    QEMU's ``vmcoreinfo_update_phys_base()`` looks, else QEMU's guess.
-    Linux writes ``NUMBER(phys_base)`` in decimal and ``NUMBER(PHYS_OFFSET)``
-    in hex (QEMU parses both as hex); read each as it is written.
-    """
-    key = arch.vmcoreinfo_phys_base.get(info.machine)
-    value = vmci.fields.get(key) if vmci is not None and key else None
-    if value is None:
-        return info.phys_base
-    try:
-        number = int(value, 16) if value.lower().startswith("0x") else int(value)
-    except ValueError:
-        return info.phys_base
-    return number & 0xFFFFFFFFFFFFFFFF
-
-
 def _guest_arch(prog: Program, name: Optional[str]) -> GuestArch:
     """The guest architecture: *name* (``--arch``), checked, else detected."""
     if not name:
@@ -306,13 +288,13 @@ def plan_dump(
         # The kdump writer (and numpy) only when used.
         from drgn_qemu import kdump
 
-        phys_base = _phys_base(guest_arch, info, vmci)
+        fields = vmci.fields if vmci is not None else {}
+        phys_base = guest_arch.kernel_phys_base(info, fields)
         utsname = None
         if vmci is not None:
             with reading("the guest kernel's utsname"):
                 utsname = kernel_utsname(
-                    prog,
-                    blocks,
+                    lambda paddr, size: guest_phys_read(prog, blocks, paddr, size),
                     vmci,
                     lambda vaddr: guest_arch.kernel_paddr(info, vmci.fields, phys_base, vaddr),
                 )

@@ -56,6 +56,7 @@ __all__ = (
     "ProgramHeader",
     "elf_note",
     "note_align",
+    "parse_notes",
     "struct_order",
     "read_core_file_info",
     "read_debuglink",
@@ -384,22 +385,27 @@ class ElfHeaders:
 
     def notes(self, f: BinaryIO) -> List[Tuple[bytes, int, bytes]]:
         """``(name, type, descriptor)`` of every note of the PT_NOTE segments in *f*."""
-        order = struct_order(self.endian)
         out = []
         for ph in self.phdrs or ():
-            if ph.p_type != PT_NOTE:
-                continue
-            f.seek(ph.offset)
-            data = f.read(ph.filesz)
-            pos = 0
-            while pos + 12 <= len(data):
-                namesz, descsz, kind = struct.unpack_from(order + "III", data, pos)
-                pos += 12
-                name = data[pos : pos + namesz].rstrip(b"\0")
-                pos += note_align(namesz)
-                out.append((name, kind, data[pos : pos + descsz]))
-                pos += note_align(descsz)
+            if ph.p_type == PT_NOTE:
+                f.seek(ph.offset)
+                out += parse_notes(f.read(ph.filesz), self.endian)
         return out
+
+
+def parse_notes(data: bytes, endian: int) -> List[Tuple[bytes, int, bytes]]:
+    """``(name, type, descriptor)`` of each ELF note in *data* (see :func:`elf_note`)."""
+    order = struct_order(endian)
+    out = []
+    pos = 0
+    while pos + 12 <= len(data):
+        namesz, descsz, kind = struct.unpack_from(order + "III", data, pos)
+        pos += 12
+        name = data[pos : pos + namesz].rstrip(b"\0")
+        pos += note_align(namesz)
+        out.append((name, kind, data[pos : pos + descsz]))
+        pos += note_align(descsz)
+    return out
 
 
 def read_elf_headers(f: BinaryIO) -> ElfHeaders:

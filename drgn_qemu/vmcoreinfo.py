@@ -41,6 +41,7 @@ __all__ = (
     "vmcoreinfo_from_device",
     "vmcoreinfo_from_file",
     "vmcoreinfo_from_guest_ram",
+    "vmcoreinfo_from_text",
     "vmcoreinfo_from_ranges",
 )
 
@@ -94,11 +95,22 @@ def parse_vmcoreinfo(text: bytes) -> Optional[Dict[str, str]]:
     return fields
 
 
-def _text_note(text: bytes, source: str, endian: int) -> Vmcoreinfo:
+def vmcoreinfo_from_text(text: bytes, source: str, endian: int) -> Optional[Vmcoreinfo]:
+    """
+    Return the VMCOREINFO note of *text* (found at *source*), or None if it
+    is not Linux's VMCOREINFO (see :func:`parse_vmcoreinfo`).
+    """
     fields = parse_vmcoreinfo(text)
-    assert fields is not None
+    if fields is None:
+        return None
     # As Linux's append_elf_note(): name "VMCOREINFO", type 0, the text.
     return Vmcoreinfo(source, elf_note(b"VMCOREINFO", 0, text, endian), fields)
+
+
+def _text_note(text: bytes, source: str, endian: int) -> Vmcoreinfo:
+    found = vmcoreinfo_from_text(text, source, endian)
+    assert found is not None
+    return found
 
 
 def vmcoreinfo_from_device(
@@ -264,16 +276,18 @@ NEW_UTSNAME_SIZE = 6 * 65
 
 
 def kernel_utsname(
-    prog: Program,
-    blocks: List[GuestPhysBlock],
+    read_phys: Callable[[int, int], bytes],
     vmci: Vmcoreinfo,
     kernel_paddr: Callable[[int], Optional[int]],
 ) -> Optional[bytes]:
     """
     Return the guest kernel's ``struct new_utsname`` (``init_uts_ns.name``)
-    read from guest RAM, as makedumpfile puts it in a kdump header, or None
-    if it cannot be found or does not match VMCOREINFO.
+    read from guest memory, as makedumpfile puts it in a kdump header, or
+    None if it cannot be found or does not match VMCOREINFO.
 
+    :param read_phys: reads guest-physical memory: ``(address, size) ->
+        bytes``, raising :class:`LookupError` (or drgn's ``FaultError``)
+        where there is none
     :param vmci: gives ``SYMBOL(init_uts_ns)`` and ``OFFSET(uts_namespace.name)``
     :param kernel_paddr: the guest-physical address of a kernel virtual
         address (per architecture), or None
@@ -287,7 +301,7 @@ def kernel_utsname(
     if paddr is None:
         return None
     try:
-        uts = guest_phys_read(prog, blocks, paddr, NEW_UTSNAME_SIZE)
+        uts = read_phys(paddr, NEW_UTSNAME_SIZE)
     except (LookupError, drgn.FaultError):
         return None
     fields = [uts[i * 65 : (i + 1) * 65] for i in range(6)]

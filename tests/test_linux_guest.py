@@ -18,7 +18,13 @@ from typing import Iterator, List, Optional, Tuple
 import drgn
 import pytest
 from harness import drgn_qemu_command, qemu_binary, qemu_source_dir
-from kdump_reader import UTSNAME, assert_pages_equal_elf, assert_same_kdump_except, open_kdump
+from kdump_reader import (
+    UTSNAME,
+    assert_pages_equal_elf,
+    assert_same_kdump_except,
+    open_kdump,
+    unflatten,
+)
 from linux_guest import CANARY, Kernel, boot_linux, crash_output, drgn_kernel_facts, fetch_kernel
 from test_real_qemu import run
 from vmcore import assert_same_file_but_ehsize, assert_same_memory, elf_header, loads, notes
@@ -35,6 +41,8 @@ class LinuxDump:
     theirs: Path
     #: QEMU's own kdump-raw-zlib (QEMU >= 8.2), else None.
     theirs_kdump: Optional[Path]
+    #: QEMU's own kdump-zlib: makedumpfile's flattened stream.
+    theirs_flat: Path
     #: HMP 'info registers -a' of the stopped guest.
     registers: str
     stdout: str
@@ -74,6 +82,7 @@ def linux_dump(
             t0 = time.monotonic()
             theirs_kdump = guest.dump(work / "qemu.kdump", format="kdump-raw-zlib")
             print(f"\nQEMU's kdump-raw-zlib: {time.monotonic() - t0:.2f} s")
+        theirs_flat = guest.dump(work / "qemu.flat", format="kdump-zlib")
         core = guest.gcore(work / "qemu.core")
     finally:
         guest.close()
@@ -81,8 +90,8 @@ def linux_dump(
     r = run([*drgn_qemu_command(), "dump-guest-memory", "-c", str(core), "-s", str(binary),
              str(ours)])  # fmt: skip
     assert r.returncode == 0, r.stderr
-    yield LinuxDump(series, kernel, device, binary, core, ours, theirs, theirs_kdump, registers,
-                    r.stdout, r.stderr)  # fmt: skip
+    yield LinuxDump(series, kernel, device, binary, core, ours, theirs, theirs_kdump, theirs_flat,
+                    registers, r.stdout, r.stderr)  # fmt: skip
     for p in work.iterdir():
         p.unlink()
 
@@ -345,3 +354,45 @@ def test_add_vmcoreinfo_to_qemus_dump(linux_dump: LinuxDump, tmp_path: Path) -> 
     assert [n for n, _, _ in notes(gdb_out)][-1] == "VMCOREINFO"
     assert_same_memory(gdb_out, d.theirs)
     assert drgn_kernel_facts(gdb_out, d.kernel.vmlinux) == facts
+
+
+def test_add_vmcoreinfo_to_qemus_kdump(linux_dump: LinuxDump, tmp_path: Path) -> None:
+    """
+    add-vmcoreinfo on QEMU's own kdump files, plain (kdump-raw-zlib) and
+    flattened (kdump-zlib): QEMU writes no kernel utsname in the header (7.2
+    the machine only, 8 and later "Unknown"), and drgn (libkdumpfile) cannot
+    open them even with the device's VMCOREINFO; after, it does, and every
+    page is QEMU's.
+    """
+    d = linux_dump
+    files = {"kdump-zlib": d.theirs_flat}
+    opened = ""
+    if d.theirs_kdump is not None:
+        files["kdump-raw-zlib"] = d.theirs_kdump
+    else:
+        assert d.series == "7.2"  # QEMU 8.2 brought kdump-raw-*
+    for kind, theirs in files.items():
+        if kind == "kdump-zlib":
+            plain = unflatten(theirs, tmp_path / "theirs.kdump")
+        else:
+            plain = theirs
+        try:
+            drgn_kernel_facts(plain, d.kernel.vmlinux)
+        except Exception as e:
+            opened = f"{type(e).__name__}: {e}"
+        else:
+            opened = ""
+        fixed = tmp_path / f"fixed-{kind}"
+        r = run([*drgn_qemu_command(), "add-vmcoreinfo", str(theirs), "-o", str(fixed)])
+        assert r.returncode == 0, r.stderr
+        # drgn cannot open QEMU's kdump files, with VMCOREINFO (the
+        # device) or without.
+        assert "KDUMP_ATTR_ARCH_NAME" in opened or "vmcoreinfo" in opened, opened
+        assert f"OSRELEASE={d.kernel.release} " in r.stdout
+        facts = drgn_kernel_facts(fixed, d.kernel.vmlinux)
+        assert facts["release"] == d.kernel.release and CANARY in facts["comms"]  # type: ignore[operator]
+        k = open_kdump(fixed)
+        assert k.machine == "x86_64"
+        assert k.vmcoreinfo.startswith(f"OSRELEASE={d.kernel.release}\n".encode())
+        counts = assert_pages_equal_elf(k, d.theirs)
+        assert counts["pages"] == sum(s.filesz for s in loads(d.theirs)) // 4096

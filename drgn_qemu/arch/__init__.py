@@ -13,7 +13,7 @@ given to ``--arch``. Adding a target is adding a module and listing it in
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from drgn import Object, Program
 
@@ -25,6 +25,7 @@ __all__ = (
     "ArchDumpInfo",
     "CpuSummary",
     "GuestArch",
+    "arch_from_notes",
     "detect_arch",
     "enum_constant",
     "get_arch",
@@ -123,6 +124,35 @@ class GuestArch:
         """
         raise UnsupportedError(f"printing {self.name} registers is not supported yet")
 
+    def kernel_phys_base(self, info: ArchDumpInfo, vmcoreinfo: Dict[str, str]) -> int:
+        """
+        Return the kernel's ``phys_base`` for a kdump header: from VMCOREINFO
+        where QEMU's ``vmcoreinfo_update_phys_base()`` looks, else QEMU's
+        guess (``info.phys_base``). Linux writes ``NUMBER(phys_base)`` in
+        decimal and ``NUMBER(PHYS_OFFSET)`` in hex (QEMU parses both as
+        hex); each is read as it is written.
+        """
+        key = self.vmcoreinfo_phys_base.get(info.machine)
+        value = vmcoreinfo.get(key) if key else None
+        if value is None:
+            return info.phys_base
+        try:
+            number = int(value, 16) if value.lower().startswith("0x") else int(value)
+        except ValueError:
+            return info.phys_base
+        return number & 0xFFFFFFFFFFFFFFFF
+
+    def dump_info_from_notes(
+        self, notes: List[Tuple[bytes, int, bytes]], endian: int, page_size: int
+    ) -> Optional[ArchDumpInfo]:
+        """
+        Return the dump info of a vmcore whose vCPU notes (``(name, type,
+        descriptor)``) are this target's, as its ``arch_dump.c`` writes them,
+        or None: how a kdump file, which names no ELF machine, tells its
+        architecture.
+        """
+        return None
+
     def kernel_paddr(
         self, info: ArchDumpInfo, vmcoreinfo: Dict[str, str], phys_base: int, vaddr: int
     ) -> Optional[int]:
@@ -170,6 +200,22 @@ def get_arch(name: str) -> GuestArch:
         raise UnsupportedError(
             f"unsupported guest architecture {name!r} (supported: {', '.join(supported_arches())})"
         ) from None
+
+
+def arch_from_notes(
+    notes: List[Tuple[bytes, int, bytes]], endian: int, page_size: int
+) -> Tuple[GuestArch, ArchDumpInfo]:
+    """
+    Return the guest architecture of a vmcore from its vCPU notes (see
+    :meth:`GuestArch.dump_info_from_notes`).
+
+    :raises UnsupportedError: if no supported target wrote such notes
+    """
+    for arch in _registry().values():
+        info = arch.dump_info_from_notes(notes, endian, page_size)
+        if info is not None:
+            return arch, info
+    raise UnsupportedError("the vmcore's vCPU notes are not those of a guest QEMU dumps")
 
 
 def detect_arch(prog: Program) -> GuestArch:

@@ -14,7 +14,7 @@ Arm guests of ``qemu-system-aarch64`` (``target/arm``), dumped as QEMU's
 """
 
 import struct
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from drgn import Object, Program, container_of
 
@@ -365,6 +365,17 @@ class AArch64(GuestArch):
 
     def kdump_machine(self, info: ArchDumpInfo) -> str:
         return "arm" if info.machine == EM_ARM else self.uname_machine
+
+    def dump_info_from_notes(
+        self, notes: List[Tuple[bytes, int, bytes]], endian: int, page_size: int
+    ) -> Optional[ArchDumpInfo]:
+        # AArch64's elf_prstatus is 392 bytes; a 32-bit vCPU's 148, with NT_ARM_VFP.
+        kinds = {(name, kind, len(d)) for name, kind, d in notes}
+        if any(k[:2] == (b"CORE", NT_PRSTATUS) and k[2] == 392 for k in kinds):
+            return ArchDumpInfo(EM_AARCH64, ELFCLASS64, endian, page_size)
+        if any(k[:2] == (b"LINUX", NT_ARM_VFP) for k in kinds):
+            return ArchDumpInfo(EM_ARM, ELFCLASS32, endian, page_size)
+        return None
 
     def kernel_paddr(
         self, info: ArchDumpInfo, vmcoreinfo: Dict[str, str], phys_base: int, vaddr: int

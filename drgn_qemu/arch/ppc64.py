@@ -9,7 +9,7 @@ kdump-compressed dumps of ``pseries`` machines use 64 KiB pages, as QEMU.
 """
 
 import struct
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from drgn import Object, PlatformFlags, Program, cast, container_of, sizeof
 
@@ -173,6 +173,14 @@ class PPC64(GuestArch):
     def describe_cpu(self, cpu: Object) -> str:
         env = powerpc_cpu(cpu).env
         return f"nip=0x{env.nip.value_():x} msr=0x{env.msr.value_():x} r1=0x{env.gpr[1].value_():x}"
+
+    def dump_info_from_notes(
+        self, notes: List[Tuple[bytes, int, bytes]], endian: int, page_size: int
+    ) -> Optional[ArchDumpInfo]:
+        # Only POWER writes NT_PPC_VMX.
+        if any(name == b"CORE" and kind == NT_PPC_VMX for name, kind, _ in notes):
+            return ArchDumpInfo(EM_PPC64, ELFCLASS64, endian, page_size)
+        return None
 
     def kernel_paddr(
         self, info: ArchDumpInfo, vmcoreinfo: Dict[str, str], phys_base: int, vaddr: int

@@ -11,7 +11,7 @@ Ultravisor for; a dump from a core cannot.)
 """
 
 import struct
-from typing import List
+from typing import List, Optional, Tuple
 
 from drgn import Object, Program, cast, container_of
 
@@ -74,6 +74,14 @@ class S390X(GuestArch):
                 "registers are the Ultravisor's, which only a live QEMU can ask for"
             )
         return ArchDumpInfo(EM_S390, ELFCLASS64, ELFDATA2MSB)
+
+    def dump_info_from_notes(
+        self, notes: List[Tuple[bytes, int, bytes]], endian: int, page_size: int
+    ) -> Optional[ArchDumpInfo]:
+        # Only s390x writes the LINUX NT_S390_PREFIX note.
+        if any(name == b"LINUX" and kind == NT_S390_PREFIX for name, kind, _ in notes):
+            return ArchDumpInfo(EM_S390, ELFCLASS64, ELFDATA2MSB, page_size)
+        return None
 
     def cpu_notes(self, prog: Program, info: ArchDumpInfo) -> bytes:
         notes = []

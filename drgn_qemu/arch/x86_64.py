@@ -8,7 +8,7 @@ note per vCPU carrying ``QEMUCPUState``.
 """
 
 import struct
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from drgn import Object, Program, container_of, sizeof
 
@@ -168,6 +168,18 @@ class X86_64(GuestArch):
         for cpu in cpus:
             notes.append(elf_note(b"QEMU", 0, qemu_cpu_state(cpu.env)))
         return b"".join(notes)
+
+    def dump_info_from_notes(
+        self, notes: List[Tuple[bytes, int, bytes]], endian: int, page_size: int
+    ) -> Optional[ArchDumpInfo]:
+        # Only x86 writes "QEMU" notes (QEMUCPUState); the prstatus says
+        # which flavour (x86_64's is 336 bytes, i386's 144).
+        if not any(name == b"QEMU" for name, _, _ in notes):
+            return None
+        prstatus = [d for name, kind, d in notes if name == b"CORE" and kind == NT_PRSTATUS]
+        if prstatus and len(prstatus[0]) == 144:
+            return ArchDumpInfo(EM_386, ELFCLASS32, ELFDATA2LSB, page_size)
+        return ArchDumpInfo(EM_X86_64, ELFCLASS64, ELFDATA2LSB, page_size)
 
     def kernel_paddr(
         self, info: ArchDumpInfo, vmcoreinfo: Dict[str, str], phys_base: int, vaddr: int
