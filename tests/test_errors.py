@@ -16,7 +16,7 @@ from fixture_programs import CoredProgram, GetCore, run_and_core
 from harness import QemuGuest, drgn_qemu_command, qemu_binary
 from test_synthetic import dump_fixture as dump
 from test_synthetic import pattern, run_cli
-from vmcore import loads, read_phys
+from vmcore import assert_same_memory, loads, notes, read_phys
 
 
 def assert_error(r: "subprocess.CompletedProcess[str]", *fragments: str) -> None:
@@ -276,3 +276,33 @@ def test_loads_reader_sanity(cored: GetCore, tmp_path: Path) -> None:
         int(line.split()[3], 16) for line in readelf.splitlines() if line.strip().startswith("LOAD")
     ]
     assert from_readelf == [s.paddr for s in loads(out)]
+
+
+def test_add_vmcoreinfo_errors(cored: GetCore, tmp_path: Path) -> None:
+    """add-vmcoreinfo: one line and nothing written for what it cannot repair."""
+    text = tmp_path / "notes.txt"
+    text.write_text("not a vmcore\n")
+    r = run_cli("add-vmcoreinfo", str(text))
+    assert_error(r, f"{text} is not an ELF vmcore: not an ELF file")
+    r = run_cli("add-vmcoreinfo", str(tmp_path / "missing.vmcore"))
+    assert_error(r, "does not exist")
+    # A guest with no Linux kernel: the synthetic fixture's RAM.
+    vmcore = tmp_path / "guest.vmcore"
+    assert dump(cored("MODERN"), vmcore, "-q").returncode == 0
+    before = vmcore.read_bytes()
+    r = run_cli("add-vmcoreinfo", str(vmcore))
+    assert_error(r, "no Linux kernel's VMCOREINFO in", "--vmcoreinfo FILE")
+    assert vmcore.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["guest.vmcore", "notes.txt"]
+    # Given with --vmcoreinfo, it is added; a second time, left alone.
+    info = tmp_path / "vmcoreinfo.txt"
+    info.write_text(
+        "OSRELEASE=6.1.0-test\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffffffff82a0a000\n"
+    )
+    r = run_cli("add-vmcoreinfo", str(vmcore), "--vmcoreinfo", str(info), "-o", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    assert "VMCOREINFO from file" in r.stdout and "OSRELEASE=6.1.0-test" in r.stdout
+    assert notes(tmp_path / "o")[-1][:2] == ("VMCOREINFO", 0)
+    assert_same_memory(tmp_path / "o", vmcore)
+    r = run_cli("add-vmcoreinfo", str(tmp_path / "o"))
+    assert r.returncode == 0 and "has a VMCOREINFO note already; left as it is" in r.stdout
