@@ -6,6 +6,7 @@ The ``drgn-qemu`` command line: a thin layer over
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import sys
@@ -178,6 +179,14 @@ DUMP_ARGUMENTS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = [
     (("--chunk-size",), dict(type=parse_size, default=CHUNK_SIZE, help=argparse.SUPPRESS)),
     (("-f", "--force"), dict(action="store_true", help="overwrite OUTPUT if it exists")),
     (
+        ("--json",),
+        dict(
+            action="store_true",
+            help="print one JSON object about the dump instead of the table and summary "
+            "(its fields are in the README)",
+        ),
+    ),
+    (
         ("-q", "--quiet"),
         dict(
             action="store_true",
@@ -265,12 +274,12 @@ def run_dump(
 
     check_output(args.output, args.force)
     options = dump_options(args)
-    progress = Progress(0, "dumping ", enabled=False if args.quiet else None)
+    text = not (args.quiet or args.json)
+    progress = Progress(0, "dumping ", enabled=None if text else False)
 
     def planned(plan: "DumpPlan") -> None:
-        if not args.quiet:
+        if text:
             print(format_plan(plan), flush=True)
-        if not args.quiet:
             for warning in plan.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
         progress.total = plan.guest_bytes
@@ -281,7 +290,9 @@ def run_dump(
         )
     finally:
         progress.close()
-    if not args.quiet:
+    if args.json:
+        print(json.dumps(dump_json(result, args, reader, unpacked_in), indent=2))
+    elif not args.quiet:
         plan = result.plan
         seconds = result.seconds + unpacked_in
         rate = plan.guest_bytes / max(seconds, 1e-6) / (1 << 20)
@@ -298,6 +309,53 @@ def run_dump(
             + ")"
         )
     return result
+
+
+def dump_json(
+    result: "DumpResult",
+    args: argparse.Namespace,
+    reader: Optional[MemoryReader],
+    unpacked_in: float,
+) -> Dict[str, Any]:
+    """The ``--json`` object of a dump (its schema is in the README)."""
+    plan = result.plan
+    source = reader.source if reader is not None else "program"
+    vmci = plan.vmcoreinfo
+    st = os.stat(result.output)
+    return {
+        "input": {
+            "core": getattr(args, "core", None),
+            "pid": getattr(args, "pid", None),
+            "qemu": plan.prog.main_module().name,
+        },
+        "architecture": plan.arch.name,
+        "blocks": [
+            {
+                "target_start": b.target_start,
+                "target_end": b.target_end,
+                "host_addr": b.host_addr,
+                "size": b.size,
+                "memory_region": b.mr_name,
+                "source": source,
+            }
+            for b in plan.blocks
+        ],
+        "vcpus": [{"index": c.index, "state": c.state, "stale": c.stale} for c in plan.cpus],
+        "vmcoreinfo": None
+        if vmci is None
+        else {
+            "source": vmci.source,
+            "osrelease": vmci.osrelease,
+            "kerneloffset": vmci.kerneloffset,
+        },
+        "warnings": plan.warnings,
+        "output": result.output,
+        "format": plan.format,
+        "guest_bytes": plan.guest_bytes,
+        "size_apparent": st.st_size,
+        "size_on_disk": st.st_blocks * 512,
+        "seconds": round(result.seconds + unpacked_in, 3),
+    }
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:

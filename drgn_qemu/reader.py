@@ -77,6 +77,9 @@ class Chunk:
 class MemoryReader:
     """Reads QEMU's memory at host-virtual addresses."""
 
+    #: Where the bytes come from: ``core``, ``process`` or ``program`` (drgn).
+    source = "program"
+
     def readinto(self, address: int, buf: memoryview) -> None:
         """Fill *buf* with the memory at *address*, or raise :class:`MemoryFault`."""
         raise NotImplementedError
@@ -193,6 +196,8 @@ class CoreFileReader(_FdReader):
     :param segments: where memory is in the file, instead of the core's
         PT_LOADs (a vmcore read at its file offsets: one segment at 0)
     """
+
+    source = "core"
 
     def __init__(
         self,
@@ -332,6 +337,8 @@ class CoreFileReader(_FdReader):
 
 class ProcessReader(_FdReader):
     """Reads a live QEMU's memory through ``/proc/PID/mem``."""
+
+    source = "process"
 
     def __init__(self, pid: int) -> None:
         self.fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))

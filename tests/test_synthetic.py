@@ -5,6 +5,7 @@ drgn-qemu command, and read back with pyelftools and readelf.
 """
 
 import array
+import json
 import struct
 import subprocess
 from pathlib import Path
@@ -146,6 +147,37 @@ def test_quiet_means_nothing_on_success(cored: GetCore, tmp_path: Path) -> None:
     assert r.returncode == 0 and (r.stdout, r.stderr) == ("", "")
     r = dump_fixture(c, tmp_path / "v.vmcore")
     assert "warning: no VMCOREINFO found" in r.stderr
+
+
+def test_json_summary(cored: GetCore, tmp_path: Path) -> None:
+    """--json: one JSON object, and every field what the run did."""
+    c = cored("MODERN", "vmcoreinfo-ram")
+    out = tmp_path / "guest.vmcore"
+    r = dump_fixture(c, out, "--json")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    doc = json.loads(r.stdout)
+    assert set(doc) == {"input", "architecture", "blocks", "vcpus", "vmcoreinfo", "warnings",
+                        "output", "format", "guest_bytes", "size_apparent", "size_on_disk",
+                        "seconds"}  # fmt: skip
+    assert doc["input"] == {"core": str(c.core), "pid": None, "qemu": str(c.binary)}
+    assert doc["architecture"] == "x86_64" and doc["format"] == "elf"
+    assert doc["output"] == str(out)
+    # The blocks are the vmcore's PT_LOADs, as pyelftools reads them.
+    blocks = [(b["target_start"], b["size"]) for b in doc["blocks"]]
+    assert blocks == [(s.paddr, s.filesz) for s in loads(out)]
+    assert {b["source"] for b in doc["blocks"]} == {"core"}
+    assert [b["memory_region"] for b in doc["blocks"]][0] == "pc.ram"
+    assert doc["guest_bytes"] == sum(s.filesz for s in loads(out))
+    st = out.stat()
+    assert (doc["size_apparent"], doc["size_on_disk"]) == (st.st_size, st.st_blocks * 512)
+    assert [v["index"] for v in doc["vcpus"]] == [0, 1]
+    assert doc["vmcoreinfo"]["osrelease"] == "6.1.0-ram"
+    assert doc["vmcoreinfo"]["source"].startswith("guest RAM at 0x")
+    # The fixture has the device without a note: QEMU's warning, in the JSON
+    # instead of on standard error.
+    assert doc["warnings"] == ["vmcoreinfo device: guest note is not present"]
+    assert doc["seconds"] >= 0
 
 
 @pytest.mark.parametrize(
