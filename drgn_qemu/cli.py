@@ -90,6 +90,15 @@ temporary name and renamed when complete. A vmcore with VMCOREINFO (and,
 for kdump, the kernel's utsname) already is left as it is."""
 
 
+INFO_DESCRIPTION = """\
+What an engineer wants first from a QEMU core (or a hung QEMU, -p PID), before
+any dump: QEMU's executable, build ID and version; the machine type,
+accelerator and run state; its threads; for a crash, the signal and the
+crashing thread's backtrace with the QEMU coroutine it ran (as %qemu bt); the
+guest RAM blocks and vCPUs; and what a dump would contain: VMCOREINFO, or why
+guest RAM is missing from the core."""
+
+
 def parse_size(text: str) -> int:
     """
     Parse an address or size: decimal or 0x-hexadecimal, with an optional
@@ -402,6 +411,34 @@ class _ContribPath(argparse.Action):
         parser.exit()
 
 
+def _cmd_info(args: argparse.Namespace) -> int:
+    from drgn_qemu.compressed import uncompressed_core
+    from drgn_qemu.info import format_info, info_json, qemu_info
+    from drgn_qemu.program import open_qemu_program
+    from drgn_qemu.reader import open_reader
+
+    with contextlib.ExitStack() as stack:
+        core = args.core
+        if core is not None:
+            directory = args.tmpdir or os.path.dirname(os.path.abspath(core))
+            core = stack.enter_context(uncompressed_core(core, directory))
+        prog = open_qemu_program(
+            core=core,
+            pid=args.pid,
+            symbols=args.symbols,
+            debug_directories=args.debug_directory,
+            core_name=args.core if core == args.core else f"{args.core} (unpacked)",
+        )
+        reader = open_reader(prog, core, args.pid)
+        stack.callback(reader.close)
+        info = qemu_info(prog, core, reader)
+    if args.json:
+        print(json.dumps(info_json(info), indent=2))
+    else:
+        print(format_info(info), end="")
+    return 0
+
+
 def _cmd_add_vmcoreinfo(args: argparse.Namespace) -> int:
     from drgn_qemu.repair import VmcoreinfoPresent, add_vmcoreinfo
 
@@ -447,6 +484,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_program_arguments(dump)
     add_dump_arguments(dump)
     dump.set_defaults(func=_cmd_dump)
+    info = sub.add_parser(
+        "info",
+        help="what a crashed or hung QEMU was doing: version, machine, crash, RAM, vCPUs",
+        description=INFO_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_program_arguments(info)
+    info.add_argument("--json", action="store_true", help="print one JSON object instead")
+    info.set_defaults(func=_cmd_info)
     add = sub.add_parser(
         "add-vmcoreinfo",
         help="add the guest kernel's VMCOREINFO to a vmcore that lacks it",

@@ -205,6 +205,20 @@ def _qemu_cmd_qom_tree(prog: Program, name: str, args: argparse.Namespace, **kwa
     print(hmp_info_qom_tree(prog, args.path), end="")
 
 
+@qemu_command(
+    description="what the QEMU was doing: version, machine, crash, RAM, vCPUs (drgn-qemu info)",
+    arguments=(argument("--json", action="store_true", help="one JSON object instead"),),
+)
+def _qemu_cmd_info(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+    import json
+
+    from drgn_qemu.info import format_info, info_json, qemu_info
+
+    core = None if prog.flags & ProgramFlags.IS_LIVE else prog.core_dump_path
+    info = qemu_info(prog, core)
+    print(json.dumps(info_json(info), indent=2) if args.json else format_info(info), end="")
+
+
 def _subcommand_help(prog: Program, words: str) -> None:
     """``%qemu help [SUBCOMMAND]`` (and ``%qemu SUBCOMMAND --help``)."""
     name = words.split()[0] if words.split() else ""

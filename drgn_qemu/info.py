@@ -1,0 +1,234 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Triage
+------
+
+What an engineer wants first from a crashed or hung QEMU, before any dump:
+the ``drgn_qemu.info`` module gathers it (:func:`qemu_info`) and prints it
+(:func:`format_info`, or as JSON). QEMU's version and build, the machine,
+accelerator and run state, for a crash the signal and the crashing thread's
+backtrace with its QEMU coroutine, the guest RAM and vCPUs, and what a dump
+would contain (VMCOREINFO, RAM missing from the core and why).
+"""
+
+import os
+import signal
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from drgn import Program, ProgramFlags
+
+from drgn_qemu.elf import read_elf_headers
+from drgn_qemu.errors import DrgnQemuError, reading
+from drgn_qemu.helpers.machine import machine_state
+from drgn_qemu.helpers.qom import object_get_typename
+from drgn_qemu.reader import MemoryReader
+
+__all__ = ("CrashInfo", "QemuInfo", "format_info", "qemu_crash", "qemu_info", "qemu_version")
+
+#: ``NT_PRSTATUS``: the kernel (and gcore) write the signalled thread's first.
+_NT_PRSTATUS = 1
+#: ``struct elf_prstatus`` of x86_64, arm64, ppc64 and s390x hosts: the
+#: signal at offset 12 (``pr_cursig``), the thread at 32 (``pr_pid``).
+_PR_CURSIG, _PR_PID = 12, 32
+_VERSION_PREFIX = b"QEMU emulator version "
+
+
+@dataclass
+class CrashInfo:
+    """The signal a QEMU core was written for, and the thread it hit."""
+
+    signal: int
+    name: str
+    thread: int
+    #: ``qemu bt`` of that thread: its stack, and its coroutine's callers.
+    backtrace: str = ""
+
+
+@dataclass
+class QemuInfo:
+    """What :func:`qemu_info` found; see :func:`format_info`."""
+
+    executable: str
+    build_id: Optional[str]
+    version: Optional[str]
+    machine: Optional[str]
+    accelerator: Optional[str]
+    run_state: Optional[str]
+    threads: List[int]
+    crash: Optional[CrashInfo]
+    #: The dump summary (blocks, vCPUs, VMCOREINFO), or why a dump fails.
+    dump: Dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+
+def qemu_version(executable: str) -> Optional[str]:
+    """
+    Return QEMU's version as ``qemu-system-* --version`` prints it (QEMU
+    compiles ``"QEMU emulator version " QEMU_FULL_VERSION`` into the
+    binary), or None if the executable cannot be read or lacks it.
+    """
+    try:
+        with open(executable, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    at = data.find(_VERSION_PREFIX)
+    if at < 0:
+        return None
+    end = data.find(b"\n", at)
+    return data[at + len(_VERSION_PREFIX) : end].decode(errors="replace")
+
+
+def qemu_crash(core: str) -> Optional[CrashInfo]:
+    """
+    Return the signal the core was written for and the thread it hit (the
+    first ``NT_PRSTATUS``, as Linux and gdb's ``gcore`` write them), or None
+    if the core says no signal.
+    """
+    with open(core, "rb") as f:
+        headers = read_elf_headers(f)
+        notes = headers.notes(f)
+    for name, kind, desc in notes:
+        if name == b"CORE" and kind == _NT_PRSTATUS and len(desc) >= _PR_PID + 4:
+            order = "<" if headers.endian == 1 else ">"
+            (cursig,) = struct.unpack_from(order + "h", desc, _PR_CURSIG)
+            (pid,) = struct.unpack_from(order + "i", desc, _PR_PID)
+            if cursig <= 0:
+                return None
+            try:
+                sig_name = signal.Signals(cursig).name
+            except ValueError:
+                sig_name = f"signal {cursig}"
+            return CrashInfo(cursig, sig_name, pid)
+    return None
+
+
+def _strip(name: Optional[str], suffix: str) -> Optional[str]:
+    return name[: -len(suffix)] if name is not None and name.endswith(suffix) else name
+
+
+def _run_state(prog: Program) -> Optional[str]:
+    """``current_run_state`` as ``RunState_str()`` names it (``paused``, ``guest-panicked``)."""
+    try:
+        value = prog["current_run_state"]
+    except KeyError:
+        return None
+    for name, number in value.type_.unaliased().enumerators or ():
+        if number == value.value_():
+            return name.removeprefix("RUN_STATE_").lower().replace("_", "-")
+    return str(value.value_())
+
+
+def qemu_info(
+    prog: Program, core: Optional[str] = None, reader: Optional[MemoryReader] = None
+) -> QemuInfo:
+    """
+    Gather :class:`QemuInfo` of a QEMU program opened from *core* (a core
+    file) or a live process. Damage in QEMU's structures leaves the field
+    it spoils empty (the dump part says what); it does not fail.
+    """
+    from drgn_qemu.dump import format_plan, plan_dump
+
+    main = prog.main_module()
+    executable = main.loaded_file_path or main.name
+    machine = accelerator = run_state = None
+    try:
+        with reading("QEMU's machine"):
+            state = machine_state(prog)
+            if state is not None:
+                machine = _strip(object_get_typename(state), "-machine")
+                accel = state.accelerator.read_()
+                if accel:
+                    accelerator = _strip(object_get_typename(accel), "-accel")
+            run_state = _run_state(prog)
+    except DrgnQemuError:
+        pass
+    crash = qemu_crash(core) if core is not None else None
+    if crash is not None and not prog.flags & ProgramFlags.IS_LIVE:
+        from drgn_qemu.qemugdb import qemu_bt
+
+        try:
+            crash.backtrace = qemu_bt(prog, prog.thread(crash.thread))
+        except (LookupError, DrgnQemuError) as e:
+            crash.backtrace = f"(no backtrace: {e})\n"
+    info = QemuInfo(
+        executable,
+        main.build_id.hex() if main.build_id else None,
+        qemu_version(executable) if os.path.exists(executable) else None,
+        machine,
+        accelerator,
+        run_state,
+        sorted(t.tid for t in prog.threads()),
+        crash,
+    )
+    try:
+        plan = plan_dump(prog, reader=reader)
+    except DrgnQemuError as e:
+        info.dump = {"possible": False, "error": str(e)}
+    else:
+        vmci = plan.vmcoreinfo
+        info.dump = {
+            "possible": True,
+            "guest_bytes": plan.guest_bytes,
+            "blocks": [
+                {
+                    "target_start": b.target_start,
+                    "target_end": b.target_end,
+                    "size": b.size,
+                    "memory_region": b.mr_name,
+                }
+                for b in plan.blocks
+            ],  # fmt: skip
+            "vcpus": [{"index": c.index, "state": c.state} for c in plan.cpus],
+            "vmcoreinfo": None
+            if vmci is None
+            else {"source": vmci.source, "osrelease": vmci.osrelease},
+            "warnings": plan.warnings,
+        }
+        info.summary = format_plan(plan)
+    return info
+
+
+def info_json(info: QemuInfo) -> Dict[str, Any]:
+    """:class:`QemuInfo` as the ``--json`` object (fields as in :func:`format_info`)."""
+    return {
+        "qemu": {"executable": info.executable, "build_id": info.build_id,
+                 "version": info.version},
+        "machine": info.machine,
+        "accelerator": info.accelerator,
+        "run_state": info.run_state,
+        "threads": info.threads,
+        "crash": None
+        if info.crash is None
+        else {"signal": info.crash.signal, "name": info.crash.name,
+              "thread": info.crash.thread, "backtrace": info.crash.backtrace},
+        "dump": info.dump,
+    }  # fmt: skip
+
+
+def format_info(info: QemuInfo) -> str:
+    """The text of ``drgn-qemu info``."""
+    lines = [
+        f"QEMU: {info.executable} (build ID {info.build_id or 'none'}), "
+        f"version {info.version or 'unknown'}",
+        f"machine: {info.machine or 'unknown'}, accelerator: {info.accelerator or 'unknown'}, "
+        f"run state: {info.run_state or 'unknown'}",
+        f"threads: {len(info.threads)} ({', '.join(map(str, info.threads))})",
+    ]
+    if info.crash is None:
+        lines.append("crash: none (no signal in the core, or a live process)")
+    else:
+        c = info.crash
+        lines.append(f"crash: signal {c.signal} ({c.name}) in thread {c.thread}")
+        lines.append(c.backtrace.rstrip("\n"))
+    if info.dump.get("possible"):
+        lines.append(info.summary)
+        lines.append(
+            f"dump: possible, {info.dump['guest_bytes'] / (1 << 20):.1f} MiB of guest memory"
+        )
+        lines += [f"warning: {w}" for w in info.dump["warnings"]]
+    else:
+        lines.append(f"dump: not possible: {info.dump.get('error')}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,101 @@
+"""
+drgn-qemu info: a QEMU made to crash (abort() called through gdb, cored by
+gcore as the signal lands) and a hung, paused QEMU read live (-p), checked
+against what QEMU and the kernel say of the same process.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator, Tuple
+
+import pytest
+from harness import SERIES, QemuGuest, drgn_qemu_command, qemu_binary
+
+DRGN = str(Path(sys.executable).parent / "drgn")
+
+
+def info(*args: str) -> Tuple[str, dict]:  # type: ignore[type-arg]
+    text = subprocess.run([*drgn_qemu_command(), "info", *args], capture_output=True, text=True)
+    assert text.returncode == 0, text.stderr
+    doc = subprocess.run([*drgn_qemu_command(), "info", "--json", *args], capture_output=True,
+                         text=True)  # fmt: skip
+    assert doc.returncode == 0, doc.stderr
+    return text.stdout, json.loads(doc.stdout)
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[Path, Path, int]]:
+    binary = qemu_binary(SERIES[-1])
+    work = tmp_path_factory.mktemp("crashed")
+    guest = QemuGuest(binary, work, memory="128M").start()
+    try:
+        guest.stop()
+        pid = guest.pid
+        core = work / "qemu.core"
+        # abort() in QEMU's main thread: gdb stops at the SIGABRT, gcore
+        # writes the core with it, as the kernel would for a crash.
+        subprocess.run(["gdb", "-nx", "-batch", "-p", str(pid), "-ex", "call (void)abort()",
+                        "-ex", f"gcore {core}", "-ex", "kill"], capture_output=True,
+                       check=True)  # fmt: skip
+    finally:
+        guest.close()
+    yield binary, core, pid
+    core.unlink()
+
+
+def test_crashed_qemu(crashed: Tuple[Path, Path, int]) -> None:
+    binary, core, pid = crashed
+    text, doc = info("-c", str(core), "-s", str(binary))
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
+                             check=True).stdout.splitlines()[0]  # fmt: skip
+    assert version == f"QEMU emulator version {doc['qemu']['version']}"
+    assert f"version {doc['qemu']['version']}" in text
+    assert doc["machine"].startswith("pc-i440fx-") and doc["accelerator"] == "tcg"
+    assert doc["run_state"] == "paused"  # QMP stop, before the crash
+    assert f"machine: {doc['machine']}, accelerator: tcg, run state: paused" in text
+    # The signal and the thread it hit: QEMU's main thread, whose tid is its pid.
+    assert doc["crash"]["signal"] == 6 and doc["crash"]["name"] == "SIGABRT"
+    assert doc["crash"]["thread"] == pid and pid in doc["threads"]
+    assert f"crash: signal 6 (SIGABRT) in thread {pid}" in text
+    assert re.search(r"^#\d+ +abort ", doc["crash"]["backtrace"], re.M)
+    assert doc["crash"]["backtrace"].rstrip("\n") in text
+    # What a dump would contain.
+    assert doc["dump"]["possible"] is True
+    assert [b["memory_region"] for b in doc["dump"]["blocks"]] == ["pc.ram", "pc.bios"]
+    assert doc["dump"]["vmcoreinfo"] is None and "VMCOREINFO: none" in text
+    assert "dump: possible, 128.2 MiB of guest memory" in text
+    # The same in the REPL's %qemu info.
+    r = subprocess.run([DRGN, "-q", "-c", str(core), "-s", str(binary), "-e",
+                        "from drgn.commands import run_command\nrun_command(prog, 'qemu info')"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == text
+
+
+def test_hung_qemu_live(tmp_path: Path) -> None:
+    """A paused QEMU read live: its run state and threads, no crash."""
+    binary = qemu_binary(SERIES[-1])
+    with QemuGuest(binary, tmp_path, memory="128M") as guest:
+        guest.stop()
+        text, doc = info("-p", str(guest.pid), "-s", str(binary))
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{guest.pid}/task"))
+    assert doc["run_state"] == "paused" and doc["crash"] is None
+    assert doc["threads"] == tids
+    assert f"threads: {len(tids)} (" in text and "crash: none" in text
+    assert doc["dump"]["possible"] is True
+
+
+def test_info_without_guest_ram(tmp_path: Path) -> None:
+    """dump-guest-core=off: info says the dump is not possible, and why."""
+    binary = qemu_binary(SERIES[-1])
+    with QemuGuest(binary, tmp_path, memory="128M", machine_opts="dump-guest-core=off") as guest:
+        guest.stop()
+        core = guest.gcore(tmp_path / "qemu.core")
+    text, doc = info("-c", str(core), "-s", str(binary))
+    assert doc["dump"]["possible"] is False
+    assert "QEMU ran with -machine dump-guest-core=off" in doc["dump"]["error"]
+    assert f"dump: not possible: {doc['dump']['error']}" in text
