@@ -57,6 +57,7 @@ def cases() -> List[Tuple[str, str, bool]]:
         ("10.0", "6.12", True),
         ("10.0", "6.12", False),
         ("7.2", "6.1", True),
+        ("7.2", "6.1", False),
     ]
 
 
