@@ -12,7 +12,7 @@ one-line :class:`~drgn_qemu.errors.DrgnQemuError`.
 import logging
 import os
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
 import drgn
 from drgn import Program
@@ -20,12 +20,15 @@ from drgn import Program
 from drgn_qemu.elf import read_core_file_info, read_debuglink
 from drgn_qemu.errors import DebugInfoError, NotQemuError, ProgramError
 
+T = TypeVar("T")
+
 __all__ = (
     "check_qemu_program",
     "core_file_error",
     "drgn_logging_silenced",
     "load_qemu_debug_info",
     "open_qemu_program",
+    "read_from_executable",
 )
 
 
@@ -122,7 +125,7 @@ def load_qemu_debug_info(
             "cannot tell which executable the program runs (no main module); "
             "is this a core of a process?"
         ) from None
-    link = _debuglink(main)
+    link = read_from_executable(prog, read_debuglink)
     if main.wants_debug_file() and link is not None:
         # drgn (as GDB) looks for the debug link's file next to the
         # executable, in its .debug/ and under DIR/<its directory>/; users
@@ -154,13 +157,17 @@ def load_qemu_debug_info(
         )
 
 
-def _debuglink(main: drgn.Module) -> Optional[str]:
-    """The ``.gnu_debuglink`` file name of the main module's executable, if known."""
-    path = main.loaded_file_path
+def read_from_executable(prog: Program, read: Callable[[str], T]) -> Optional[T]:
+    """
+    Return ``read(path)`` of the executable file of the program's main
+    module (QEMU's), or None if drgn did not find the file or it cannot be
+    read so (``read`` raising :class:`OSError` or :class:`ValueError`).
+    """
+    path = prog.main_module().loaded_file_path
     if not path:
         return None
     try:
-        return read_debuglink(path)
+        return read(path)
     except (OSError, ValueError):
         return None
 

@@ -25,7 +25,7 @@ from drgn_qemu.helpers.coroutine import (
     glibc_pointer_guard,
 )
 from drgn_qemu.helpers.timer import main_loop_tlg, timerlist_for_each_timer
-from drgn_qemu.program import drgn_logging_silenced
+from drgn_qemu.program import drgn_logging_silenced, read_from_executable
 
 __all__ = ("qemu_bt", "qemu_coroutine", "qemu_timers")
 
@@ -91,13 +91,7 @@ def qemu_coroutine(prog: Program, address: int) -> str:
 
 
 def _tls_block(prog: Program) -> Optional[tuple]:  # type: ignore[type-arg]
-    path = prog.main_module().loaded_file_path
-    if not path:
-        return None
-    try:
-        return read_tls_segment(path)
-    except (OSError, ValueError):
-        return None
+    return read_from_executable(prog, read_tls_segment)
 
 
 def _load_libraries(prog: Program) -> None:
