@@ -255,6 +255,15 @@ def plan_dump(
     reader = reader if reader is not None else ProgramReader(prog)
     with reading("QEMU's memory map"):
         blocks = guest_phys_blocks(prog, guest_arch.page_size)
+    with reading("the vCPUs' physical address width"):
+        limit = guest_arch.max_phys_addr(prog)
+    for block in blocks:
+        if limit is not None and block.target_end > limit:
+            raise CorruptStructureError(
+                f"guest RAM {block.mr_name!r} at guest-physical 0x{block.target_start:x}-"
+                f"0x{block.target_end - 1:x} lies beyond the vCPUs' physical address width "
+                f"({limit.bit_length() - 1} bits): QEMU's memory map is damaged"
+            )
     segments = guest_ranges(blocks, options.begin, options.length)
     if not segments:
         raise GuestMemoryError(

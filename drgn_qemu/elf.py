@@ -52,6 +52,7 @@ __all__ = (
     "PT_LOAD",
     "PT_NOTE",
     "PT_TLS",
+    "core_segments_damage",
     "SCAN_THREADS",
     "ProgramHeader",
     "elf_note",
@@ -484,6 +485,33 @@ def read_core_file_info(path: str) -> CoreFileInfo:
         if ph.p_type == PT_LOAD:
             segments.append(CoreSegment(ph.vaddr, ph.memsz, ph.offset, ph.filesz))
     return CoreFileInfo(file_size, needed, e_machine, tuple(segments))
+
+
+def core_segments_damage(segments: Sequence[CoreSegment], page: int = 4096) -> Optional[str]:
+    """
+    Return what is impossible in a process core's PT_LOAD table, or None.
+    Linux and gdb's gcore write one PT_LOAD per mapping: whole pages (a
+    mapping is; what is in the file, all of it, none, or its first page),
+    mappings that do not overlap, and data that does not overlap in the
+    file. A damaged program header breaks one of these; reading through it
+    would put other bytes at an address.
+    """
+    for i, s in enumerate(segments):
+        if s.vaddr % page or s.memsz % page or s.filesz % page or s.filesz > s.memsz:
+            return (
+                f"PT_LOAD {i} (at 0x{s.vaddr:x}, 0x{s.memsz:x} bytes, 0x{s.filesz:x} in the "
+                "file) is not whole pages of a mapping"
+            )
+    checks = (
+        ("the addresses", [(s.vaddr, s.vaddr + s.memsz) for s in segments]),
+        ("the file data", [(s.offset, s.offset + s.filesz) for s in segments if s.filesz]),
+    )
+    for what, spans in checks:
+        spans.sort()
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            if start < end:
+                return f"two PT_LOADs overlap in {what} (at 0x{start:x})"
+    return None
 
 
 def read_debuglink(path: str) -> Optional[str]:

@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Optional, Sequence, TypeVar
 import drgn
 from drgn import Program
 
-from drgn_qemu.elf import read_core_file_info, read_debuglink
+from drgn_qemu.elf import core_segments_damage, read_core_file_info, read_debuglink
 from drgn_qemu.errors import DebugInfoError, NotQemuError, ProgramError
 
 T = TypeVar("T")
@@ -54,6 +54,9 @@ def _open_core(prog: Program, core: str, name: str) -> None:
             f"headers describe {info.needed_size} (was it cut short by a size limit "
             "such as systemd-coredump's ProcessSizeMax or ulimit -c?)"
         )
+    damage = core_segments_damage(info.segments)
+    if damage is not None:
+        raise ProgramError(f"core file {name} has damaged program headers: {damage}")
     try:
         prog.set_core_dump(core)
     except (OSError, ValueError) as e:

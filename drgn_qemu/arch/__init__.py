@@ -124,6 +124,13 @@ class GuestArch:
         """
         raise UnsupportedError(f"printing {self.name} registers is not supported yet")
 
+    def max_phys_addr(self, prog: Program) -> Optional[int]:
+        """
+        Return the end of the guest-physical address space as the vCPUs
+        see it (guest RAM must lie below), or None where it is not known.
+        """
+        return None
+
     def kernel_phys_base(self, info: ArchDumpInfo, vmcoreinfo: Dict[str, str]) -> int:
         """
         Return the kernel's ``phys_base`` for a kdump header: from VMCOREINFO

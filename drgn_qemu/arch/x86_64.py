@@ -169,6 +169,15 @@ class X86_64(GuestArch):
             notes.append(elf_note(b"QEMU", 0, qemu_cpu_state(cpu.env)))
         return b"".join(notes)
 
+    def max_phys_addr(self, prog: Program) -> Optional[int]:
+        # X86CPU.phys_bits (-cpu ...,phys-bits=N; 40 under TCG by default):
+        # QEMU refuses to start a machine whose RAM reaches past it.
+        cpu = first_cpu(prog)
+        if not cpu or not prog.type("X86CPU").has_member("phys_bits"):
+            return None
+        bits = x86_cpu(cpu).phys_bits.value_()
+        return 1 << bits if 32 <= bits <= 52 else None
+
     def dump_info_from_notes(
         self, notes: List[Tuple[bytes, int, bytes]], endian: int, page_size: int
     ) -> Optional[ArchDumpInfo]:
