@@ -11,6 +11,7 @@ backtrace with its QEMU coroutine, the guest RAM and vCPUs, and what a dump
 would contain (VMCOREINFO, RAM missing from the core and why).
 """
 
+import mmap
 import os
 import signal
 import struct
@@ -19,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from drgn import Program, ProgramFlags
 
-from drgn_qemu.elf import read_elf_headers
+from drgn_qemu.elf import read_elf_headers, struct_order
 from drgn_qemu.errors import DrgnQemuError, reading
 from drgn_qemu.helpers.machine import machine_state
 from drgn_qemu.helpers.qom import object_get_typename
@@ -70,15 +71,14 @@ def qemu_version(executable: str) -> Optional[str]:
     binary), or None if the executable cannot be read or lacks it.
     """
     try:
-        with open(executable, "rb") as f:
-            data = f.read()
-    except OSError:
+        with open(executable, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            at = m.find(_VERSION_PREFIX)
+            if at < 0:
+                return None
+            end = m.find(b"\n", at)
+            return m[at + len(_VERSION_PREFIX) : end].decode(errors="replace")
+    except (OSError, ValueError):
         return None
-    at = data.find(_VERSION_PREFIX)
-    if at < 0:
-        return None
-    end = data.find(b"\n", at)
-    return data[at + len(_VERSION_PREFIX) : end].decode(errors="replace")
 
 
 def qemu_crash(core: str) -> Optional[CrashInfo]:
@@ -92,7 +92,7 @@ def qemu_crash(core: str) -> Optional[CrashInfo]:
         notes = headers.notes(f)
     for name, kind, desc in notes:
         if name == b"CORE" and kind == _NT_PRSTATUS and len(desc) >= _PR_PID + 4:
-            order = "<" if headers.endian == 1 else ">"
+            order = struct_order(headers.endian)
             (cursig,) = struct.unpack_from(order + "h", desc, _PR_CURSIG)
             (pid,) = struct.unpack_from(order + "i", desc, _PR_PID)
             if cursig <= 0:

@@ -41,6 +41,7 @@ from drgn_qemu.elf import (
     read_elf_headers,
 )
 from drgn_qemu.errors import DrgnQemuError, OutputError, ProgramError
+from drgn_qemu.kdump import FLATTENED_SIGNATURE, KDUMP_SIGNATURE
 from drgn_qemu.options import DumpOptions
 from drgn_qemu.output import atomic_output
 from drgn_qemu.ranges import GuestRange
@@ -55,11 +56,6 @@ from drgn_qemu.vmcoreinfo import (
 
 if TYPE_CHECKING:
     from drgn_qemu.kdump import KdumpFile
-
-#: The first bytes of kdump-compressed files: plain, and makedumpfile's
-#: flattened stream (QEMU's kdump-zlib).
-KDUMP_SIGNATURE = b"KDUMP   "
-FLATTENED_SIGNATURE = b"makedumpfile"
 
 __all__ = ("AddVmcoreinfoResult", "VmcoreinfoPresent", "add_vmcoreinfo")
 
@@ -110,7 +106,10 @@ def add_vmcoreinfo(
     except OSError as e:
         raise ProgramError(f"cannot read vmcore {path}: {e.strerror}") from None
     if magic.startswith(KDUMP_SIGNATURE) or magic == FLATTENED_SIGNATURE:
-        found, guest_bytes, target = _add_vmcoreinfo_kdump(path, output, vmcoreinfo, force)
+        flattened = magic == FLATTENED_SIGNATURE
+        found, guest_bytes, target = _add_vmcoreinfo_kdump(
+            path, output, vmcoreinfo, force, flattened
+        )
     else:
         found, guest_bytes, target = _add_vmcoreinfo_elf(path, output, vmcoreinfo, force)
     return AddVmcoreinfoResult(target, found, guest_bytes, time.monotonic() - start)
@@ -207,7 +206,7 @@ def _find_in_kdump(k: "KdumpFile", endian: int) -> Optional[Vmcoreinfo]:
 
 
 def _add_vmcoreinfo_kdump(
-    path: str, output: Optional[str], vmcoreinfo: Optional[str], force: bool
+    path: str, output: Optional[str], vmcoreinfo: Optional[str], force: bool, flattened: bool
 ) -> Tuple[Vmcoreinfo, int, str]:
     """
     :func:`add_vmcoreinfo` of a kdump-compressed file (flattened, as QEMU's
@@ -223,8 +222,6 @@ def _add_vmcoreinfo_kdump(
     target = output if output is not None else path
     with contextlib.ExitStack() as stack:
         src = path
-        with open(path, "rb") as f:
-            flattened = f.read(len(kdump.FLATTENED_SIGNATURE)) == kdump.FLATTENED_SIGNATURE
         if flattened:
             directory = os.path.dirname(os.path.abspath(target))
             fd, src = tempfile.mkstemp(prefix=".drgn-qemu-kdump.", suffix=".tmp", dir=directory)
