@@ -110,6 +110,14 @@ def parse_size(text: str) -> int:
     return int(m.group(1), 0) * _SUFFIXES[m.group(2).lower()]
 
 
+def parse_ram_file(text: str) -> Tuple[str, str]:
+    """Parse ``--ram-file ID=PATH``."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected ID=PATH, not {text!r}")
+    return name, path
+
+
 #: The options of ``dump-guest-memory`` that do not choose the program, as
 #: ``(args, kwargs)`` of ``add_argument()``: the command line, the contrib
 #: script and ``%qemu dump-guest-memory`` declare them from here.
@@ -184,6 +192,27 @@ DUMP_ARGUMENTS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = [
             help="write all-zero pages too (by default they are holes: same bytes, less disk)",
         ),
     ),
+    (
+        ("--ram-file",),
+        dict(
+            metavar="ID=PATH",
+            action="append",
+            default=[],
+            type=parse_ram_file,
+            help="read RAM block ID (its memory-backend id or RAMBlock name, as in the "
+            "table) from PATH, a copy of the file QEMU mapped it from (repeatable). A block "
+            "mapped shared from a file that still exists is read back from it without this",
+        ),
+    ),
+    (
+        ("--skip-missing",),
+        dict(
+            action="store_true",
+            help="write the guest RAM that can be read and leave out, with a warning, blocks "
+            "that are neither in the core nor in a file (never written as zeros); without "
+            "it, such a block is an error saying why it is missing",
+        ),
+    ),
     (("--io",), dict(choices=IO_MODES, default="auto", help=argparse.SUPPRESS)),
     (("--chunk-size",), dict(type=parse_size, default=CHUNK_SIZE, help=argparse.SUPPRESS)),
     (("-f", "--force"), dict(action="store_true", help="overwrite OUTPUT if it exists")),
@@ -224,6 +253,8 @@ def dump_options(args: argparse.Namespace) -> DumpOptions:
         threads=args.threads,
         chunk_size=args.chunk_size,
         force=args.force,
+        skip_missing=args.skip_missing,
+        ram_files=dict(args.ram_file),
     )
 
 
@@ -300,7 +331,7 @@ def run_dump(
     finally:
         progress.close()
     if args.json:
-        print(json.dumps(dump_json(result, args, reader, unpacked_in), indent=2))
+        print(json.dumps(dump_json(result, args, unpacked_in), indent=2))
     elif not args.quiet:
         plan = result.plan
         seconds = result.seconds + unpacked_in
@@ -320,15 +351,9 @@ def run_dump(
     return result
 
 
-def dump_json(
-    result: "DumpResult",
-    args: argparse.Namespace,
-    reader: Optional[MemoryReader],
-    unpacked_in: float,
-) -> Dict[str, Any]:
+def dump_json(result: "DumpResult", args: argparse.Namespace, unpacked_in: float) -> Dict[str, Any]:
     """The ``--json`` object of a dump (its schema is in the README)."""
     plan = result.plan
-    source = reader.source if reader is not None else "program"
     vmci = plan.vmcoreinfo
     st = os.stat(result.output)
     return {
@@ -340,14 +365,17 @@ def dump_json(
         "architecture": plan.arch.name,
         "blocks": [
             {
-                "target_start": b.target_start,
-                "target_end": b.target_end,
-                "host_addr": b.host_addr,
-                "size": b.size,
-                "memory_region": b.mr_name,
-                "source": source,
+                "target_start": s.block.target_start,
+                "target_end": s.block.target_end,
+                "host_addr": s.block.host_addr,
+                "size": s.block.size,
+                "memory_region": s.block.mr_name,
+                "source": s.kind,
+                "file": s.path,
+                "missing_bytes": sum(n for _, n in s.missing),
+                "missing_reason": s.reason,
             }
-            for b in plan.blocks
+            for s in plan.sources
         ],
         "vcpus": [{"index": c.index, "state": c.state, "stale": c.stale} for c in plan.cpus],
         "vmcoreinfo": None

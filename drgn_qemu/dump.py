@@ -13,13 +13,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, List, Optional, Union
 
-from drgn import Object, Program
+from drgn import Program
 
 from drgn_qemu.arch import ArchDumpInfo, CpuSummary, GuestArch, detect_arch, get_arch
 from drgn_qemu.elf import ElfCoreLayout
 from drgn_qemu.errors import (
     CorruptStructureError,
-    DrgnQemuError,
     GuestMemoryError,
     OutputError,
     UnsupportedError,
@@ -27,13 +26,13 @@ from drgn_qemu.errors import (
     translate_errors,
 )
 from drgn_qemu.helpers.cpu import check_cpu_list
-from drgn_qemu.helpers.machine import RAM_SHARED, machine_dump_guest_core
-from drgn_qemu.helpers.memory import memory_region_get_ram_block
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_blocks, guest_phys_read
 from drgn_qemu.options import DumpOptions
 from drgn_qemu.output import atomic_output
+from drgn_qemu.progress import human_size
+from drgn_qemu.ramsource import BlockSource, resolve_ram_sources
 from drgn_qemu.ranges import GuestRange
-from drgn_qemu.reader import MemoryFault, MemoryReader, ProgramReader
+from drgn_qemu.reader import BackedReader, MemoryFault, MemoryReader, ProgramReader
 from drgn_qemu.vmcoreinfo import Vmcoreinfo, find_vmcoreinfo, kernel_utsname
 
 if TYPE_CHECKING:
@@ -71,6 +70,21 @@ class DumpPlan:
     #: The VMCOREINFO note, if one was found.
     vmcoreinfo: Optional[Vmcoreinfo] = None
     warnings: List[str] = field(default_factory=list)
+    #: Where each block's bytes come from, in the order of *blocks*.
+    sources: List[BlockSource] = field(default_factory=list)
+    #: Reads QEMU's memory for the dump: the reader given to
+    #: :func:`plan_dump`, or one reading some blocks back from their files.
+    reader: Optional[MemoryReader] = None
+
+    @property
+    def skipped(self) -> List[BlockSource]:
+        """Blocks (or parts) left out of the dump (``--skip-missing``)."""
+        return [s for s in self.sources if s.missing]
+
+    def close(self) -> None:
+        """Close the files the plan opened to read guest RAM back."""
+        if isinstance(self.reader, BackedReader):  # its files only, not the core's reader
+            self.reader.close()
 
     @property
     def format(self) -> str:
@@ -94,13 +108,18 @@ class DumpResult:
 
 
 def guest_ranges(
-    blocks: List[GuestPhysBlock], begin: Optional[int] = None, length: Optional[int] = None
+    blocks: List[GuestPhysBlock],
+    begin: Optional[int] = None,
+    length: Optional[int] = None,
+    skip: Optional[List[BlockSource]] = None,
 ) -> List[GuestRange]:
     """
     Turn guest-physical blocks into the ranges to dump, keeping only the
     part of each that lies in ``[begin, begin + length)`` when a window is
-    given, as QMP ``dump-guest-memory`` does with its ``begin`` and ``length``.
+    given, as QMP ``dump-guest-memory`` does with its ``begin`` and ``length``,
+    and leaving out the missing host ranges of the sources in *skip*.
     """
+    holes = {id(s.block): s.missing for s in skip or ()}
     ranges = []
     for block in blocks:
         start, end = block.target_start, block.target_end
@@ -108,28 +127,53 @@ def guest_ranges(
             start, end = max(start, begin), min(end, begin + length)
             if start >= end:
                 continue
-        host_addr = block.host_addr + (start - block.target_start)
-        ranges.append(GuestRange(start, end - start, host_addr, block.mr, block.mr_name))
+        pieces = [(start, end)]
+        for host, n in holes.get(id(block), ()):
+            gap_start = block.target_start + host - block.host_addr
+            gap_end = gap_start + n
+            pieces = [
+                piece
+                for a, b in pieces
+                for piece in ((a, min(b, gap_start)), (max(a, gap_end), b))
+                if piece[0] < piece[1]
+            ]
+        for a, b in pieces:
+            host_addr = block.host_addr + (a - block.target_start)
+            ranges.append(GuestRange(a, b - a, host_addr, block.mr, block.mr_name))
     return ranges
 
 
-def format_blocks(blocks: List[GuestPhysBlock]) -> str:
-    """Return a table of guest-physical blocks, one line each."""
+def format_blocks(blocks: List[GuestPhysBlock], sources: Optional[List[BlockSource]] = None) -> str:
+    """
+    Return a table of guest-physical blocks, one line each; with *sources*,
+    where each block's bytes come from (``core``, ``process``, ``file``,
+    ``missing``), and a line for each file read back.
+    """
+    from_ = {id(s.block): s for s in sources or ()}
     lines = [
         "guest RAM blocks:",
-        f"{'target_start':<18} {'target_end':<18} {'host_addr':<18} {'size':>10}  memory region",
+        f"{'target_start':<18} {'target_end':<18} {'host_addr':<18} {'size':>10}  "
+        + ("from     " if sources else "")
+        + "memory region",
     ]
+    notes = []
     for b in blocks:
+        source = from_.get(id(b))
+        column = ""
+        if source is not None:
+            column = f"{source.kind:<8} "
+            if source.kind == "file":
+                notes.append(f"  {b.mr_name}: read back from {source.path}")
         lines.append(
             f"0x{b.target_start:016x} 0x{b.target_end:016x} 0x{b.host_addr:016x} "
-            f"{_human(b.size):>10}  {b.mr_name}"
+            f"{human_size(b.size):>10}  {column}{b.mr_name}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + notes)
 
 
 def format_plan(plan: DumpPlan) -> str:
     """Return the dump summary: blocks, vCPUs and VMCOREINFO."""
-    lines = [format_blocks(plan.blocks), "vCPUs:"]
+    lines = [format_blocks(plan.blocks, plan.sources), "vCPUs:"]
     stale = []
     for cpu in plan.cpus:
         lines.append(
@@ -151,75 +195,6 @@ def format_plan(plan: DumpPlan) -> str:
             f"KERNELOFFSET={vmci.kerneloffset}"
         )
     return "\n".join(lines)
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}".replace(".0 ", " ")
-        n = n / 1024  # type: ignore[assignment]
-    raise AssertionError
-
-
-def _missing_ram_hint(prog: Program, seg: GuestRange) -> str:
-    """
-    Why guest RAM at *seg* may be missing from a core, and what to do, from
-    what QEMU says of itself: the machine's ``dump-guest-core``, and whether
-    the RAM block is shared memory.
-    """
-    try:
-        with reading("the machine's settings"):
-            dump_guest_core = machine_dump_guest_core(prog)
-            shared = False
-            if seg.mr:
-                block, _ = memory_region_get_ram_block(Object(prog, "MemoryRegion *", seg.mr))
-                shared = bool(block.flags.value_() & RAM_SHARED)
-    except DrgnQemuError:  # damaged too: say what is likeliest
-        dump_guest_core, shared = None, False
-    if dump_guest_core is False:
-        return (
-            "QEMU ran with -machine dump-guest-core=off (libvirt sets it unless "
-            "<memory dumpCore='on'>; QEMU's own default is on), which keeps guest RAM out "
-            "of core dumps; start QEMU with -machine dump-guest-core=on, or dump a live "
-            "QEMU with -p PID"
-        )
-    if shared:
-        return (
-            "it is shared memory (share=on, memfd or a file), which Linux's core dumps "
-            "leave out unless the QEMU process's coredump_filter has bit 0x02 (shared "
-            "anonymous) or 0x08 (shared file-backed); set it (systemd: CoredumpFilter=), "
-            "or dump a live QEMU with -p PID"
-        )
-    if dump_guest_core:
-        return (
-            "QEMU ran with dump-guest-core=on, so its RAMBlock's host pointer may be "
-            "damaged, or the core was written without this memory (coredump_filter); "
-            "dump a live QEMU with -p PID"
-        )
-    return (
-        "QEMU may have run with -machine dump-guest-core=off (libvirt's default), which "
-        "keeps guest RAM out of core dumps; start QEMU with -machine dump-guest-core=on, "
-        "or dump a live QEMU with -p PID"
-    )
-
-
-def _check_readable(prog: Program, reader: MemoryReader, segments: List[GuestRange]) -> None:
-    byte = memoryview(bytearray(1))
-    for seg in segments:
-        if seg.host_addr + seg.size > 1 << 64:
-            raise CorruptStructureError(
-                f"guest RAM at guest-physical 0x{seg.paddr:x} ({seg.mr_name or 'RAM'}) would be "
-                f"at host address 0x{seg.host_addr:x}, beyond the address space: QEMU's "
-                "memory map is damaged"
-            )
-        for addr in (seg.host_addr, seg.host_addr + seg.size - 1):
-            try:
-                reader.readinto(addr, byte)
-            except MemoryFault:
-                raise GuestMemoryError(
-                    f"guest RAM at guest-physical 0x{seg.paddr:x} ({seg.mr_name or 'RAM'}, "
-                    f"host address 0x{addr:x}) is not in the core: " + _missing_ram_hint(prog, seg)
-                ) from None
 
 
 def _guest_arch(prog: Program, name: Optional[str]) -> GuestArch:
@@ -264,21 +239,33 @@ def plan_dump(
                 f"0x{block.target_end - 1:x} lies beyond the vCPUs' physical address width "
                 f"({limit.bit_length() - 1} bits): QEMU's memory map is damaged"
             )
-    segments = guest_ranges(blocks, options.begin, options.length)
+    _check_host_addresses(blocks)
+    sources = resolve_ram_sources(prog, reader, blocks, options.ram_files)
+    reader = sources.reader
+    warnings: List[str] = []
+    missing = sources.missing
+    if missing and not options.skip_missing:
+        _close_backed(sources.reader)
+        raise GuestMemoryError(missing[0].describe() + "; or pass --skip-missing to dump the rest")
+    for source in missing:
+        warnings.append("left out: " + source.describe())
+    segments = guest_ranges(blocks, options.begin, options.length, missing)
     if not segments:
+        _close_backed(sources.reader)
         raise GuestMemoryError(
             "no guest memory to dump" + (" in that window" if options.begin is not None else "")
         )
-    _check_readable(prog, reader, segments)
+    present = [s.block for s in sources.sources if not s.missing]
     with reading("QEMU's vCPU state"):
         check_cpu_list(prog)
         info = guest_arch.cpu_get_dump_info(prog, blocks)
         notes = guest_arch.cpu_notes(prog, info)
         cpus = guest_arch.describe_cpus(prog)
     with reading("the guest's VMCOREINFO"):
-        vmci, warnings = find_vmcoreinfo(
-            prog, blocks, guest_arch.page_size, info.endian, options.vmcoreinfo, reader=reader
+        vmci, found_warnings = find_vmcoreinfo(
+            prog, present, guest_arch.page_size, info.endian, options.vmcoreinfo, reader=reader
         )
+        warnings += found_warnings
     vmcoreinfo_note = None
     if vmci is not None:
         vmcoreinfo_note = len(notes)
@@ -303,7 +290,9 @@ def plan_dump(
         if vmci is not None:
             with reading("the guest kernel's utsname"):
                 utsname = kernel_utsname(
-                    lambda paddr, size: guest_phys_read(prog, blocks, paddr, size),
+                    lambda paddr, size: guest_phys_read(
+                        prog, present, paddr, size, lambda a, n: _read(reader, a, n)
+                    ),
                     vmci,
                     lambda vaddr: guest_arch.kernel_paddr(info, vmci.fields, phys_base, vaddr),
                 )
@@ -319,7 +308,33 @@ def plan_dump(
             utsname,
         )
         layout = kdump.KdumpLayout(header, notes, segments)
-    return DumpPlan(prog, options, guest_arch, blocks, segments, layout, info, cpus, vmci, warnings)
+    return DumpPlan(
+        prog, options, guest_arch, blocks, segments, layout, info, cpus, vmci, warnings,
+        sources.sources, reader,
+    )  # fmt: skip
+
+
+def _read(reader: MemoryReader, address: int, size: int) -> bytes:
+    try:
+        return reader.read(address, size)
+    except MemoryFault as e:
+        raise LookupError(f"cannot read QEMU's memory at 0x{e.address:x}") from None
+
+
+def _close_backed(reader: MemoryReader) -> None:
+    """Close the files of a reader that planning made to read blocks back."""
+    if isinstance(reader, BackedReader):
+        reader.close()
+
+
+def _check_host_addresses(blocks: List[GuestPhysBlock]) -> None:
+    for block in blocks:
+        if block.host_addr + block.size > 1 << 64:
+            raise CorruptStructureError(
+                f"guest RAM at guest-physical 0x{block.target_start:x} "
+                f"({block.mr_name or 'RAM'}) would be at host address 0x{block.host_addr:x}, "
+                "beyond the address space: QEMU's memory map is damaged"
+            )
 
 
 def _fault_error(plan: DumpPlan, e: MemoryFault) -> GuestMemoryError:
@@ -328,7 +343,7 @@ def _fault_error(plan: DumpPlan, e: MemoryFault) -> GuestMemoryError:
             return GuestMemoryError(
                 f"cannot read guest RAM at guest-physical "
                 f"0x{seg.paddr + e.address - seg.host_addr:x} (host address 0x{e.address:x}): "
-                + _missing_ram_hint(plan.prog, seg)
+                "the core or file holding it is damaged or changed while being read"
             )
     return GuestMemoryError(f"cannot read QEMU's memory at 0x{e.address:x}")
 
@@ -347,7 +362,7 @@ def write_dump(
     bytes of each chunk done.
     """
     start = time.monotonic()
-    reader = reader if reader is not None else ProgramReader(plan.prog)
+    reader = reader if reader is not None else plan.reader or ProgramReader(plan.prog)
     with atomic_output(output, plan.options.force) as f:
         try:
             size = plan.layout.write(f.fileno(), reader, plan.options, progress)
@@ -389,6 +404,9 @@ def dump_guest_memory(
     :raises DrgnQemuError: on every error a user can act on
     """
     plan = plan_dump(prog, options, reader)
-    if on_plan is not None:
-        on_plan(plan)
-    return write_dump(plan, output, reader, progress)
+    try:
+        if on_plan is not None:
+            on_plan(plan)
+        return write_dump(plan, output, plan.reader, progress)
+    finally:
+        plan.close()

@@ -46,12 +46,15 @@ __all__ = (
     "ET_CORE",
     "CoreFileInfo",
     "CoreSegment",
+    "FileMapping",
     "ElfHeaders",
     "ElfCoreLayout",
     "PN_XNUM",
     "PT_LOAD",
     "PT_NOTE",
     "PT_TLS",
+    "core_file_mappings",
+    "core_lacks_private_memory",
     "core_segments_damage",
     "SCAN_THREADS",
     "ProgramHeader",
@@ -338,6 +341,8 @@ class CoreSegment:
     memsz: int
     offset: int
     filesz: int
+    #: ``p_flags``: ``PF_R``, ``PF_W``, ``PF_X``.
+    flags: int = 0
 
 
 @dataclass(frozen=True)
@@ -365,6 +370,7 @@ class ProgramHeader:
     memsz: int
     align: int
     paddr: int = 0
+    flags: int = 0
 
 
 @dataclass(frozen=True)
@@ -450,9 +456,9 @@ def read_elf_headers(f: BinaryIO) -> ElfHeaders:
         for i in range(e_phnum):
             fields = phdr_struct.unpack_from(table, i * e_phentsize)
             if elf_class == ELFCLASS64:
-                phdrs.append(ProgramHeader(*(fields[j] for j in (0, 2, 3, 5, 6, 7, 4))))
+                phdrs.append(ProgramHeader(*(fields[j] for j in (0, 2, 3, 5, 6, 7, 4, 1))))
             else:
-                phdrs.append(ProgramHeader(*(fields[j] for j in (0, 1, 2, 4, 5, 7, 3))))
+                phdrs.append(ProgramHeader(*(fields[j] for j in (0, 1, 2, 4, 5, 7, 3, 6))))
     return ElfHeaders(
         elf_class, endian, e_type, e_machine, e_phoff, ehdr[6], file_size, needed, phdrs
     )
@@ -483,8 +489,82 @@ def read_core_file_info(path: str) -> CoreFileInfo:
         if ph.filesz:
             needed = max(needed, ph.offset + ph.filesz)
         if ph.p_type == PT_LOAD:
-            segments.append(CoreSegment(ph.vaddr, ph.memsz, ph.offset, ph.filesz))
+            segments.append(CoreSegment(ph.vaddr, ph.memsz, ph.offset, ph.filesz, ph.flags))
     return CoreFileInfo(file_size, needed, e_machine, tuple(segments))
+
+
+@dataclass(frozen=True)
+class FileMapping:
+    """
+    A file mapped in a process, from its core's ``NT_FILE`` note: host
+    addresses ``[start, end)`` map *path* from byte *offset*. Linux marks a
+    file deleted since by appending ``" (deleted)"`` to *path*.
+    """
+
+    start: int
+    end: int
+    offset: int
+    path: str
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the file no longer has a name (memfd, shared anonymous memory, unlinked)."""
+        return self.path.endswith(" (deleted)")
+
+
+#: ``n_type`` of the note listing a core's mapped files (``fs/binfmt_elf.c``).
+NT_FILE = 0x46494C45
+
+
+def core_file_mappings(path: str) -> List[FileMapping]:
+    """
+    Return the mapped files a process core lists in its ``NT_FILE`` note
+    (written by Linux and by gdb's ``gcore``): ``count, page_size``, then
+    ``start, end, file page`` per mapping, then the paths, each ending in
+    NUL, all in words of the core's class. An empty list if the core has no
+    such note.
+
+    :raises ValueError: if the note is damaged
+    """
+    with open(path, "rb") as f:
+        headers = read_elf_headers(f)
+        notes = headers.notes(f)
+    word = "Q" if headers.elf_class == ELFCLASS64 else "I"
+    size = struct.calcsize(word)
+    order = struct_order(headers.endian)
+    for name, kind, desc in notes:
+        if name != b"CORE" or kind != NT_FILE:
+            continue
+        if len(desc) < 2 * size:
+            raise ValueError("NT_FILE note too short")
+        count, page_size = struct.unpack_from(order + 2 * word, desc)
+        table = 2 * size + 3 * size * count
+        if table > len(desc):
+            raise ValueError(f"NT_FILE note too short for its {count} mappings")
+        names = desc[table:].split(b"\0")
+        if len(names) < count:
+            raise ValueError(f"NT_FILE note has fewer paths than its {count} mappings")
+        out = []
+        for i in range(count):
+            start, end, page = struct.unpack_from(order + 3 * word, desc, 2 * size + 3 * size * i)
+            path_i = names[i].decode(errors="surrogateescape")
+            out.append(FileMapping(start, end, page * page_size, path_i))
+        return out
+    return []
+
+
+#: ``p_flags`` bit of a writable segment.
+PF_W = 2
+
+
+def core_lacks_private_memory(segments: Sequence[CoreSegment]) -> bool:
+    """
+    Return whether a process core holds none of the process's writable
+    memory (no PT_LOAD both writable and with bytes in the file): Linux and
+    gdb's ``gcore`` wrote it with a ``coredump_filter`` without bit 0
+    (anonymous private), so the heap, the stacks and guest RAM are not in it.
+    """
+    return bool(segments) and not any(s.flags & PF_W and s.filesz for s in segments)
 
 
 def core_segments_damage(segments: Sequence[CoreSegment], page: int = 4096) -> Optional[str]:

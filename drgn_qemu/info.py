@@ -168,18 +168,20 @@ def qemu_info(
     except DrgnQemuError as e:
         info.dump = {"possible": False, "error": str(e)}
     else:
+        plan.close()
         vmci = plan.vmcoreinfo
         info.dump = {
             "possible": True,
             "guest_bytes": plan.guest_bytes,
             "blocks": [
                 {
-                    "target_start": b.target_start,
-                    "target_end": b.target_end,
-                    "size": b.size,
-                    "memory_region": b.mr_name,
+                    "target_start": s.block.target_start,
+                    "target_end": s.block.target_end,
+                    "size": s.block.size,
+                    "memory_region": s.block.mr_name,
+                    "source": s.kind,
                 }
-                for b in plan.blocks
+                for s in plan.sources
             ],  # fmt: skip
             "vcpus": [{"index": c.index, "state": c.state} for c in plan.cpus],
             "vmcoreinfo": None

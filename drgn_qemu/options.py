@@ -9,8 +9,8 @@ imports nothing heavy, so that the command line and the REPL command can
 describe the options without loading the writers.
 """
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Dict, Optional
 
 __all__ = (
     "CHUNK_SIZE",
@@ -61,6 +61,12 @@ class DumpOptions:
     chunk_size: int = CHUNK_SIZE
     #: Overwrite the output if it exists.
     force: bool = False
+    #: Leave guest RAM that is nowhere to be read out of the vmcore (listed
+    #: in the summary and a warning) instead of failing.
+    skip_missing: bool = False
+    #: RAM block (backend id or RAMBlock name) to a file holding its bytes
+    #: (a copy of its ``mem-path`` file).
+    ram_files: Dict[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         from drgn_qemu.errors import DrgnQemuError

@@ -17,7 +17,12 @@ from typing import Callable, Iterator, Optional, Sequence, TypeVar
 import drgn
 from drgn import Program
 
-from drgn_qemu.elf import core_segments_damage, read_core_file_info, read_debuglink
+from drgn_qemu.elf import (
+    core_lacks_private_memory,
+    core_segments_damage,
+    read_core_file_info,
+    read_debuglink,
+)
 from drgn_qemu.errors import DebugInfoError, NotQemuError, ProgramError
 
 T = TypeVar("T")
@@ -57,6 +62,13 @@ def _open_core(prog: Program, core: str, name: str) -> None:
     damage = core_segments_damage(info.segments)
     if damage is not None:
         raise ProgramError(f"core file {name} has damaged program headers: {damage}")
+    if core_lacks_private_memory(info.segments):
+        raise ProgramError(
+            f"core file {name} holds none of QEMU's writable memory (its heap, stacks and "
+            "guest RAM): it was written with a coredump_filter without bit 0x01 (anonymous "
+            "private); set it in the QEMU process's /proc/PID/coredump_filter (systemd: "
+            "CoredumpFilter=) before the next crash, or dump a live QEMU with -p PID"
+        )
     try:
         prog.set_core_dump(core)
     except (OSError, ValueError) as e:

@@ -11,6 +11,15 @@ from typing import Optional, TextIO
 __all__ = ("Progress",)
 
 
+def human_size(n: int) -> str:
+    """*n* bytes as QEMU's ``size_to_str()`` would round them: ``512 MiB``, ``1.5 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}".replace(".0 ", " ")
+        n = n / 1024  # type: ignore[assignment]
+    raise AssertionError
+
+
 def _mib(n: int) -> str:
     return f"{n / (1 << 20):.0f} MiB"
 

@@ -13,7 +13,9 @@ input allows, with a plain path behind every fast one:
   it (or ``preadv`` into the caller's buffer), holes of a sparse core (as the
   kernel and systemd-coredump write them) skipped with ``SEEK_DATA``, and
   ``copy_file_range`` for copies that need not pass through Python;
-* :class:`ProcessReader`: ``/proc/PID/mem`` of a live QEMU.
+* :class:`ProcessReader`: ``/proc/PID/mem`` of a live QEMU;
+* :class:`BackedReader`: one of these, with some host ranges read from the
+  files that back them (guest RAM a core left out, still in its file).
 
 All readers give the same bytes; the tests compare their outputs.
 """
@@ -32,8 +34,10 @@ from drgn_qemu.elf import CoreSegment, read_core_file_info
 from drgn_qemu.ranges import GuestRange
 
 __all__ = (
+    "BackedReader",
     "Chunk",
     "CoreFileReader",
+    "FileBacking",
     "MemoryFault",
     "MemoryReader",
     "ProcessReader",
@@ -77,12 +81,18 @@ class Chunk:
 class MemoryReader:
     """Reads QEMU's memory at host-virtual addresses."""
 
-    #: Where the bytes come from: ``core``, ``process`` or ``program`` (drgn).
-    source = "program"
+    #: Where the bytes come from: ``core`` or ``process``.
+    source = "core"
 
     def readinto(self, address: int, buf: memoryview) -> None:
         """Fill *buf* with the memory at *address*, or raise :class:`MemoryFault`."""
         raise NotImplementedError
+
+    def read(self, address: int, size: int) -> bytes:
+        """Return the *size* bytes at *address*, or raise :class:`MemoryFault`."""
+        buf = bytearray(size)
+        self.readinto(address, memoryview(buf))
+        return bytes(buf)
 
     def extents(self, address: int, size: int) -> Iterator[Tuple[int, int, bool]]:
         """
@@ -90,6 +100,20 @@ class MemoryReader:
         runs; runs without data read as zeros (holes of a sparse core).
         """
         yield address, size, True
+
+    def missing(self, address: int, size: int) -> List[Tuple[int, int]]:
+        """
+        Return the ``(address, size)`` runs of ``[address, address + size)``
+        that cannot be read (left out of a core). This reader looks at the
+        first and last byte: all of it is missing if either is.
+        """
+        byte = memoryview(bytearray(1))
+        for probe in (address, address + size - 1):
+            try:
+                self.readinto(probe, byte)
+            except MemoryFault:
+                return [(address, size)]
+        return []
 
     def chunks(
         self, ranges: Iterable[GuestRange], chunk_size: int, holes: bool = True, align: int = 1
@@ -154,6 +178,7 @@ class ProgramReader(MemoryReader):
 
     def __init__(self, prog: Program) -> None:
         self.prog = prog
+        self.source = "process" if prog.flags & drgn.ProgramFlags.IS_LIVE else "core"
 
     def readinto(self, address: int, buf: memoryview) -> None:
         try:
@@ -211,6 +236,7 @@ class CoreFileReader(_FdReader):
             if info.needed_size > info.file_size:
                 raise ValueError(f"core file {path} is truncated")
             segments = list(info.segments)
+        self.path = path
         self.segments: List[CoreSegment] = sorted(segments, key=lambda s: s.vaddr)
         self._starts = [s.vaddr for s in self.segments]
         self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -274,6 +300,29 @@ class CoreFileReader(_FdReader):
             else:
                 yield address, n, None
             address += n
+
+    def missing(self, address: int, size: int) -> List[Tuple[int, int]]:
+        out: List[Tuple[int, int]] = []
+        end = address + size
+        while address < end:
+            i = bisect.bisect_right(self._starts, address) - 1
+            seg = self.segments[i] if i >= 0 else None
+            if seg is None or address >= seg.vaddr + seg.memsz:
+                # Not in a PT_LOAD (gdb's gcore leaves such mappings out).
+                nxt = self._starts[i + 1] if i + 1 < len(self._starts) else end
+                n = min(end, nxt) - address
+                gap = True
+            else:
+                in_file = seg.vaddr + seg.filesz
+                gap = address >= in_file  # past p_filesz (Linux writes the header only)
+                n = min(end, seg.vaddr + seg.memsz if gap else in_file) - address
+            if gap:
+                if out and out[-1][0] + out[-1][1] == address:
+                    out[-1] = (out[-1][0], out[-1][1] + n)
+                else:
+                    out.append((address, n))
+            address += n
+        return out
 
     def readinto(self, address: int, buf: memoryview) -> None:
         done = 0
@@ -345,6 +394,109 @@ class ProcessReader(_FdReader):
 
     def readinto(self, address: int, buf: memoryview) -> None:
         self._pread(buf, address, address)
+
+
+@dataclass(frozen=True)
+class FileBacking:
+    """Host range ``[start, start + size)`` is in the file *path* at *offset*."""
+
+    start: int
+    size: int
+    path: str
+    offset: int
+
+
+class BackedReader(MemoryReader):
+    """
+    Reads QEMU's memory through *base*, but each range of *backings* from
+    its file, opened read-only here (guest RAM mapped shared from a file,
+    which a core leaves out by default).
+    """
+
+    def __init__(self, base: MemoryReader, backings: Iterable[FileBacking]) -> None:
+        self.base = base
+        self.source = base.source
+        self.backings = sorted(backings, key=lambda b: b.start)
+        self._starts = [b.start for b in self.backings]
+        self._fds: List[int] = []
+        try:
+            for b in self.backings:
+                self._fds.append(os.open(b.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
+        except BaseException:
+            self.close()
+            raise
+
+    def _pieces(self, address: int, size: int) -> Iterator[Tuple[int, int, Optional[int]]]:
+        """(address, size, index of the backing or None for *base*)."""
+        end = address + size
+        while address < end:
+            i = bisect.bisect_right(self._starts, address) - 1
+            if i >= 0 and address < self.backings[i].start + self.backings[i].size:
+                b = self.backings[i]
+                n = min(end, b.start + b.size) - address
+                yield address, n, i
+            else:
+                nxt = self._starts[i + 1] if i + 1 < len(self._starts) else end
+                n = min(end, nxt) - address
+                yield address, n, None
+            address += n
+
+    def _file(self, i: int, address: int) -> Tuple[int, int]:
+        b = self.backings[i]
+        return self._fds[i], b.offset + address - b.start
+
+    def readinto(self, address: int, buf: memoryview) -> None:
+        done = 0
+        for piece, n, i in self._pieces(address, len(buf)):
+            view = buf[done : done + n]
+            if i is None:
+                self.base.readinto(piece, view)
+            else:
+                fd, offset = self._file(i, piece)
+                got = 0
+                while got < n:
+                    k = os.preadv(fd, [view[got:]], offset + got)
+                    if k <= 0:  # the file is shorter than the mapping was
+                        raise MemoryFault(piece + got)
+                    got += k
+            done += n
+
+    def extents(self, address: int, size: int) -> Iterator[Tuple[int, int, bool]]:
+        for piece, n, i in self._pieces(address, size):
+            if i is None:
+                yield from self.base.extents(piece, n)
+            else:
+                yield piece, n, True
+
+    def missing(self, address: int, size: int) -> List[Tuple[int, int]]:
+        out: List[Tuple[int, int]] = []
+        for piece, n, i in self._pieces(address, size):
+            if i is None:
+                out += self.base.missing(piece, n)
+        return out
+
+    def copy(self, address: int, size: int, fd: int, offset: int, seen: bool = False) -> bool:
+        pieces = list(self._pieces(address, size))
+        if len(pieces) == 1 and pieces[0][2] is None:
+            return self.base.copy(address, size, fd, offset, seen)
+        return False
+
+    def read_view(self, address: int, buf: memoryview) -> memoryview:
+        pieces = list(self._pieces(address, len(buf)))
+        if len(pieces) == 1 and pieces[0][2] is None:
+            return self.base.read_view(address, buf)
+        self.readinto(address, buf)
+        return buf
+
+    def release(self, address: int, size: int) -> None:
+        for piece, n, i in self._pieces(address, size):
+            if i is None:
+                self.base.release(piece, n)
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
 
 
 #: The ``io`` choices of :func:`open_reader`.

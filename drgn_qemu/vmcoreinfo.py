@@ -114,12 +114,16 @@ def _text_note(text: bytes, source: str, endian: int) -> Vmcoreinfo:
 
 
 def vmcoreinfo_from_device(
-    prog: Program, blocks: List[GuestPhysBlock], endian: int = ELFDATA2LSB
+    prog: Program,
+    blocks: List[GuestPhysBlock],
+    endian: int = ELFDATA2LSB,
+    reader: Optional[MemoryReader] = None,
 ) -> Tuple[Optional[Vmcoreinfo], Optional[str]]:
     """
     Return the guest's note registered with ``-device vmcoreinfo``, checked
     as QEMU's ``dump_init()`` checks it, and a warning (QEMU's wording) when
-    the device exists but holds no usable note.
+    the device exists but holds no usable note. Guest RAM is read with
+    *reader* (default: through drgn).
     """
     state = vmcoreinfo_find(prog)
     if not state:
@@ -135,8 +139,9 @@ def vmcoreinfo_from_device(
     if guest_format != FW_CFG_VMCOREINFO_FORMAT_ELF:
         return None, f"vmcoreinfo device: guest note format is unsupported: {guest_format}"
     try:
-        note = bytearray(guest_phys_read(prog, blocks, paddr, size))
-    except (LookupError, drgn.FaultError):
+        read = reader.read if reader is not None else None
+        note = bytearray(guest_phys_read(prog, blocks, paddr, size, read))
+    except (LookupError, drgn.FaultError, MemoryFault):
         return None, f"vmcoreinfo device: guest note at 0x{paddr:x} is not in guest RAM"
     order = struct_order(endian)
     namesz, descsz, _ = struct.unpack_from(order + "III", note)
@@ -258,7 +263,7 @@ def find_vmcoreinfo(
     if path is not None:
         return vmcoreinfo_from_file(path, endian), []
     warnings = []
-    found, warning = vmcoreinfo_from_device(prog, blocks, endian)
+    found, warning = vmcoreinfo_from_device(prog, blocks, endian, reader)
     if warning:
         warnings.append(warning)
     if found is None and scan:

@@ -14,16 +14,11 @@ from typing import Optional
 from drgn import Object, Program
 
 __all__ = (
-    "RAM_SHARED",
     "machine_dump_guest_core",
     "machine_max_cpus",
     "machine_smp_cpus",
     "machine_state",
 )
-
-#: ``RAMBlock.flags`` bit of memory mapped shared (``share=on``, memfd,
-#: files), ``include/exec/memory.h``.
-RAM_SHARED = 1 << 1
 
 
 def machine_state(prog: Program) -> Optional[Object]:

@@ -14,7 +14,7 @@ and in the same ``MemoryRegion``.
 """
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from drgn import Program
 
@@ -185,20 +185,29 @@ def guest_phys_blocks(prog: Program, target_page_size: int = 4096) -> List[Guest
     return blocks
 
 
-def guest_phys_read(prog: Program, blocks: List[GuestPhysBlock], paddr: int, size: int) -> bytes:
+def guest_phys_read(
+    prog: Program,
+    blocks: List[GuestPhysBlock],
+    paddr: int,
+    size: int,
+    read: Optional[Callable[[int, int], bytes]] = None,
+) -> bytes:
     """
     Read guest-physical memory through the guest RAM blocks that hold it
     (the RAM part of QEMU's ``cpu_physical_memory_read()``).
 
     :param blocks: from :func:`guest_phys_blocks`
+    :param read: reads QEMU's memory, ``(host address, size) -> bytes``
+        (default: ``prog.read``)
     :raises LookupError: if part of the range is not guest RAM
     """
+    read = read if read is not None else prog.read
     out = []
     while size > 0:
         for block in blocks:
             if block.target_start <= paddr < block.target_end:
                 n = min(size, block.target_end - paddr)
-                out.append(prog.read(block.host_addr + (paddr - block.target_start), n))
+                out.append(read(block.host_addr + (paddr - block.target_start), n))
                 paddr += n
                 size -= n
                 break

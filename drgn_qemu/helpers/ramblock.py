@@ -12,15 +12,23 @@ and a block's size has been ``length`` (before 2.2) and
 info.
 """
 
-from typing import Iterator
+from typing import Iterator, Optional
 
-from drgn import Object, Program, sizeof
+from drgn import Object, Program, cast, sizeof
 
 from drgn_qemu.errors import CorruptStructureError
+from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename
 from drgn_qemu.helpers.queue import DEFAULT_LIST_LIMIT, queue_for_each
 
 __all__ = (
+    "RAM_SHARED",
     "for_each_ram_block",
+    "host_memory_backend_file_mem_path",
+    "qemu_ram_get_fd_offset",
+    "qemu_ram_is_shared",
+    "qemu_ram_pagesize",
+    "ramblock_backend",
+    "ramblock_guest_memfd",
     "qemu_get_ram_block",
     "qemu_get_ram_ptr",
     "ram_addr_mask",
@@ -29,6 +37,10 @@ __all__ = (
     "ramblock_ptr",
     "ramblock_used_length",
 )
+
+#: ``RAMBlock.flags`` bit of memory mapped shared (``share=on``, memfd,
+#: files), ``include/exec/memory.h`` (the same bit in every QEMU).
+RAM_SHARED = 1 << 1
 
 
 def for_each_ram_block(prog: Program, limit: int = DEFAULT_LIST_LIMIT) -> Iterator[Object]:
@@ -140,3 +152,90 @@ def qemu_get_ram_ptr(prog: Program, ram_addr: int) -> Object:
     block = qemu_get_ram_block(prog, ram_addr)
     offset = (ram_addr - block.offset.value_()) & ram_addr_mask(prog)
     return ramblock_ptr(block, offset)
+
+
+def qemu_ram_is_shared(block: Object) -> bool:
+    """
+    Return whether a RAM block is mapped shared (``qemu_ram_is_shared()``:
+    ``RAM_SHARED`` in ``block->flags``): ``share=on``, memfd, files.
+
+    :param block: ``RAMBlock *``
+    """
+    return bool(block.flags.value_() & RAM_SHARED)
+
+
+def qemu_ram_pagesize(block: Object) -> Optional[int]:
+    """
+    Return the host page size backing a RAM block (``qemu_ram_pagesize()``:
+    ``block->page_size``; larger than the host's base page on hugetlbfs),
+    or None for a QEMU without the member.
+
+    :param block: ``RAMBlock *``
+    """
+    if not block.type_.type.has_member("page_size"):
+        return None
+    return block.page_size.value_()
+
+
+def qemu_ram_get_fd_offset(block: Object) -> Optional[int]:
+    """
+    Return where a file-backed RAM block starts in its file
+    (``qemu_ram_get_fd_offset()``: ``block->fd_offset``), or None for a
+    QEMU without the member.
+
+    :param block: ``RAMBlock *``
+    """
+    if not block.type_.type.has_member("fd_offset"):
+        return None
+    return block.fd_offset.value_()
+
+
+def ramblock_guest_memfd(block: Object) -> bool:
+    """
+    Return whether a RAM block has a ``guest_memfd`` (a confidential
+    guest's private memory, which is not in QEMU's address space; QEMU 9.1
+    and later: ``block->guest_memfd >= 0``).
+
+    :param block: ``RAMBlock *``
+    """
+    if not block.type_.type.has_member("guest_memfd"):
+        return False
+    return block.guest_memfd.value_() >= 0
+
+
+def ramblock_backend(block: Object) -> Optional[Object]:
+    """
+    Return the ``-object memory-backend-*`` that owns a RAM block (the
+    owner of ``block->mr``, a ``HostMemoryBackend``), as an ``Object *``,
+    or None for RAM a device or the machine allocated itself.
+
+    :param block: ``RAMBlock *``
+    """
+    if not block.type_.type.has_member("mr"):
+        return None
+    mr = block.mr.read_()
+    if not mr or not mr.type_.type.has_member("owner"):
+        return None
+    owner = mr.owner.read_()
+    if not owner:
+        return None
+    backend = object_dynamic_cast(owner, "memory-backend")
+    return backend if backend else None
+
+
+def host_memory_backend_file_mem_path(backend: Object) -> Optional[str]:
+    """
+    Return the ``mem-path`` of a ``memory-backend-file``
+    (``HostMemoryBackendFile.mem_path``), or None for another backend or
+    where the debug info lacks the type.
+
+    :param backend: ``Object *`` of a ``HostMemoryBackend``
+    """
+    if object_get_typename(backend) != "memory-backend-file":
+        return None
+    try:
+        file_backend = cast("HostMemoryBackendFile *", backend)
+    except LookupError:
+        return None
+    path = file_backend.mem_path.read_()
+    return path.string_().decode(errors="surrogateescape") if path else None
