@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fixture_programs import (  # noqa: E402
+    LAYOUT_DEFINES,
     LAYOUTS,
     CoredProgram,
     GetCore,
@@ -22,7 +23,9 @@ from fixture_programs import (  # noqa: E402
 def binaries(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     d = tmp_path_factory.mktemp("bin")
     out = {
-        layout: compile_fixture("qemu_layout.c", d / f"qemu_layout_{layout}", [f"LAYOUT_{layout}"])
+        layout: compile_fixture(
+            "qemu_layout.c", d / f"qemu_layout_{layout}", LAYOUT_DEFINES[layout]
+        )
         for layout in LAYOUTS
     }
     out["NO_CPU"] = compile_fixture(

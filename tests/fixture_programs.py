@@ -11,7 +11,10 @@ from typing import Callable, Sequence
 from harness import gcore
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-LAYOUTS = ("MODERN", "V24", "V15")
+LAYOUTS = ("MODERN", "V24", "V15", "V11")
+#: The -D flags of each layout (see qemu_layout.c): V11 is MODERN and more.
+LAYOUT_DEFINES = {layout: [f"LAYOUT_{layout}"] for layout in LAYOUTS}
+LAYOUT_DEFINES["V11"] = ["LAYOUT_MODERN", "LAYOUT_V11"]
 
 
 def compile_fixture(source: str, out: Path, defines: Sequence[str] = ()) -> Path:

@@ -62,7 +62,8 @@ OLD_SEGMENTS: Expected = [
     (0x440000, 0x10000, [("nvdimm", 0, 0x10000)]),
     (0x100000000, 0x400000, [("pc.ram", 0x400000, 0x400000)]),
 ]
-EXPECTED = {"MODERN": MODERN_SEGMENTS, "V24": OLD_SEGMENTS, "V15": OLD_SEGMENTS}
+EXPECTED = {"MODERN": MODERN_SEGMENTS, "V24": OLD_SEGMENTS, "V15": OLD_SEGMENTS,
+            "V11": MODERN_SEGMENTS}  # fmt: skip
 
 
 def pattern(block: str, offset: int, size: int) -> bytes:
@@ -274,8 +275,10 @@ def test_corrupt_or_missing(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_arch_detected_and_cpu_notes(cored: GetCore, tmp_path: Path) -> None:
-    c = cored("MODERN")
+@pytest.mark.parametrize("layout", ["MODERN", "V11"])
+def test_arch_detected_and_cpu_notes(layout: str, cored: GetCore, tmp_path: Path) -> None:
+    """x86_64 from 16 GPRs, and from QEMU 11's 32 (APX): the notes have the 16 classic ones."""
+    c = cored(layout)
     out = tmp_path / "guest.vmcore"
     r = run_cli("dump-guest-memory", "-c", str(c.core), "-s", str(c.binary), str(out))
     assert r.returncode == 0, r.stderr
@@ -301,7 +304,30 @@ def test_arch_detected_and_cpu_notes(cored: GetCore, tmp_path: Path) -> None:
         assert struct.unpack_from("<II", state) == (1, 440) and len(state) == 440
         assert struct.unpack_from("<Q", state, 8)[0] == base | 0
         assert struct.unpack_from("<Q", state, 416)[0] == 0x1000000 + cpu * 0x1000
+    # The fixture marks APX's R16-R31 0xa9a9a9a9a9a9xxxx: in no note.
+    assert all(b"\xa9\xa9\xa9\xa9\xa9\xa9" not in d for _, _, d in found)
     assert "no VMCOREINFO found" in r.stderr
+
+
+def test_guest_memfd_never_dumped(cored: GetCore, tmp_path: Path) -> None:
+    """A confidential guest's RAMBlock with a guest_memfd (QEMU 9.1+): refused, or left out."""
+    c = cored("V11", "guest-memfd")
+    out = tmp_path / "guest.vmcore"
+    r = dump_fixture(c, out)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1
+    assert "guest RAM pc.ram (guest-physical 0x0-0x9ffff, RAMBlock pc.ram" in r.stderr
+    assert "private pages are in a guest_memfd" in r.stderr and "--skip-missing" in r.stderr
+    assert not out.exists()
+    r = dump_fixture(c, out, "--skip-missing")
+    assert r.returncode == 0, r.stderr
+    # Every block of pc.ram left out, the others dumped as without a guest_memfd.
+    kept = [(start, size) for start, size, pieces in EXPECTED["V11"]
+            if all(block != "pc.ram" for block, _, _ in pieces)]  # fmt: skip
+    assert [(s.paddr, s.filesz) for s in loads(out)] == kept and kept
+    assert r.stderr.count("warning: left out: guest RAM pc.ram") == sum(
+        1 for line in r.stdout.splitlines() if line.startswith("0x") and line.endswith(" pc.ram")
+    )
 
 
 RAM_VMCOREINFO = (

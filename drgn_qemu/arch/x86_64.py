@@ -26,6 +26,8 @@ NT_PRSTATUS = 1
 HF_LMA_MASK = 1 << 14
 #: ``CPU_NB_REGS`` of the 64-bit target.
 _CPU_NB_REGS64 = 16
+#: ``CPU_NB_EREGS64``: with APX's extended GPRs (QEMU 11).
+_CPU_NB_EREGS64 = 32
 #: ``__START_KERNEL_map``: where x86_64 Linux maps its image.
 START_KERNEL_MAP = 0xFFFFFFFF80000000
 #: ``QEMUCPUSTATE_VERSION``.
@@ -136,15 +138,17 @@ class X86_64(GuestArch):
 
     def matches(self, prog: Program) -> bool:
         """
-        An ``X86CPU`` whose ``CPUX86State.regs`` holds 16 registers
-        (``qemu-system-i386`` has 8).
+        An ``X86CPU`` whose ``CPUX86State.regs`` holds 16 registers, or 32
+        from QEMU 11 with Intel APX's R16-R31 (``CPU_NB_EREGS64``;
+        ``qemu-system-i386`` has 8). The notes carry the 16 classic ones,
+        as QEMU 11's ``arch_dump.c`` writes them.
         """
         try:
             prog.type("X86CPU")
             regs = prog.type("CPUX86State").member("regs").type
         except LookupError:
             return False
-        return regs.length == _CPU_NB_REGS64
+        return regs.length in (_CPU_NB_REGS64, _CPU_NB_EREGS64)
 
     def _first_lma(self, prog: Program) -> bool:
         cpu = first_cpu(prog)
