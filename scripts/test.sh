@@ -21,4 +21,5 @@ done
 bench=$(mktemp -d)  # a directory of this run's own: two runs may share the machine
 .venv/bin/python benchmarks/bench_dump.py --smoke --workdir "$bench"
 rm -rf "$bench"
+.venv/bin/python benchmarks/bench_startup.py
 exec .venv/bin/pytest -v "$@"
