@@ -18,6 +18,8 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE_DIRS = ["/usr/share/seabios", "/usr/share/qemu"]
 SERIES = ("7.2", "10.0")
+#: drgn's command, beside the Python running the tests.
+DRGN = str(Path(sys.executable).parent / "drgn")
 
 _binaries: Dict[str, Path] = {}
 

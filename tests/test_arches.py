@@ -7,8 +7,10 @@ included, but for the header fields QEMU gets wrong (see
 assert_same_file_but_ehsize), and the kdump-zlib file is QEMU's
 kdump-raw-zlib but for utsname.machine.
 
-- aarch64: -machine virt -cpu cortex-a57, no firmware (the vCPU runs from
-  the empty flash); and -cpu max, which has SVE: an NT_ARM_SVE note more
+- aarch64: -machine virt -cpu cortex-a57, no firmware: the first vCPU runs
+  a few instructions loaded into RAM (enable FP, set registers, FPCR, an FP
+  exception, then a branch to itself), the second stays off; and -cpu max,
+  which has SVE: the same and SVE registers set, an NT_ARM_SVE note more
   (vectors of one quadword, as ZCR_EL1 is at reset);
 - arm: the same with -cpu cortex-a15, a 32-bit vCPU: an ELFCLASS32 EM_ARM
   vmcore and 32-bit kdump headers;
@@ -23,6 +25,7 @@ kdump-raw-zlib but for utsname.machine.
   blob.
 """
 
+import struct
 import subprocess
 import time
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from harness import QemuGuest, cross_qemu_binary, drgn_qemu_command, write_blob
+from harness import DRGN, QemuGuest, cross_qemu_binary, drgn_qemu_command, write_blob
 from kdump_reader import assert_pages_equal_elf, assert_same_kdump_but_machine, open_kdump
 from test_real_qemu import run
 from vmcore import assert_same_file_but_ehsize, elf_header, loads, notes, read_phys
@@ -55,6 +58,20 @@ class Target:
     #: Set the guest's state up through the gdbstub: gdb commands.
     gdb: Tuple[str, ...] = ()
     ei_class: str = "ELFCLASS64"
+    #: Instructions (32-bit words) the first vCPU runs from CODE_ADDR, the
+    #: last a branch to itself, where the test stops it.
+    code: Tuple[int, ...] = ()
+
+
+CODE_ADDR = 0x40200000
+# AArch64: movz x0, #0x33, lsl #16; msr cpacr_el1, x0 (FP and SVE on at EL1);
+# isb; movz x2, #0x1234; fmov d3, x2; movz x5, #0x300, lsl #16;
+# msr fpcr, x5 (FZ, DN); fdiv d6, d3, d7 (0/0: an FP exception).
+A64_FP = (0xD2A00660, 0xD5181040, 0xD5033FDF, 0xD2824682, 0x9E670043, 0xD2A06005,
+          0xD51B4405, 0x1E671866)  # fmt: skip
+# SVE: ptrue p2.b; dup z4.d, x2. Then b . (to itself).
+A64_SVE = (0x2518E3E2, 0x05E03844)
+A64_LOOP = (0x14000000,)
 
 
 TARGETS = {
@@ -65,6 +82,7 @@ TARGETS = {
         [("CORE", 1, 392), ("CORE", 2, 528)],  # NT_PRSTATUS, NT_PRFPREG
         "AArch64 EL1",
         (65536, 0x40000000),  # the largest AArch64 page; the lowest RAM address
+        code=A64_FP + A64_LOOP,
     ),
     "aarch64-sve": Target(
         "aarch64", "virt", ("-cpu", "max"), 0x40100000, "EM_AARCH64", "ELFDATA2LSB",
@@ -72,6 +90,7 @@ TARGETS = {
         [("CORE", 1, 392), ("CORE", 2, 528), ("LINUX", 0x405, 592)],
         "AArch64 EL1",
         (65536, 0x40000000),
+        code=A64_FP + A64_SVE + A64_LOOP,
     ),
     "arm": Target(
         "aarch64", "virt", ("-cpu", "cortex-a15"), 0x40100000, "EM_ARM", "ELFDATA2LSB",
@@ -126,6 +145,8 @@ class Stopped:
     elf: Path
     kdump: Path
     blob: bytes
+    #: HMP 'info registers -a' of the stopped guest.
+    registers: str
 
 
 @pytest.fixture(scope="module", params=list(TARGETS), ids=list(TARGETS))
@@ -142,13 +163,22 @@ def stopped(
             "-device",
             f"loader,file={work / 'blob.bin'},addr={target.blob_addr:#x},force-raw=on",
         ]
+    if target.code:
+        (work / "code.bin").write_bytes(struct.pack(f"<{len(target.code)}I", *target.code))
+        extra += ["-device", f"loader,file={work / 'code.bin'},addr={CODE_ADDR:#x},force-raw=on",
+                  "-device", f"loader,addr={CODE_ADDR:#x},cpu-num=0"]  # fmt: skip
     gdb_sock = work / "gdb.sock"
     if target.gdb:
         extra += ["-gdb", f"unix:{gdb_sock},server=on,wait=off"]
     with QemuGuest(binary, work, memory="256M", machine=target.machine,
                    machine_opts="dump-guest-core=on", extra_args=extra, smp=2) as guest:  # fmt: skip
-        time.sleep(0.5)
-        guest.stop()
+        if target.code:
+            # At the branch to itself, where it stays: a state to wait for.
+            end = f" PC={CODE_ADDR + 4 * (len(target.code) - 1):016x} "
+            guest.stop_when("info registers", lambda text: end in text)
+        else:
+            time.sleep(0.5)
+            guest.stop()
         if target.gdb:
             cmds = [a for c in target.gdb for a in ("-ex", c)]
             subprocess.run(["gdb-multiarch", "-nx", "-batch", "-ex", cmds[1], "-ex",
@@ -156,10 +186,11 @@ def stopped(
                            check=True, capture_output=True)  # fmt: skip
             # gdb's detach lets the vCPUs run again.
             guest.stop()
+        registers = guest.hmp("info registers -a").replace("\r\n", "\n")
         elf = guest.dump(work / "qemu.vmcore")
         kdump = guest.dump(work / "qemu.kdump", format="kdump-raw-zlib")
         core = guest.gcore(work / "qemu.core")
-    yield Stopped(target, binary, core, elf, kdump, blob)
+    yield Stopped(target, binary, core, elf, kdump, blob, registers)
     for p in work.iterdir():
         p.unlink()
 
@@ -211,3 +242,13 @@ def test_kdump_equals_qemu(stopped: Stopped, tmp_path: Path) -> None:
     assert_same_kdump_but_machine(out, stopped.kdump, "arm" if t.e_machine == "EM_ARM" else t.name)
     counts: Dict[str, int] = assert_pages_equal_elf(k, stopped.elf)
     assert counts["pages"] == (256 << 20) // t.kdump[0]
+
+
+def test_registers_equal_hmp(stopped: Stopped) -> None:
+    """%qemu registers -a prints what HMP 'info registers -a' printed for the stopped guest."""
+    code = "from drgn.commands import run_command\nrun_command(prog, 'qemu registers -a')"
+    r = run([DRGN, "-q", "-c", str(stopped.core), "-s", str(stopped.binary), "-e", code])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == stopped.registers
+    # Not an empty state: each vCPU is in it.
+    assert stopped.registers.count("\nCPU#") == 2

@@ -8,14 +8,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator, Tuple
 
 import pytest
-from harness import SERIES, QemuGuest, drgn_qemu_command, qemu_binary
-
-DRGN = str(Path(sys.executable).parent / "drgn")
+from harness import DRGN, SERIES, QemuGuest, drgn_qemu_command, qemu_binary
 
 
 def info(*args: str) -> Tuple[str, dict]:  # type: ignore[type-arg]

@@ -8,7 +8,6 @@ import pty
 import re
 import select
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,8 @@ from typing import Dict, Iterator
 
 import pytest
 from fixture_programs import GetCore
-from harness import SERIES, QemuGuest, kvm_usable, qemu_binary, qemu_source_dir
+from harness import DRGN, SERIES, QemuGuest, kvm_usable, qemu_binary, qemu_source_dir
 from vmcore import assert_same_file_but_ehsize
-
-DRGN = str(Path(sys.executable).parent / "drgn")
-
 
 #: Runs each command; a CommandError (what %qemu raises on an error) is
 #: printed as "CommandError: message" and the next command runs.
