@@ -33,6 +33,7 @@ from drgn_qemu.reader import IO_MODES, MemoryReader
 
 if TYPE_CHECKING:
     from drgn_qemu.dump import DumpPlan, DumpResult
+    from drgn_qemu.ptrace import ProcessStopped
 
 __all__ = ("DUMP_ARGUMENTS", "add_dump_arguments", "dump_options", "main", "parse_size", "run_dump")
 
@@ -258,7 +259,7 @@ def dump_options(args: argparse.Namespace) -> DumpOptions:
     )
 
 
-def _add_program_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_program_arguments(parser: argparse.ArgumentParser, dump: bool = False) -> None:
     group = parser.add_argument_group("program (as in drgn)")
     source = group.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -270,6 +271,14 @@ def _add_program_arguments(parser: argparse.ArgumentParser) -> None:
         "removed after",
     )
     source.add_argument("-p", "--pid", metavar="PID", type=int, help="live QEMU process")
+    if dump:
+        group.add_argument(
+            "--no-stop",
+            action="store_true",
+            help="with -p: dump QEMU while it runs. By default its threads are stopped "
+            "(ptrace) while its state and the guest's memory are read, as QMP's dump stops "
+            "the VM, and let go after; the summary says for how long",
+        )
     group.add_argument(
         "-s",
         "--symbols",
@@ -301,12 +310,15 @@ def run_dump(
     args: argparse.Namespace,
     reader: Optional[MemoryReader] = None,
     unpacked_in: float = 0.0,
+    stopped: Optional["ProcessStopped"] = None,
 ) -> "DumpResult":
     """
     Run ``dump-guest-memory`` with parsed *args* (see
     :data:`DUMP_ARGUMENTS`) on *prog*: print the block table, show progress
     on a terminal, write the vmcore and print a summary, whose time includes
-    *unpacked_in*, the seconds spent unpacking a compressed core.
+    *unpacked_in*, the seconds spent unpacking a compressed core. A live
+    QEMU *stopped* for the dump is resumed as soon as it is written, and the
+    summary says for how long it was stopped.
     """
     from drgn_qemu.dump import dump_guest_memory, format_plan
     from drgn_qemu.output import check_output
@@ -329,9 +341,14 @@ def run_dump(
             prog, args.output, options, reader=reader, progress=progress.update, on_plan=planned
         )
     finally:
+        if stopped is not None:
+            stopped.resume()
         progress.close()
+    stopped_for = stopped.seconds if stopped is not None else None
     if args.json:
-        print(json.dumps(dump_json(result, args, unpacked_in), indent=2))
+        doc = dump_json(result, args, unpacked_in)
+        doc["stopped_seconds"] = None if stopped_for is None else round(stopped_for, 3)
+        print(json.dumps(doc, indent=2))
     elif not args.quiet:
         plan = result.plan
         seconds = result.seconds + unpacked_in
@@ -346,6 +363,7 @@ def run_dump(
             f"{plan.guest_bytes / (1 << 20):.1f} MiB of guest memory in "
             f"{seconds:.2f} s ({rate:.0f} MiB/s"
             + (f"; unpacking the core took {unpacked_in:.2f} s" if unpacked_in else "")
+            + (f"; QEMU was stopped for {stopped_for:.2f} s" if stopped_for is not None else "")
             + ")"
         )
     return result
@@ -427,7 +445,13 @@ def _cmd_dump(args: argparse.Namespace) -> int:
         )
         reader = open_reader(prog, core, args.pid, args.io)
         stack.callback(reader.close)
-        run_dump(prog, args, reader, unpacked_in)
+        stopped = None
+        if args.pid is not None and not args.no_stop:
+            from drgn_qemu.ptrace import stop_process
+
+            # As QMP's dump stops the VM: memory and vCPUs from one moment.
+            stopped = stack.enter_context(stop_process(args.pid))
+        run_dump(prog, args, reader, unpacked_in, stopped)
     return 0
 
 
@@ -509,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=DUMP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_program_arguments(dump)
+    _add_program_arguments(dump, dump=True)
     add_dump_arguments(dump)
     dump.set_defaults(func=_cmd_dump)
     info = sub.add_parser(

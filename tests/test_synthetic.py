@@ -160,7 +160,8 @@ def test_json_summary(cored: GetCore, tmp_path: Path) -> None:
     doc = json.loads(r.stdout)
     assert set(doc) == {"input", "architecture", "blocks", "vcpus", "vmcoreinfo", "warnings",
                         "output", "format", "guest_bytes", "size_apparent", "size_on_disk",
-                        "seconds"}  # fmt: skip
+                        "seconds", "stopped_seconds"}  # fmt: skip
+    assert doc["stopped_seconds"] is None  # a core: nothing to stop
     assert doc["input"] == {"core": str(c.core), "pid": None, "qemu": str(c.binary)}
     assert doc["architecture"] == "x86_64" and doc["format"] == "elf"
     assert doc["output"] == str(out)
@@ -168,6 +169,9 @@ def test_json_summary(cored: GetCore, tmp_path: Path) -> None:
     blocks = [(b["target_start"], b["size"]) for b in doc["blocks"]]
     assert blocks == [(s.paddr, s.filesz) for s in loads(out)]
     assert {b["source"] for b in doc["blocks"]} == {"core"}
+    assert {(b["file"], b["missing_bytes"], b["missing_reason"]) for b in doc["blocks"]} == {
+        (None, 0, None)
+    }
     assert [b["memory_region"] for b in doc["blocks"]][0] == "pc.ram"
     assert doc["guest_bytes"] == sum(s.filesz for s in loads(out))
     st = out.stat()

@@ -1,0 +1,166 @@
+"""
+Dumps of a running QEMU (-p), consistent as QMP's: a guest kernel of a few
+instructions (multiboot, loaded by QEMU's -kernel) counts in a loop and
+stores the count in two pages, A at 2 MiB then B at 240 MiB; drgn-qemu reads
+A long before B. With QEMU's threads stopped for the dump, A and B come from
+one moment: equal, or A one ahead (stopped between the two stores). After
+the dump QEMU runs on (the count moves again, no tracer left); a QEMU that
+was stopped (SIGSTOP) stays stopped; a dumper killed mid-dump leaves it
+running. KVM where usable, else TCG.
+"""
+
+import os
+import signal
+import struct
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, List
+
+import pytest
+from harness import SERIES, QemuGuest, drgn_qemu_command, kvm_usable, qemu_binary
+from vmcore import read_phys
+
+LOAD = 0x100000
+A, B = 0x200000, 0xF000000
+RANDOM = 0x1000000  # 64 MiB of random bytes from here: a dump that takes a while
+
+
+def multiboot_kernel(path: Path) -> None:
+    """A multiboot image (the a.out kludge: flags bit 16) whose entry counts forever."""
+    magic, flags = 0x1BADB002, 0x00010000
+    header = struct.pack("<8I", magic, flags, -(magic + flags) & 0xFFFFFFFF, LOAD, LOAD, 0, 0,
+                         LOAD + 32)  # fmt: skip
+    code = (
+        b"\x41"  # inc ecx
+        + b"\x89\x0d"
+        + struct.pack("<I", A)  # mov [A], ecx
+        + b"\x89\x0d"
+        + struct.pack("<I", B)  # mov [B], ecx
+        + b"\xeb\xf1"  # jmp back to inc ecx
+    )
+    path.write_bytes(header + code)
+
+
+@dataclass
+class Counting:
+    guest: QemuGuest
+    binary: Path
+    work: Path
+
+    def count(self, addr: int) -> int:
+        text = self.guest.hmp(f"xp /1wx {addr:#x}")
+        return int(text.split(":")[1].split()[0], 16)
+
+    def wait_counting(self, past: int = 0) -> int:
+        """Wait until the count at A is past *past* (it runs), and return it."""
+        deadline = time.monotonic() + 600
+        while (n := self.count(A)) == past or n == 0:
+            assert time.monotonic() < deadline, "the guest does not count"
+            time.sleep(0.05)
+        return n
+
+    def dump(self, out: Path, *extra: str) -> "subprocess.CompletedProcess[str]":
+        return subprocess.run([*drgn_qemu_command(), "dump-guest-memory", "-p",
+                               str(self.guest.pid), "-s", str(self.binary), *extra, str(out)],
+                              capture_output=True, text=True)  # fmt: skip
+
+
+def thread_states(pid: int) -> List[str]:
+    """State letter and TracerPid of each thread of *pid*."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        out.append(fields["State"].split()[0] + fields["TracerPid"].strip())
+    return out
+
+
+def wait_for(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 600
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def counting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Counting]:
+    work = tmp_path_factory.mktemp("live")
+    binary = qemu_binary(SERIES[-1])
+    multiboot_kernel(work / "count.mb")
+    (work / "random.bin").write_bytes(os.urandom(64 << 20))
+    extra = [
+        "-kernel",
+        str(work / "count.mb"),
+        "-device",
+        f"loader,file={work / 'random.bin'},addr={RANDOM:#x},force-raw=on",
+    ]
+    accel = "kvm" if kvm_usable() else "tcg"
+    with QemuGuest(binary, work, accel=accel, memory="256M", machine_opts="dump-guest-core=on",
+                   extra_args=extra) as guest:  # fmt: skip
+        c = Counting(guest, binary, work)
+        c.wait_counting()
+        yield c
+
+
+def test_consistent_and_running_after(counting: Counting, tmp_path: Path) -> None:
+    out = tmp_path / "live.vmcore"
+    r = counting.dump(out)
+    assert r.returncode == 0, r.stderr
+    assert "QEMU was stopped for " in r.stdout
+    a, b = (struct.unpack("<I", read_phys(out, addr, 4))[0] for addr in (A, B))
+    assert a > 0 and a - b in (0, 1), (a, b)
+    # Let go: no tracer left on any thread, and the guest counts on.
+    assert not [s for s in thread_states(counting.guest.pid) if not s.endswith("0")]
+    assert counting.guest.command("query-status")["status"] == "running"  # type: ignore[index]
+    counting.wait_counting(past=counting.count(A))
+
+
+def test_json_says_how_long_stopped(counting: Counting, tmp_path: Path) -> None:
+    import json
+
+    r = counting.dump(tmp_path / "j.vmcore", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert 0 < doc["stopped_seconds"] <= doc["seconds"] + 1
+    r = counting.dump(tmp_path / "n.vmcore", "--json", "--no-stop")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["stopped_seconds"] is None
+
+
+def test_stopped_qemu_stays_stopped(counting: Counting, tmp_path: Path) -> None:
+    pid = counting.guest.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: all(s.startswith("T") for s in thread_states(pid)), "SIGSTOP")
+        r = counting.dump(tmp_path / "s.vmcore", "-q")
+        assert r.returncode == 0, r.stderr
+        a, b = (struct.unpack("<I", read_phys(tmp_path / "s.vmcore", x, 4))[0] for x in (A, B))
+        assert a - b in (0, 1)
+        # Still stopped, by its SIGSTOP, not traced.
+        assert all(s == "T0" for s in thread_states(pid)), thread_states(pid)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    counting.wait_counting(past=counting.count(A))
+
+
+def test_dumper_killed_leaves_qemu_running(counting: Counting, tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    # kdump-zlib of 64 MiB of random bytes on one thread: long enough to be
+    # caught while writing; the kill comes once the file is being written.
+    proc = subprocess.Popen([*drgn_qemu_command(), "dump-guest-memory", "-q", "-p",
+                             str(counting.guest.pid), "-s", str(counting.binary), "--format",
+                             "kdump-zlib", "--threads", "1", str(out_dir / "k.kdump")])  # fmt: skip
+    try:
+        while not list(out_dir.iterdir()) and proc.poll() is None:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    if proc.returncode != -signal.SIGKILL:
+        pytest.fail(f"the dump ended before it could be killed: {proc.returncode}")
+    wait_for(lambda: all(s.endswith("0") for s in thread_states(counting.guest.pid)), "detach")
+    assert counting.guest.command("query-status")["status"] == "running"  # type: ignore[index]
+    counting.wait_counting(past=counting.count(A))
