@@ -98,3 +98,22 @@ def test_pagemap_window_boundaries(
     finally:
         reader.close()
     assert os.path.exists(f"/proc/{pid}")
+
+
+@pytest.mark.parametrize("vm_readv", [True, False], ids=["process_vm_readv", "proc-mem"])
+def test_read_and_fault(child: Tuple[int, int, int], vm_readv: bool) -> None:
+    """Both ways of reading give the bytes, and a fault names the address."""
+    from drgn_qemu.reader import MemoryFault
+
+    pid, anon, shared = child
+    reader = ProcessReader(pid, vm_readv=vm_readv)
+    try:
+        assert (reader._vm_readv is not None) == vm_readv
+        buf = memoryview(bytearray(2 * PAGE))
+        reader.readinto(shared + 6 * PAGE, buf)
+        assert buf[PAGE] == 0x5A and sum(buf) == 0x5A
+        with pytest.raises(MemoryFault) as e:  # page 0 is never mapped
+            reader.readinto(0x10, memoryview(bytearray(PAGE)))
+        assert e.value.address == 0x10
+    finally:
+        reader.close()
