@@ -8,9 +8,9 @@ monitor (HMP) does, from a core or a process whose monitor cannot answer.
 """
 
 import math
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple, TypeVar
 
-from drgn import Object, Program
+from drgn import Object, Program, cast
 
 from drgn_qemu.arch import detect_arch
 from drgn_qemu.errors import CorruptStructureError, NotFoundError, translate_errors
@@ -41,8 +41,13 @@ from drgn_qemu.helpers.ramblock import (
     ramblock_used_length,
 )
 
+T = TypeVar("T")
+
 __all__ = (
+    "cpu_model_from_type",
+    "printed_format",
     "hmp_info_cpus",
+    "hmp_info_memory_devices",
     "hmp_info_registers",
     "hmp_info_mtree",
     "hmp_info_qom_tree",
@@ -68,35 +73,102 @@ def _g3(x: float) -> str:
 @translate_errors("QEMU's state for 'info ramblock'")
 def hmp_info_ramblock(prog: Program) -> str:
     """
-    The RAM block table of HMP ``info ramblock`` (``ram_block_dump()``):
-    name, page size, offset, used and total length, host address, read-only.
+    The RAM block table of HMP ``info ramblock`` (``ram_block_format()``):
+    name, page size, offset, used and total length, and, in the QEMUs that
+    print them (8.1 and later), host address and read-only. Which one the
+    QEMU in the program is comes from its own executable: the format string
+    its ``ram_block_format()`` prints the header with.
     """
-    lines = [
-        f"{'Block Name':>24} {'PSize':>8}  {'Offset':>18} {'Used':>18} {'Total':>18} "
-        f"{'HVA':>18} {'RO':>3}"
-    ]
+    columns = _ramblock_columns(prog)
+    header = f"{'Block Name':>24} {'PSize':>8}  {'Offset':>18} {'Used':>18} {'Total':>18}"
+    lines = [header + (f" {'HVA':>18} {'RO':>3}" if columns == 7 else "")]
     for block in for_each_ram_block(prog):
         page_size = block.page_size.value_() if block.type_.type.has_member("page_size") else 4096
-        readonly = bool(block.mr.readonly) if block.mr else False
-        lines.append(
+        line = (
             f"{ramblock_name(block):>24} {size_to_str(page_size):>8}  "
             f"0x{block.offset.value_():016x} 0x{ramblock_used_length(block):016x} "
-            f"0x{ramblock_max_length(block):016x} 0x{block.host.value_():016x} "
-            f"{'ro' if readonly else 'rw':>3}"
+            f"0x{ramblock_max_length(block):016x}"
         )
+        if columns == 7:
+            readonly = bool(block.mr.readonly) if block.mr else False
+            line += f" 0x{block.host.value_():016x} {'ro' if readonly else 'rw':>3}"
+        lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+#: ``ram_block_format()``'s header formats: with host address and read-only
+#: (QEMU 8.1 and later), and without.
+_RAMBLOCK_FORMATS = (
+    (7, b"%24s %8s  %18s %18s %18s %18s %3s\n"),
+    (5, b"%24s %8s  %18s %18s %18s\n"),
+)
+#: ``hmp_info_cpus()``'s formats: with the CPU model (QEMU 10.1 and later), and without.
+_CPUS_FORMATS = ((True, b" thread_id=%ld model=%s\n"), (False, b" thread_id=%ld\n"))
+
+
+def printed_format(prog: Program, formats: Sequence[Tuple[T, bytes]], default: T) -> T:
+    """
+    Which of several ``printf`` formats the QEMU in the program prints a
+    monitor view with, told by the format string in its own executable
+    (what changed is code, not a structure the debug info would show): the
+    key of the first found, else *default*.
+    """
+
+    def find(path: str) -> T:
+        import mmap
+
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            for key, needle in formats:
+                if m.find(needle) >= 0:
+                    return key
+        return default
+
+    from drgn_qemu.program import read_from_executable
+
+    found = read_from_executable(prog, find)
+    return default if found is None else found
+
+
+def _ramblock_columns(prog: Program) -> int:
+    """The columns the program's QEMU prints in ``info ramblock``: 7, or 5 (older)."""
+    return printed_format(prog, _RAMBLOCK_FORMATS, 7)
+
+
+def cpu_model_from_type(cpu: Object) -> str:
+    """
+    The CPU model of a vCPU as QEMU's ``cpu_model_from_type()`` names it:
+    its QOM type less the target's CPU type suffix (``qemu64-x86_64-cpu``:
+    ``qemu64``). The target's type is the one directly under ``cpu``.
+    """
+    impl = cast("Object *", cpu).member_("class").type.read_()
+    name = impl.name.string_().decode(errors="replace")
+    target = None
+    for _ in range(MAX_QOM_DEPTH):
+        parent = impl.parent_type.read_()
+        if not parent:
+            break
+        if parent.name.string_() == b"cpu":
+            target = impl.name.string_().decode(errors="replace")
+            break
+        impl = parent
+    if target is not None and name.endswith("-" + target):
+        return name[: -len(target) - 1]
+    return name
 
 
 @translate_errors("QEMU's state for 'info cpus'")
 def hmp_info_cpus(prog: Program) -> str:
     """
-    The vCPU list of HMP ``info cpus`` (``hmp_info_cpus()``): index and host
-    thread; ``*`` marks the monitor's current CPU, the first one by default.
+    The vCPU list of HMP ``info cpus`` (``hmp_info_cpus()``): index, host
+    thread and, in QEMUs that print it, the CPU model; ``*`` marks the
+    monitor's current CPU, the first one by default.
     """
+    model = printed_format(prog, _CPUS_FORMATS, True)
     lines = []
     for i, cpu in enumerate(for_each_cpu(prog)):
         mark = "*" if i == 0 else " "
-        lines.append(f"{mark} CPU #{cpu.cpu_index.value_()}: thread_id={cpu.thread_id.value_()}")
+        line = f"{mark} CPU #{cpu.cpu_index.value_()}: thread_id={cpu.thread_id.value_()}"
+        lines.append(line + (f" model={cpu_model_from_type(cpu)}" if model else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -368,3 +440,25 @@ def hmp_info_registers(prog: Program, all_cpus: bool = False, vcpu: Optional[int
             return "No CPU available\n"
         cpus = [cpu]
     return "".join(f"\nCPU#{c.cpu_index.value_()}\n" + arch.cpu_dump_state(c) for c in cpus)
+
+
+@translate_errors("QEMU's memory devices")
+def hmp_info_memory_devices(prog: Program) -> str:
+    """
+    The memory devices as HMP ``info memory-devices`` prints them
+    (``hmp_info_memory_devices()``): pc-dimm, nvdimm and virtio-mem.
+    """
+    from drgn_qemu.helpers.memory_device import qmp_query_memory_devices
+
+    lines = []
+    for info in qmp_query_memory_devices(prog):
+        lines.append(f'Memory device [{info.kind}]: "{info.id}"')
+        for name, value in info.fields.items():
+            if name in ("addr", "memaddr"):
+                text = f"0x{value:x}"
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            lines.append(f"  {name}: {text}")
+    return "".join(line + "\n" for line in lines)

@@ -86,6 +86,15 @@ def _qemu_cmd_ramblocks(prog: Program, name: str, args: argparse.Namespace, **kw
     print(hmp_info_ramblock(prog), end="")
 
 
+@qemu_command(name="memory-devices", description="the memory devices, as HMP 'info memory-devices'")
+def _qemu_cmd_memory_devices(
+    prog: Program, name: str, args: argparse.Namespace, **kwargs: Any
+) -> None:
+    from drgn_qemu.monitor import hmp_info_memory_devices
+
+    print(hmp_info_memory_devices(prog), end="")
+
+
 @qemu_command(description="the vCPUs, as HMP 'info cpus'")
 def _qemu_cmd_cpus(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
     from drgn_qemu.monitor import hmp_info_cpus
@@ -237,7 +246,8 @@ def _subcommand_help(prog: Program, words: str) -> None:
     name="qemu",
     description="inspect a QEMU core or process (drgn-qemu)",
     usage="**qemu** *SUBCOMMAND* [*OPTION*...]",
-    long_description="Subcommands: dump-guest-memory, ramblocks, cpus, registers, mtree, "
+    long_description="Subcommands: dump-guest-memory, ramblocks, memory-devices, cpus, "
+    "registers, mtree, "
     "qom-tree, timers, coroutine, bt. "
     "Run '%qemu help SUBCOMMAND' for each one's options.",
     arguments=(argument("subcommand", help="a subcommand; '%qemu help' lists them"),),

@@ -6,8 +6,9 @@
 #
 # The directory (under ${DRGN_QEMU_CACHE:-~/.cache/drgn-qemu}/kernels, outside
 # the checkout) holds vmlinuz, vmlinux (debug info, from the -dbg package),
-# qemu_fw_cfg.ko (uncompressed) and RELEASE. Fetched once, then reused. Picks
-# the newest build of the series whose -dbg package is in the archive.
+# the modules the guest loads, qemu_fw_cfg.ko and virtio_mem.ko
+# (uncompressed), and RELEASE. Fetched once, then reused. Picks the newest
+# build of the series whose -dbg package is in the archive.
 set -euo pipefail
 
 series=${1:?usage: fetch-kernel.sh 6.1|6.12}
@@ -20,9 +21,34 @@ cache=${DRGN_QEMU_CACHE:-$HOME/.cache/drgn-qemu}/kernels
 export DEBIAN_FRONTEND=noninteractive
 log() { echo "fetch-kernel.sh: $*" >&2; }
 
-# A kernel of the series fetched before is reused as it is.
+MODULES="qemu_fw_cfg virtio_mem"
+# Uncompress the modules of an unpacked linux-image package into the current directory.
+take_modules() {
+  for name in $MODULES; do
+    module=$(find lib/modules -name "$name.ko*")
+    case "$module" in
+      *.xz) xz -dc "$module" > "$name.ko" ;;
+      *.zst) zstd -dc "$module" > "$name.ko" ;;
+      *) cp "$module" "$name.ko" ;;
+    esac
+  done
+}
+module_paths() {
+  for name in $MODULES; do echo "./lib/modules/$1/kernel/*/$name.ko*"; done
+}
+
+# A kernel of the series fetched before is reused; one fetched before the
+# guest needed virtio_mem.ko gets it from its image package.
 cached=$(ls "$cache" 2>/dev/null | grep -E "^$release_re\$" | sort -V | tail -n1 || true)
 if [ -n "$cached" ] && [ -f "$cache/$cached/RELEASE" ]; then
+  if [ ! -f "$cache/$cached/virtio_mem.ko" ]; then
+    log "adding virtio_mem.ko to $cache/$cached"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download -q "linux-image-$cached-unsigned" >&2 &&
+     dpkg-deb --fsys-tarfile linux-image-*.deb | tar -x --wildcards $(module_paths "$cached") &&
+     take_modules && cp virtio_mem.ko "$cache/$cached/")
+    rm -rf "$tmp"
+  fi
   echo "$cache/$cached"
   exit 0
 fi
@@ -54,17 +80,12 @@ cd "$tmp"
 log "downloading linux-image-$release-unsigned and -dbg (about 300 MB)"
 apt-get download -q "linux-image-$release-unsigned" "linux-image-$release-dbg" >&2
 dpkg-deb --fsys-tarfile linux-image-"$release"-unsigned_*.deb \
-  | tar -x --wildcards "./boot/vmlinuz-$release" "./lib/modules/$release/kernel/drivers/firmware/qemu_fw_cfg.ko*"
+  | tar -x --wildcards "./boot/vmlinuz-$release" $(module_paths "$release")
 dpkg-deb --fsys-tarfile linux-image-"$release"-dbg_*.deb \
   | tar -x --wildcards "./usr/lib/debug/boot/vmlinux-$release"
 mv "boot/vmlinuz-$release" vmlinuz
 mv "usr/lib/debug/boot/vmlinux-$release" vmlinux
-module=$(find lib/modules -name 'qemu_fw_cfg.ko*')
-case "$module" in
-  *.xz) xz -dc "$module" > qemu_fw_cfg.ko ;;
-  *.zst) zstd -dc "$module" > qemu_fw_cfg.ko ;;
-  *) cp "$module" qemu_fw_cfg.ko ;;
-esac
+take_modules
 rm -rf boot usr lib ./*.deb
 echo "$release" > RELEASE
 cd /

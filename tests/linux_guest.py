@@ -2,8 +2,9 @@
 A real Linux guest for the tests: a Debian cloud kernel (scripts/fetch-kernel.sh)
 booted under our debug QEMU with a tiny initramfs built here from Debian's
 busybox-static. Its /init mounts proc, sys and devtmpfs, loads qemu_fw_cfg
-(so that a vmcoreinfo device gets the kernel's VMCOREINFO), starts a process
-called "drgn-canary" and says on ttyS0 that it is up.
+(so that a vmcoreinfo device gets the kernel's VMCOREINFO) and virtio_mem (so
+that a virtio-mem device's memory can be plugged; the kernel onlines it),
+starts a process called "drgn-canary" and says on ttyS0 that it is up.
 """
 
 import gzip
@@ -12,7 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from harness import QemuGuest, cached_artifact
 
@@ -26,6 +27,7 @@ INIT = f"""#!/bin/busybox sh
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 /bin/busybox insmod /qemu_fw_cfg.ko
+/bin/busybox insmod /virtio_mem.ko
 /bin/{CANARY} &
 echo "{READY}: $(/bin/busybox uname -r)" > /dev/ttyS0
 while :; do /bin/busybox sleep 3600; done
@@ -39,13 +41,18 @@ class Kernel:
     vmlinuz: Path
     vmlinux: Path
     fw_cfg_module: Path
+    virtio_mem_module: Path
 
 
 def fetch_kernel(series: str) -> Kernel:
     """A Debian cloud kernel of a series (6.1 or 6.12), fetched once and cached."""
     d = cached_artifact("fetch-kernel.sh", series)
     return Kernel(
-        (d / "RELEASE").read_text().strip(), d / "vmlinuz", d / "vmlinux", d / "qemu_fw_cfg.ko"
+        (d / "RELEASE").read_text().strip(),
+        d / "vmlinuz",
+        d / "vmlinux",
+        d / "qemu_fw_cfg.ko",
+        d / "virtio_mem.ko",
     )
 
 
@@ -71,13 +78,19 @@ def build_initramfs(path: Path, kernel: Kernel) -> Path:
         (f"bin/{CANARY}", 0o100755, CANARY_SCRIPT.encode()),
         ("init", 0o100755, INIT.encode()),
         ("qemu_fw_cfg.ko", 0o100644, kernel.fw_cfg_module.read_bytes()),
+        ("virtio_mem.ko", 0o100644, kernel.virtio_mem_module.read_bytes()),
     ]
     path.write_bytes(gzip.compress(_cpio_newc(entries), compresslevel=1))
     return path
 
 
 def boot_linux(
-    binary: Path, work: Path, kernel: Kernel, vmcoreinfo_device: bool, memory: str = "1G"
+    binary: Path,
+    work: Path,
+    kernel: Kernel,
+    vmcoreinfo_device: bool,
+    memory: str = "1G",
+    extra_args: Sequence[str] = (),
 ) -> QemuGuest:
     """Start QEMU on the kernel (TCG, KASLR on) and wait until /init says it is up."""
     initrd = build_initramfs(work / "initrd.gz", kernel)
@@ -91,6 +104,7 @@ def boot_linux(
     ]  # fmt: skip
     if vmcoreinfo_device:
         extra += ["-device", "vmcoreinfo"]
+    extra += list(extra_args)
     guest = QemuGuest(binary, work, "tcg", memory=memory, machine_opts="dump-guest-core=on",
                       extra_args=extra).start()  # fmt: skip
     deadline = time.monotonic() + 180

@@ -3,7 +3,7 @@
 import importlib.metadata
 import os
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Tuple
 
 from drgn_qemu.cli import COMMAND_PLUGINS, skip_command_plugins
 
@@ -55,3 +55,27 @@ def test_helpers_export_every_module() -> None:
     for helper in ("main_loop_tlg", "timerlist_for_each_timer", "coroutine_stack_trace",
                    "co_tls_current", "for_each_coroutine_caller"):  # fmt: skip
         assert helper in namespace
+
+
+def test_virtio_mem_plugged_runs() -> None:
+    """The plugged runs of a virtio-mem bitmap, against a block-by-block walk."""
+    import random
+
+    from drgn_qemu.helpers.virtio_mem import plugged_runs
+
+    rng = random.Random(7)
+    block = 0x200000
+    for _ in range(300):
+        bits = rng.randrange(1, 80)
+        bitmap = rng.getrandbits(bits) if rng.random() < 0.8 else 0
+        offset = rng.randrange(0, bits) * block // rng.choice((1, 2))
+        size = rng.randrange(1, bits * block - offset + 1)
+        expected: List[Tuple[int, int]] = []
+        for i in range(bits):
+            lo, hi = max(i * block, offset), min((i + 1) * block, offset + size)
+            if bitmap >> i & 1 and lo < hi:
+                if expected and expected[-1][0] + expected[-1][1] == lo:
+                    expected[-1] = (expected[-1][0], expected[-1][1] + hi - lo)
+                else:
+                    expected.append((lo, hi - lo))
+        assert list(plugged_runs(bitmap, block, offset, size)) == expected, (bitmap, offset, size)

@@ -96,12 +96,9 @@ def test_ramblocks_equal_hmp(monitored: Monitored) -> None:
     m = monitored
     ours = run_commands(m.core, m.binary, "qemu ramblocks")
     assert "pc.ram" in ours and "mem1" in ours
-    if m.series == "10.0":
-        assert ours == m.hmp["info ramblock"]
-    else:
-        # QEMU 7.2 prints no HVA and RO columns (ours always does, as 10.0):
-        # compare the columns it has.
-        assert [line[:91] for line in ours.splitlines()] == m.hmp["info ramblock"].splitlines()
+    # In the columns of that QEMU: 7.2 prints no HVA and RO.
+    assert ours == m.hmp["info ramblock"]
+    assert (" HVA " in ours) == (m.series != "7.2")
 
 
 def test_cpus_equal_hmp(monitored: Monitored) -> None:

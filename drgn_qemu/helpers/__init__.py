@@ -21,11 +21,13 @@ if TYPE_CHECKING:  # the same names, for type checkers (a test checks the list)
     from drgn_qemu.helpers.int128 import *  # noqa: F401,F403
     from drgn_qemu.helpers.machine import *  # noqa: F401,F403
     from drgn_qemu.helpers.memory import *  # noqa: F401,F403
+    from drgn_qemu.helpers.memory_device import *  # noqa: F401,F403
     from drgn_qemu.helpers.memory_mapping import *  # noqa: F401,F403
     from drgn_qemu.helpers.qom import *  # noqa: F401,F403
     from drgn_qemu.helpers.queue import *  # noqa: F401,F403
     from drgn_qemu.helpers.ramblock import *  # noqa: F401,F403
     from drgn_qemu.helpers.timer import *  # noqa: F401,F403
+    from drgn_qemu.helpers.virtio_mem import *  # noqa: F401,F403
     from drgn_qemu.helpers.vmcoreinfo import *  # noqa: F401,F403
 
 __all__: List[str] = []

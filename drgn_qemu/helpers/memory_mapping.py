@@ -16,9 +16,9 @@ and in the same ``MemoryRegion``.
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
-from drgn import Program
+from drgn import Object, Program
 
-from drgn_qemu.errors import CorruptStructureError, UnsupportedError
+from drgn_qemu.errors import CorruptStructureError
 from drgn_qemu.helpers.memory import (
     address_space_memory,
     address_space_to_flatview,
@@ -34,6 +34,7 @@ from drgn_qemu.helpers.memory import (
 )
 from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename
 from drgn_qemu.helpers.ramblock import ramblock_name, ramblock_ptr, ramblock_used_length
+from drgn_qemu.helpers.virtio_mem import ram_discard_manager_replay_populated
 
 __all__ = (
     "GuestPhysBlock",
@@ -100,7 +101,7 @@ def guest_phys_blocks(prog: Program, target_page_size: int = 4096) -> List[Guest
     :raises CorruptStructureError: if the FlatView is inconsistent (ranges
         out of order, sizes beyond :data:`MAX_GUEST_PHYS_SIZE`, ...)
     :raises UnsupportedError: for a region with a ``RamDiscardManager``
-        (virtio-mem), whose populated parts are not read yet
+        other than virtio-mem
     """
     view = address_space_to_flatview(address_space_memory(prog))
     by_mr = guest_phys_blocks_merge_by_mr(prog)
@@ -132,11 +133,6 @@ def guest_phys_blocks(prog: Program, target_page_size: int = 4096) -> List[Guest
             continue
         if memory_region_is_ram_device(mr) or memory_region_is_nonvolatile(mr):
             continue
-        if memory_region_has_ram_discard_manager(mr):
-            raise UnsupportedError(
-                f"memory region {memory_region_name(mr)!r} has a RamDiscardManager "
-                "(virtio-mem); dumping only its populated parts is not supported yet"
-            )
         target_start = flat_range_start(fr)
         size = flat_range_size(fr)
         if size > MAX_GUEST_PHYS_SIZE or target_start + size > MAX_GUEST_PHYS_ADDR:
@@ -145,44 +141,64 @@ def guest_phys_blocks(prog: Program, target_page_size: int = 4096) -> List[Guest
                 f"impossible size {size:#x} at {target_start:#x} (guest-physical addresses "
                 f"end at {MAX_GUEST_PHYS_ADDR:#x})"
             )
-        target_end = target_start + size
-        block, offset = memory_region_get_ram_block(mr, target_page_size)
-        offset += fr.offset_in_region.value_()
-        # QEMU's ramblock_ptr() asserts that the start is in the block; a
-        # range running past its end would be read from other memory.
-        used = ramblock_used_length(block)
-        if offset + size > used:
-            raise CorruptStructureError(
-                f"FlatRange at 0x{fr.value_():x} ({memory_region_name(mr)!r}, guest-physical "
-                f"{target_start:#x}-{target_end - 1:#x}) runs past the end of RAMBlock "
-                f"{ramblock_name(block)!r} (offset {offset:#x} + size {size:#x} > used length "
-                f"{used:#x})"
-            )
-        host_addr = ramblock_ptr(block, offset).value_()
-        predecessor: Optional[GuestPhysBlock] = blocks[-1] if blocks else None
-        if predecessor is not None:
-            # The memory API guarantees monotonically increasing traversal.
-            if predecessor.target_end > target_start:
-                raise CorruptStructureError(
-                    f"FlatView ranges out of order: {target_start:#x} follows a block "
-                    f"ending at {predecessor.target_end:#x}"
-                )
-            if (
-                predecessor.target_end < target_start
-                or predecessor.host_addr + predecessor.size != host_addr
-                or (by_mr and predecessor.mr != mr.value_())
-            ):
-                predecessor = None
-        if predecessor is None:
-            blocks.append(
-                GuestPhysBlock(
-                    target_start, target_end, host_addr, mr.value_(), memory_region_name(mr)
-                )
-            )
+        offset_in_region = fr.offset_in_region.value_()
+        if memory_region_has_ram_discard_manager(mr):
+            # Special sparse regions (virtio-mem): only the populated parts.
+            for offset, n in ram_discard_manager_replay_populated(mr, offset_in_region, size):
+                _add_section(blocks, fr, mr, target_start + offset - offset_in_region, n,
+                             offset, by_mr, target_page_size)  # fmt: skip
         else:
-            predecessor.target_end = target_end
-            predecessor.ranges += 1
+            _add_section(blocks, fr, mr, target_start, size, offset_in_region, by_mr,
+                         target_page_size)  # fmt: skip
     return blocks
+
+
+def _add_section(
+    blocks: List[GuestPhysBlock],
+    fr: Object,
+    mr: Object,
+    target_start: int,
+    size: int,
+    offset_in_region: int,
+    by_mr: bool,
+    target_page_size: int,
+) -> None:
+    """QEMU's ``guest_phys_block_add_section()``: a new block, or the last one grown."""
+    target_end = target_start + size
+    block, offset = memory_region_get_ram_block(mr, target_page_size)
+    offset += offset_in_region
+    # QEMU's ramblock_ptr() asserts that the start is in the block; a
+    # range running past its end would be read from other memory.
+    used = ramblock_used_length(block)
+    if offset + size > used:
+        raise CorruptStructureError(
+            f"FlatRange at 0x{fr.value_():x} ({memory_region_name(mr)!r}, guest-physical "
+            f"{target_start:#x}-{target_end - 1:#x}) runs past the end of RAMBlock "
+            f"{ramblock_name(block)!r} (offset {offset:#x} + size {size:#x} > used length "
+            f"{used:#x})"
+        )
+    host_addr = ramblock_ptr(block, offset).value_()
+    predecessor: Optional[GuestPhysBlock] = blocks[-1] if blocks else None
+    if predecessor is not None:
+        # The memory API guarantees monotonically increasing traversal.
+        if predecessor.target_end > target_start:
+            raise CorruptStructureError(
+                f"FlatView ranges out of order: {target_start:#x} follows a block "
+                f"ending at {predecessor.target_end:#x}"
+            )
+        if (
+            predecessor.target_end < target_start
+            or predecessor.host_addr + predecessor.size != host_addr
+            or (by_mr and predecessor.mr != mr.value_())
+        ):
+            predecessor = None
+    if predecessor is None:
+        blocks.append(
+            GuestPhysBlock(target_start, target_end, host_addr, mr.value_(), memory_region_name(mr))
+        )
+    else:
+        predecessor.target_end = target_end
+        predecessor.ranges += 1
 
 
 def guest_phys_read(

@@ -26,6 +26,7 @@ __all__ = (
     "object_get_canonical_path_component",
     "object_get_root",
     "object_get_typename",
+    "object_implements",
     "object_property_foreach",
     "object_resolve_path",
     "qdev_get_machine",
@@ -60,6 +61,27 @@ def object_dynamic_cast(obj: Object, typename: str) -> Object:
             return obj
         impl = impl.parent_type.read_()
     return Object(obj.prog_, "Object *", 0)
+
+
+def object_implements(obj: Object, interface: str) -> bool:
+    """
+    Return whether an object's type, or one of its parents, declares the
+    QOM interface *interface* (``TypeImpl.interfaces``, as registered by
+    ``type_init``; ``object_dynamic_cast()`` to an interface type).
+    """
+    impl = _object(obj).member_("class").type.read_()
+    for _ in range(MAX_QOM_DEPTH):
+        if not impl:
+            return False
+        count = impl.num_interfaces.value_()
+        if not 0 <= count <= len(impl.interfaces):
+            raise CorruptStructureError(f"QOM type at 0x{impl.value_():x} has {count} interfaces")
+        for i in range(count):
+            name = impl.interfaces[i].typename.read_()
+            if name and name.string_() == interface.encode():
+                return True
+        impl = impl.parent_type.read_()
+    raise CorruptStructureError(f"QOM type parents deeper than {MAX_QOM_DEPTH}: cyclic")
 
 
 def object_property_foreach(obj: Object) -> Iterator[Object]:
