@@ -65,6 +65,7 @@ COMPRESSION_FLAGS: Dict[str, int] = {
     "kdump-zlib": DUMP_DH_COMPRESSED_ZLIB,
     "kdump-zstd": DUMP_DH_COMPRESSED_ZSTD,
     "kdump-snappy": DUMP_DH_COMPRESSED_SNAPPY,
+    "kdump-lzo": DUMP_DH_COMPRESSED_LZO,
 }
 assert KDUMP_FORMATS == tuple(COMPRESSION_FLAGS)
 
@@ -401,7 +402,8 @@ def get_compressor(compression: str) -> Compressor:
     """
     Return a function that compresses one page as the kdump format
     *compression* does: zlib at ``Z_BEST_SPEED`` (as QEMU), zstd at level 1
-    (as makedumpfile), raw snappy. It may be called from several threads.
+    (as makedumpfile), raw snappy, LZO1X-1 with QEMU's own liblzo2. It may
+    be called from several threads.
 
     :raises ValueError: if *compression* is unknown
     """
@@ -424,6 +426,10 @@ def get_compressor(compression: str) -> Compressor:
         import cramjam
 
         return lambda page: bytes(cramjam.snappy.compress_raw(page))
+    if compression == "kdump-lzo":
+        from drgn_qemu.lzo import lzo1x_1_compress
+
+        return lzo1x_1_compress
     raise ValueError(f"unknown kdump compression {compression!r}")
 
 
@@ -596,7 +602,9 @@ class KdumpFile:
 
             data = bytes(cramjam.snappy.decompress_raw(data))
         elif flags & DUMP_DH_COMPRESSED_LZO:
-            raise ValueError("LZO-compressed pages are not supported")
+            from drgn_qemu.lzo import lzo1x_decompress_safe
+
+            data = lzo1x_decompress_safe(data, self.block_size)
         if len(data) != self.block_size:
             raise ValueError(f"page data at 0x{offset:x} is not a page")
         return data

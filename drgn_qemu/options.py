@@ -27,7 +27,7 @@ __all__ = (
 CHUNK_SIZE = 4 << 20
 
 #: kdump-compressed formats, by compression.
-KDUMP_FORMATS = ("kdump-zlib", "kdump-zstd", "kdump-snappy")
+KDUMP_FORMATS = ("kdump-zlib", "kdump-zstd", "kdump-snappy", "kdump-lzo")
 
 #: Output formats: ELF, or kdump-compressed with one of the compressions.
 FORMATS = ("elf", *KDUMP_FORMATS)

@@ -76,7 +76,11 @@ def decompress(data: bytes, flags: int, page_size: int) -> bytes:
     elif flags & FLAG_SNAPPY:
         out = bytes(cramjam.snappy.decompress_raw(data))
     elif flags & FLAG_LZO:
-        raise AssertionError("LZO pages are not expected")
+        # lzallright (lzokay): an LZO1X implementation of its own, not the
+        # liblzo2 that QEMU and drgn-qemu compress with.
+        import lzallright
+
+        out = lzallright.LZOCompressor.decompress(data, output_size_hint=page_size)
     else:
         out = data
     assert len(out) == page_size

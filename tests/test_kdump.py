@@ -1,9 +1,9 @@
 """
 kdump-compressed output (--format kdump-*) of a stopped firmware-only guest,
-against QEMU's own dump-guest-memory of the same guest: QEMU 10.0's
-kdump-raw-zlib and the flattened kdump-zlib of 7.2 and 10.0 (turned into the
-plain layout as makedumpfile -R does) are byte for byte ours but for
-utsname.machine; every format reads back, with the test's own kdump reader,
+against QEMU's own dump-guest-memory of the same guest: QEMU's
+kdump-raw-zlib and kdump-raw-lzo (8.2 and later) and the flattened
+kdump-zlib and kdump-lzo of every series (turned into the plain layout as
+makedumpfile -R does) are byte for byte ours but for utsname.machine; every format reads back, with the test's own kdump reader,
 page for page equal to QEMU's ELF dump of the same guest. The Linux-guest
 checks (drgn, crash, makedumpfile) are in test_linux_guest.py.
 """
@@ -16,6 +16,7 @@ from typing import Dict, Iterator, List
 import pytest
 from harness import SERIES, QemuGuest, drgn_qemu_command, qemu_binary, write_blob
 from kdump_reader import (
+    FLAG_LZO,
     FLAG_SNAPPY,
     FLAG_ZLIB,
     FLAG_ZSTD,
@@ -27,7 +28,8 @@ from kdump_reader import (
 from test_real_qemu import BLOBS, run
 from vmcore import note_bytes, notes
 
-FORMATS = {"kdump-zlib": FLAG_ZLIB, "kdump-zstd": FLAG_ZSTD, "kdump-snappy": FLAG_SNAPPY}
+FORMATS = {"kdump-zlib": FLAG_ZLIB, "kdump-zstd": FLAG_ZSTD, "kdump-snappy": FLAG_SNAPPY,
+           "kdump-lzo": FLAG_LZO}  # fmt: skip
 
 
 @dataclass
@@ -38,6 +40,8 @@ class Stopped:
     elf: Path
     #: QEMU's own kdump files: format name -> plain-layout file.
     kdumps: Dict[str, Path]
+    #: QEMU's kdump-lzo files (our builds have lzo): format name -> file.
+    lzo: Dict[str, Path]
 
 
 @pytest.fixture(scope="module", params=SERIES, ids=lambda s: f"qemu{s}")
@@ -62,10 +66,16 @@ def stopped(
                 guest.dump(work / "qemu.flat", format="kdump-zlib"), work / "qemu-flat.kdump"
             )
         }
+        lzo = {
+            "kdump-lzo (flattened)": unflatten(
+                guest.dump(work / "qemu-lzo.flat", format="kdump-lzo"), work / "qemu-lzo.kdump"
+            )
+        }
         if series != "7.2":  # kdump-raw-* came with QEMU 8.2
             kdumps["kdump-raw-zlib"] = guest.dump(work / "qemu-raw.kdump", format="kdump-raw-zlib")
+            lzo["kdump-raw-lzo"] = guest.dump(work / "qemu-raw-lzo.kdump", format="kdump-raw-lzo")
         core = guest.gcore(work / "qemu.core")
-    yield Stopped(series, binary, core, elf, kdumps)
+    yield Stopped(series, binary, core, elf, kdumps, lzo)
     for p in work.iterdir():
         p.unlink()
 
@@ -84,6 +94,15 @@ def test_zlib_equals_qemu(stopped: Stopped, tmp_path: Path) -> None:
         print(f"\nQEMU {stopped.series} {name}: {theirs.stat().st_size} bytes, ours "
               f"{out.stat().st_size} bytes")  # fmt: skip
         assert_same_kdump_but_machine(out, theirs, "x86_64")
+
+
+def test_lzo_equals_qemu(stopped: Stopped, tmp_path: Path) -> None:
+    """kdump-lzo: QEMU's own liblzo2 compression, so QEMU's bytes, page for page."""
+    out = ours(stopped, tmp_path / "ours.kdump", "--format", "kdump-lzo")
+    assert len(stopped.lzo) == (1 if stopped.series == "7.2" else 2)
+    for theirs in stopped.lzo.values():
+        assert_same_kdump_but_machine(out, theirs, "x86_64")
+    assert open_kdump(out).header["status"] == FLAG_LZO
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
