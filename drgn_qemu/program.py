@@ -18,10 +18,12 @@ import drgn
 from drgn import Program
 
 from drgn_qemu.elf import (
+    PT_LOAD,
     core_lacks_private_memory,
     core_segments_damage,
     read_core_file_info,
     read_debuglink,
+    read_elf_headers,
 )
 from drgn_qemu.errors import DebugInfoError, NotQemuError, ProgramError
 
@@ -33,6 +35,8 @@ __all__ = (
     "drgn_logging_silenced",
     "load_qemu_debug_info",
     "open_qemu_program",
+    "read_constant",
+    "read_constant_string",
     "read_from_executable",
 )
 
@@ -185,6 +189,57 @@ def read_from_executable(prog: Program, read: Callable[[str], T]) -> Optional[T]
         return read(path)
     except (OSError, ValueError):
         return None
+
+
+def read_constant(prog: Program, address: int, size: int) -> bytes:
+    """
+    Read QEMU's read-only data at *address*: from the program, or, where a
+    core left it out (gdb's ``gcore`` and Linux skip read-only file
+    mappings, whose bytes are in the file), from QEMU's executable, through
+    its program headers and the load bias.
+
+    :raises drgn.FaultError: if neither has it
+    """
+    try:
+        return prog.read(address, size)
+    except drgn.FaultError as e:
+        fault = e
+    module = prog.main_module()
+    bias = module.loaded_file_bias
+    if bias is None:
+        raise fault
+
+    def read(path: str) -> Optional[bytes]:
+        with open(path, "rb") as f:
+            headers = read_elf_headers(f)
+            for ph in headers.phdrs or ():
+                vaddr = address - bias
+                if (
+                    ph.p_type == PT_LOAD
+                    and ph.vaddr <= vaddr
+                    and vaddr + size <= ph.vaddr + ph.filesz
+                ):
+                    f.seek(ph.offset + vaddr - ph.vaddr)
+                    return f.read(size)
+        return None
+
+    data = read_from_executable(prog, read)
+    if data is None or len(data) != size:
+        raise fault
+    return data
+
+
+def read_constant_string(prog: Program, address: int, limit: int = 256) -> str:
+    """A NUL-terminated string of QEMU's read-only data (see :func:`read_constant`)."""
+    out = b""
+    while len(out) < limit:
+        # Page by page: a string near the end of a mapping must not read past it.
+        n = min(limit - len(out), 4096 - (address + len(out)) % 4096)
+        chunk = read_constant(prog, address + len(out), n)
+        if b"\0" in chunk:
+            return (out + chunk.split(b"\0", 1)[0]).decode(errors="replace")
+        out += chunk
+    return out.decode(errors="replace")
 
 
 def check_qemu_program(prog: Program) -> None:

@@ -121,6 +121,21 @@ TARGETS = {
         # is set where gdb sees it: 0x200000000.
         ("set architecture powerpc:common64", "set $lpcr = $lpcr | 0x200000000"),
     ),
+    "riscv64": Target(
+        "riscv64", "virt", ("-bios", "none"), 0x80100000, "EM_RISCV", "ELFDATA2LSB",
+        # The reset vector's ROM, then RAM at 2 GiB.
+        [(0x1000, 0xF000), (0x80000000, 256 << 20)],
+        [("CORE", 1, 376)],  # NT_PRSTATUS: pc, x1-x31
+        "pc=0x",
+        (4096, 0),
+    ),
+    "loongarch64": Target(
+        "loongarch64", "virt", (), 0x1000000, "EM_LOONGARCH", "ELFDATA2LSB",
+        [(0, 256 << 20)],
+        [("CORE", 1, 480), ("CORE", 2, 268)],  # NT_PRSTATUS, NT_PRFPREG
+        "pc=0x",
+        (4096, 0),
+    ),
     "s390x": Target(
         "s390x", "s390-ccw-virtio", ("-S",), None, "EM_S390", "ELFDATA2MSB",
         [(0, 256 << 20)],
@@ -241,13 +256,21 @@ def test_kdump_equals_qemu(stopped: Stopped, tmp_path: Path) -> None:
     assert k.order == ("<" if t.ei_data == "ELFDATA2LSB" else ">")
     assert_same_kdump_but_machine(out, stopped.kdump, "arm" if t.e_machine == "EM_ARM" else t.name)
     counts: Dict[str, int] = assert_pages_equal_elf(k, stopped.elf)
-    assert counts["pages"] == (256 << 20) // t.kdump[0]
+    assert counts["pages"] == sum(size for _, size in t.loads) // t.kdump[0]
 
 
 def test_registers_equal_hmp(stopped: Stopped) -> None:
     """%qemu registers -a prints what HMP 'info registers -a' printed for the stopped guest."""
     code = "from drgn.commands import run_command\nrun_command(prog, 'qemu registers -a')"
     r = run([DRGN, "-q", "-c", str(stopped.core), "-s", str(stopped.binary), "-e", code])
+    if stopped.target.name == "riscv64":
+        # Each CSR HMP prints goes through its csr_ops read function: not
+        # mirrored yet, and said so on one line.
+        assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (
+            "drgn.commands.CommandError: qemu registers: printing riscv64 registers is not "
+            "supported yet"
+        ), r.stderr
+        return
     assert r.returncode == 0, r.stderr
     assert r.stdout == stopped.registers
     # Not an empty state: each vCPU is in it.

@@ -184,9 +184,16 @@ def enum_constant(prog: Program, *names: str) -> int:
 
 
 def _registry() -> Dict[str, GuestArch]:
-    from drgn_qemu.arch import aarch64, ppc64, s390x, x86_64
+    from drgn_qemu.arch import aarch64, loongarch64, ppc64, riscv64, s390x, x86_64
 
-    arches: List[GuestArch] = [x86_64.X86_64(), aarch64.AArch64(), ppc64.PPC64(), s390x.S390X()]
+    arches: List[GuestArch] = [
+        x86_64.X86_64(),
+        aarch64.AArch64(),
+        ppc64.PPC64(),
+        s390x.S390X(),
+        riscv64.RISCV64(),
+        loongarch64.LoongArch64(),
+    ]
     return {arch.name: arch for arch in arches}
 
 
