@@ -24,7 +24,10 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 from drgn import Object, Program
 
 from drgn_qemu.errors import DrgnQemuError, GuestMemoryError, reading
-from drgn_qemu.helpers.machine import machine_dump_guest_core
+from drgn_qemu.helpers.machine import (
+    machine_confidential_guest_support,
+    machine_dump_guest_core,
+)
 from drgn_qemu.helpers.memory import memory_region_get_ram_block
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 from drgn_qemu.helpers.qom import object_get_canonical_path_component, object_get_typename
@@ -115,6 +118,9 @@ class BlockSource:
     #: Why, and what to do, for a block with missing parts.
     reason: Optional[str] = None
     facts: Optional[RamBlockFacts] = None
+    #: Whether its bytes could be nowhere but in the core (not a
+    #: confidential guest's).
+    dumpable: bool = True
 
     def describe(self) -> str:
         """One line: the block, and why its bytes are missing."""
@@ -124,9 +130,7 @@ class BlockSource:
         if self.facts is not None:
             what += f", {self.facts.describe()}"
         part = "" if missing == b.size else f"{human_size(missing)} of it "
-        where = (
-            "cannot be dumped" if self.facts and self.facts.guest_memfd else "is not in the core"
-        )
+        where = "is not in the core" if self.dumpable else "cannot be dumped"
         return f"{what}, {human_size(b.size)}) {part}{where}: {self.reason}"
 
 
@@ -284,6 +288,24 @@ def resolve_ram_sources(
         whose file cannot hold the block
     """
     ram_files = dict(ram_files or {})
+    try:
+        with reading("the machine's confidential guest support"):
+            cgs = machine_confidential_guest_support(prog)
+    except DrgnQemuError:
+        cgs = None
+    if cgs is not None:
+        # Its memory is encrypted with keys only the CPU holds (SEV, PEF,
+        # s390 PV) or not in QEMU at all (TDX, SNP's guest_memfd): what
+        # QEMU maps would be ciphertext written as if it were the guest's.
+        reason = (
+            f"the guest is a confidential guest ({cgs}): its memory is encrypted by the "
+            "CPU or kept out of QEMU, so no dump of QEMU holds it"
+        )
+        return RamSources(reader, [
+            BlockSource(b, "missing", missing=[(b.host_addr, b.size)], reason=reason,
+                        dumpable=False)
+            for b in blocks
+        ])  # fmt: skip
     dump_guest_core: Optional[bool] = None
     have_setting = False
     sources: List[BlockSource] = []
@@ -308,7 +330,7 @@ def resolve_ram_sources(
                 missing = [(block.host_addr, block.size)]
                 reason = _why_missing(facts, None, None, None)
                 sources.append(BlockSource(block, "missing", missing=missing, reason=reason,
-                                           facts=facts))  # fmt: skip
+                                           facts=facts, dumpable=False))  # fmt: skip
                 continue
         if given is None and not missing:
             sources.append(BlockSource(block, reader.source, facts=facts))

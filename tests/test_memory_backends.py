@@ -223,3 +223,43 @@ def test_readme_transcript(file_backed: Cored, tmp_path: Path) -> None:
     finally:
         if moved.exists():
             shutil.move(moved, file_backed.ram_file)
+
+
+def test_confidential_guest_refused(file_backed: Cored, tmp_path: Path) -> None:
+    """
+    A confidential guest (current_machine->cgs set): every block refused,
+    never ciphertext written. No machine here runs SEV or TDX, so the core
+    is made to say so: a copy whose machine's cgs points at the machine's
+    accelerator object, whose QOM type name, "tcg-accel" or "kvm-accel",
+    is overwritten with "sev-guest" (as long).
+    """
+    import drgn
+    from corruption import _file_offset, _load_segments
+
+    prog = drgn.Program()
+    prog.set_core_dump(str(file_backed.core))
+    prog.load_debug_info([str(file_backed.binary)])
+    machine = prog["current_machine"]
+    accel = machine.accelerator.read_()
+    name = drgn.cast("Object *", accel).member_("class").type.name.read_()
+    assert name.string_() in (b"tcg-accel", b"kvm-accel")
+    core = tmp_path / "sev.core"
+    shutil.copyfile(file_backed.core, core)
+    segments = _load_segments(core)
+    with open(core, "r+b") as f:
+        for address, data in ((machine.cgs.address_, accel.value_().to_bytes(8, "little")),
+                              (name.value_(), b"sev-guest")):  # fmt: skip
+            offset = _file_offset(segments, address, len(data))
+            assert offset is not None
+            f.seek(offset)
+            f.write(data)
+    out = tmp_path / "o.vmcore"
+    r = run([*drgn_qemu_command(), "dump-guest-memory", "-c", str(core), "-s",
+             str(file_backed.binary), str(out)])  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "cannot be dumped: the guest is a confidential guest (sev-guest)" in r.stderr
+    assert not out.exists()
+    r = run([*drgn_qemu_command(), "dump-guest-memory", "-c", str(core), "-s",
+             str(file_backed.binary), "--skip-missing", str(out)])  # fmt: skip
+    assert r.returncode == 1 and "no guest memory to dump" in r.stderr, r.stderr
+    assert not out.exists()

@@ -14,6 +14,7 @@ from typing import Optional
 from drgn import Object, Program
 
 __all__ = (
+    "machine_confidential_guest_support",
     "machine_dump_guest_core",
     "machine_max_cpus",
     "machine_smp_cpus",
@@ -69,3 +70,21 @@ def machine_max_cpus(prog: Program) -> Optional[int]:
     ``current_machine->smp.max_cpus``), or None where it is not known.
     """
     return _smp(prog, "max_cpus")
+
+
+def machine_confidential_guest_support(prog: Program) -> Optional[str]:
+    """
+    Return the QOM type of the machine's confidential guest support
+    (``current_machine->cgs``: ``sev-guest``, ``sev-snp-guest``,
+    ``tdx-guest``, ``s390-pv-guest``, ``pef-guest``...), or None for an
+    ordinary guest or a QEMU without it (before 6.0).
+    """
+    machine = machine_state(prog)
+    if machine is None or not machine.type_.type.has_member("cgs"):
+        return None
+    cgs = machine.cgs.read_()
+    if not cgs:
+        return None
+    from drgn_qemu.helpers.qom import object_get_typename
+
+    return object_get_typename(cgs)
