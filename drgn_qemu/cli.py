@@ -58,13 +58,13 @@ The core must contain guest RAM: QEMU must have run with
 core if QEMU's coredump_filter says so. A live QEMU (-p PID) needs neither,
 and no working monitor.
 
-With --format kdump-zlib, kdump-zstd or kdump-snappy, write instead the
+With --format kdump-zlib, kdump-zstd, kdump-snappy or kdump-lzo, write instead the
 kdump-compressed file that QMP dump-guest-memory writes with
 format=kdump-raw-zlib (and so on): the same notes, every page of guest RAM
 compressed on its own, all-zero pages sharing one page of data. crash, drgn
 (libkdumpfile) and makedumpfile read it. zlib pages are compressed by one
-thread per CPU (zstd and snappy are faster with one; --threads sets it).
-kdump-lzo is not offered: no maintained Python package writes LZO.
+thread per CPU (zstd, snappy and lzo are faster with one; --threads sets
+it). kdump-lzo uses liblzo2, as QEMU does, so its pages are QEMU's bytes.
 
 The vmcore is written under a temporary name next to OUTPUT and renamed when
 complete; an existing OUTPUT is kept unless --force is given."""
@@ -155,7 +155,7 @@ DUMP_ARGUMENTS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = [
             type=int,
             metavar="N",
             help="threads compressing pages for the kdump formats (default: one per CPU for "
-            "kdump-zlib; one for kdump-zstd and kdump-snappy, measured faster so), or finding "
+            "kdump-zlib; one for kdump-zstd, kdump-snappy and kdump-lzo, measured faster so), or finding "
             "the zero pages of an ELF vmcore (default: one per CPU, at most 2); the output is "
             "the same whatever N",
         ),

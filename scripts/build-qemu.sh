@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Build qemu-system-* with debug info from Debian's qemu source package.
 #
-#   scripts/build-qemu.sh 7.2|10.0 [TARGET...]
+#   scripts/build-qemu.sh 7.2|10.0|10.2 [TARGET...]
 #
-# TARGET is x86_64 (the default), aarch64, ppc64 or s390x; the targets named
-# are built by one configure. Prints the path of each built binary, one per
-# line, in the order given.
+# TARGET is x86_64 (the default), aarch64, ppc64, s390x, riscv64 or
+# loongarch64; the targets named are built by one configure (their common
+# code compiled once). Prints the path of each built binary, one per line,
+# in the order given. x86_64 is built with lzo and snappy, so that QEMU's
+# own kdump-lzo and kdump-snappy files can be compared with ours.
 #
 # Builds are cached under ${DRGN_QEMU_CACHE:-~/.cache/drgn-qemu} (outside the
 # checkout) in a directory whose name includes a hash of this script, so a
@@ -14,20 +16,21 @@
 # run it as root on a fresh Debian machine.
 set -euo pipefail
 
-series=${1:?usage: build-qemu.sh 7.2|10.0 [TARGET...]}
+series=${1:?usage: build-qemu.sh 7.2|10.0|10.2 [TARGET...]}
 shift
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(x86_64)
 for t in "${targets[@]}"; do
   case "$t" in
-    x86_64|aarch64|ppc64|s390x) ;;
-    *) echo "build-qemu.sh: unknown target '$t' (x86_64, aarch64, ppc64 or s390x)" >&2; exit 2 ;;
+    x86_64|aarch64|ppc64|s390x|riscv64|loongarch64) ;;
+    *) echo "build-qemu.sh: unknown target '$t' (x86_64, aarch64, ppc64, s390x, riscv64 or loongarch64)" >&2; exit 2 ;;
   esac
 done
 case "$series" in
   7.2)  suite=bookworm ;;
   10.0) suite=trixie ;;
-  *) echo "build-qemu.sh: unknown QEMU series '$series' (7.2 or 10.0)" >&2; exit 2 ;;
+  10.2) suite=sid ;;
+  *) echo "build-qemu.sh: unknown QEMU series '$series' (7.2, 10.0 or 10.2)" >&2; exit 2 ;;
 esac
 
 cache=${DRGN_QEMU_CACHE:-$HOME/.cache/drgn-qemu}
@@ -42,6 +45,15 @@ if [ -f "$out/VERSION" ]; then
   print_binaries
   exit 0
 fi
+# One build of a directory at a time: a second run (two test runs on one
+# machine) waits for the first, then finds its result.
+mkdir -p "$cache"
+exec 9>"$out.lock"
+flock 9
+if [ -f "$out/VERSION" ]; then
+  print_binaries
+  exit 0
+fi
 log() { echo "build-qemu.sh: $*" >&2; }
 
 # Keep pyenv and other user Pythons out of QEMU's configure.
@@ -49,12 +61,12 @@ export PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
 export DEBIAN_FRONTEND=noninteractive
 
 src_list=/etc/apt/sources.list.d/drgn-qemu-src.sources
-if [ ! -f "$src_list" ]; then
-  log "adding deb-src entries for bookworm and trixie ($src_list)"
+if ! grep -qx "Suites: bookworm trixie sid" "$src_list" 2>/dev/null; then
+  log "adding deb-src entries for bookworm, trixie and sid ($src_list)"
   cat > "$src_list" <<'SRC'
 Types: deb-src
 URIs: http://deb.debian.org/debian
-Suites: bookworm trixie
+Suites: bookworm trixie sid
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
@@ -65,7 +77,7 @@ if ! apt-cache showsrc qemu 2>/dev/null | grep -q "^Version: "; then
 fi
 apt-get install -y -q --no-install-recommends dpkg-dev build-essential pkg-config \
   libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev ninja-build meson flex \
-  bison python3-venv xz-utils >&2
+  bison python3-venv xz-utils liblzo2-dev libsnappy-dev >&2
 
 # The newest qemu source of the suite.
 version=$(apt-cache showsrc qemu | awk -v s="$series" '
@@ -83,15 +95,22 @@ if [ ! -f "$srcdir/configure" ]; then
   (cd "$srcroot" && apt-get source -q "qemu=$version" >&2)
 fi
 
-# A small device set per target. x86_64: the pc machine, -device loader, DIMMs
-# and fw_cfg DMA (which brings the vmcoreinfo device). The others: the one
+# A small device set per target. x86_64: the pc machine, -device loader, DIMMs,
+# virtio-mem (over PCI) and fw_cfg DMA (which brings the vmcoreinfo device). The others: the one
 # machine the tests run (virt, pseries, s390-ccw-virtio) and what it selects.
 declare -A devices=(
-  [x86_64]=$'CONFIG_I440FX=y\nCONFIG_GENERIC_LOADER=y\nCONFIG_DIMM=y\nCONFIG_FW_CFG_DMA=y'
+  [x86_64]=$'CONFIG_I440FX=y\nCONFIG_GENERIC_LOADER=y\nCONFIG_DIMM=y\nCONFIG_FW_CFG_DMA=y\nCONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_MEM=y'
   [aarch64]=$'CONFIG_ARM_VIRT=y\nCONFIG_GENERIC_LOADER=y'
   [ppc64]=$'CONFIG_PSERIES=y\nCONFIG_GENERIC_LOADER=y'
   [s390x]=$'CONFIG_S390_CCW_VIRTIO=y'
+  [riscv64]=$'CONFIG_RISCV_VIRT=y\nCONFIG_GENERIC_LOADER=y'
+  [loongarch64]=$'CONFIG_LOONGARCH_VIRT=y\nCONFIG_GENERIC_LOADER=y'
 )
+# QEMU 10.2's x86 build, with default devices off, links and starts its
+# machines only with q35's PCIe, PXB and CXL devices.
+if [ "$series" = 10.2 ]; then
+  devices[x86_64]+=$'\nCONFIG_Q35=y\nCONFIG_PXB=y\nCONFIG_CXL=y\nCONFIG_CXL_MEM_DEVICE=y\nCONFIG_PCIE_PORT=y'
+fi
 target_list=()
 ninja_targets=()
 device_args=()
@@ -108,8 +127,9 @@ mkdir -p "$build"
 args=(--target-list="$(IFS=,; echo "${target_list[*]}")" --without-default-features
       --without-default-devices "${device_args[@]}" --enable-tcg --enable-debug-info
       --disable-docs --disable-tools --disable-werror --disable-strip)
-# KVM only serves the host's own architecture.
-if [[ " ${targets[*]} " == *" x86_64 "* ]]; then args+=(--enable-kvm); fi
+# KVM only serves the host's own architecture; lzo and snappy for QEMU's
+# kdump-lzo and kdump-snappy, compared with ours on x86.
+if [[ " ${targets[*]} " == *" x86_64 "* ]]; then args+=(--enable-kvm --enable-lzo --enable-snappy); fi
 if [ -d "$srcdir/python/scripts" ] && grep -q "disable-download" "$srcdir/configure"; then
   # QEMU >= 8.1: needs a meson newer than Debian bookworm's; use one from PyPI.
   venv=$cache/meson-venv

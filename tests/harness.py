@@ -17,41 +17,53 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE_DIRS = ["/usr/share/seabios", "/usr/share/qemu"]
-SERIES = ("7.2", "10.0")
+SERIES = ("7.2", "10.0", "10.2")
 #: drgn's command, beside the Python running the tests.
 DRGN = str(Path(sys.executable).parent / "drgn")
 
 _binaries: Dict[str, Path] = {}
 
 
-def cached_artifact(script: str, series: str, *args: str) -> Path:
-    """Run scripts/SCRIPT SERIES, which makes or finds a cached artifact, and return its path."""
+def cached_artifacts(script: str, series: str, *args: str) -> List[Path]:
+    """Run scripts/SCRIPT SERIES ARGS, which makes or finds cached artifacts; their paths."""
     out = subprocess.run(
         [str(REPO / "scripts" / script), series, *args],
         check=True,
         stdout=subprocess.PIPE,
         text=True,
     ).stdout
-    return Path(out.strip().splitlines()[-1])
+    return [Path(line) for line in out.strip().splitlines()]
 
 
-#: The other targets, built together by one configure (scripts/build-qemu.sh).
-CROSS_TARGETS = ("aarch64", "ppc64", "s390x")
+def cached_artifact(script: str, series: str, *args: str) -> Path:
+    """The last of :func:`cached_artifacts`."""
+    return cached_artifacts(script, series, *args)[-1]
+
+
+#: The other targets: QEMU 10.0 only, built with its x86_64 by one configure
+#: (scripts/build-qemu.sh), which compiles their common code once.
+CROSS_TARGETS = ("aarch64", "ppc64", "s390x", "riscv64", "loongarch64")
+#: The series whose x86_64 is built with the other targets.
+CROSS_SERIES = "10.0"
+
+
+def _build(series: str) -> None:
+    targets = ("x86_64", *CROSS_TARGETS) if series == CROSS_SERIES else ("x86_64",)
+    for target, path in zip(targets, cached_artifacts("build-qemu.sh", series, *targets)):
+        _binaries[series if target == "x86_64" else target] = path
 
 
 def cross_qemu_binary(target: str) -> Path:
     """Return our debug qemu-system-TARGET (QEMU 10.0) of a non-x86 target."""
     if target not in _binaries:
-        last = cached_artifact("build-qemu.sh", "10.0", *CROSS_TARGETS)
-        for t in CROSS_TARGETS:
-            _binaries[t] = last.parent / f"qemu-system-{t}"
+        _build(CROSS_SERIES)
     return _binaries[target]
 
 
 def qemu_binary(series: str) -> Path:
     """Return our debug qemu-system-x86_64 of a series, building it if missing."""
     if series not in _binaries:
-        _binaries[series] = cached_artifact("build-qemu.sh", series)
+        _build(series)
     return _binaries[series]
 
 

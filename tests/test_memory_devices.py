@@ -6,7 +6,8 @@ virtio-mem device (its RamDiscardManager), never merged with neighbours;
 drgn-qemu reads the device's bitmap and must write the same file, byte for
 byte. Checked with nothing plugged (a firmware-only guest, every series) and
 with memory a Linux guest plugged (the Debian 6.12 cloud kernel's virtio_mem
-driver, QEMU 10.0): the requested size set over QMP, and the test waits
+driver, QEMU 10.0, with -device vmcoreinfo so that both files have the
+kernel's note): the requested size set over QMP, and the test waits
 until the device says it is plugged. %qemu memory-devices equals HMP 'info
 memory-devices' for both.
 """
@@ -59,7 +60,7 @@ def unplugged(
 def plugged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stopped]:
     binary = qemu_binary("10.0")
     work = tmp_path_factory.mktemp("vmem-linux")
-    guest = boot_linux(binary, work, fetch_kernel("6.12"), False, memory="512M,maxmem=2G",
+    guest = boot_linux(binary, work, fetch_kernel("6.12"), True, memory="512M,maxmem=2G",
                        extra_args=VIRTIO_MEM)  # fmt: skip
     try:
         guest.command("qom-set", path="/machine/peripheral/vm0", property="requested-size",

@@ -5,6 +5,7 @@ guest of the test's own (the demo's: 768 MiB pc, stopped in SeaBIOS) and
 compared but for host addresses, the instruction pointer and times.
 """
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -88,3 +89,13 @@ def test_errors_transcript(demo_core: Tuple[Path, Path], tmp_path: Path) -> None
                            capture_output=True, text=True)  # fmt: skip
         assert r.returncode == 1
         assert r.stdout.splitlines() + r.stderr.splitlines() == expected
+
+
+def test_usage_is_the_tools() -> None:
+    """The README's usage block is what --help prints (at 80 columns)."""
+    block = re.search(r"```\n(usage: drgn-qemu dump-guest-memory.*?)\n```", README, re.S)
+    assert block is not None
+    r = subprocess.run([*drgn_qemu_command(), "dump-guest-memory", "--help"], capture_output=True,
+                       text=True, env=dict(os.environ, COLUMNS="80"))  # fmt: skip
+    assert r.returncode == 0
+    assert r.stdout.split("\n\n")[0] == block.group(1)
