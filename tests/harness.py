@@ -110,9 +110,15 @@ class QemuGuest:
         extra_args: Sequence[str] = (),
         smp: int = 1,
         machine: str = "pc",
+        cwd: Optional[Path] = None,
+        core_limit: bool = False,
     ) -> None:
         self.binary = binary
         self.workdir = workdir
+        #: Where QEMU runs (a kernel core lands there), and whether it may
+        #: dump core (RLIMIT_CORE unlimited).
+        self.cwd = cwd
+        self.core_limit = core_limit
         self.qmp_path = workdir / "qmp.sock"
         accel_arg = "tcg,tb-size=64" if accel == "tcg" else accel
         self.args: List[str] = [
@@ -147,7 +153,17 @@ class QemuGuest:
         env = dict(os.environ, MALLOC_ARENA_MAX="1")
         self.qmp_path.unlink(missing_ok=True)  # a stale socket would be taken for QEMU's
         self.log = open(self.workdir / "qemu.log", "wb")
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        preexec = None
+        if self.core_limit:
+
+            def preexec() -> None:
+                import resource
+
+                unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+                resource.setrlimit(resource.RLIMIT_CORE, unlimited)
+
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=env, cwd=self.cwd, preexec_fn=preexec)  # fmt: skip
         deadline = time.monotonic() + 30
         while not self.qmp_path.exists():
             if self.proc.poll() is not None:

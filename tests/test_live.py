@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, Iterator, List, Tuple
 
 import pytest
 from harness import SERIES, QemuGuest, drgn_qemu_command, kvm_usable, qemu_binary
@@ -164,3 +164,78 @@ def test_dumper_killed_leaves_qemu_running(counting: Counting, tmp_path: Path) -
     wait_for(lambda: all(s.endswith("0") for s in thread_states(counting.guest.pid)), "detach")
     assert counting.guest.command("query-status")["status"] == "running"  # type: ignore[index]
     counting.wait_counting(past=counting.count(A))
+
+
+def qmp_elf_headers(guest: QemuGuest) -> bytes:
+    """
+    The ELF header, program headers and notes of QEMU's own QMP dump, without
+    writing guest memory anywhere: QEMU dumps into a pipe (detached, so that
+    the monitor answers while it writes) and the test reads the headers, then
+    closes the pipe, which ends QEMU's dump with an error.
+    """
+    r, w = os.pipe()
+    assert guest.qmp is not None
+    guest.qmp.send_fd_scm(w)
+    guest.command("getfd", fdname="dump")
+    os.close(w)
+    guest.command("dump-guest-memory", paging=False, protocol="fd:dump", detach=True)
+    data = b""
+    with os.fdopen(r, "rb") as f:
+        while len(data) < 64:
+            data += f.read(64 - len(data))
+        (phoff,) = struct.unpack_from("<Q", data, 32)
+        (phnum,) = struct.unpack_from("<H", data, 56)
+        need = phoff + 56 * phnum
+        while len(data) < need:
+            data += f.read(need - len(data))
+    return data[:need]
+
+
+def test_kernel_core_of_idle_16g_guest(tmp_path: Path) -> None:
+    """
+    An idle 16 GiB guest's QEMU killed by SIGABRT, cored by the kernel
+    (RLIMIT_CORE unlimited, core_pattern a file): the core is sparse, the
+    vmcore has QMP's PT_LOADs, and our memory use stays flat.
+    """
+    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+    assert not pattern.startswith("|"), f"core_pattern pipes cores away: {pattern}"
+    binary = qemu_binary(SERIES[-1])
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    accel = "kvm" if kvm_usable() else "tcg"
+    with QemuGuest(binary, tmp_path, accel=accel, memory="16G", cwd=cwd, core_limit=True,
+                   machine_opts="dump-guest-core=on") as guest:  # fmt: skip
+        guest.stop_when("info registers", lambda text: "CS =f000 000f0000 " in text)
+        headers = qmp_elf_headers(guest)
+        assert guest.proc is not None
+        guest.proc.send_signal(signal.SIGABRT)
+        guest.proc.wait()
+    cores = list(cwd.iterdir())
+    assert len(cores) == 1, f"no kernel core (core_pattern {pattern!r})"
+    core = cores[0]
+    assert core.stat().st_size > 16 << 30 and core.stat().st_blocks * 512 < 2 << 30
+    out = tmp_path / "ours.vmcore"
+    proc = subprocess.Popen([*drgn_qemu_command(), "dump-guest-memory", "-q", "-c", str(core),
+                             "-s", str(binary), str(out)])  # fmt: skip
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    print(f"\npeak RSS of the dump: {usage.ru_maxrss >> 10} MiB")
+    assert usage.ru_maxrss < 250 << 10  # KiB: flat, not the guest's size
+    (phoff,) = struct.unpack_from("<Q", headers, 32)
+    (phnum,) = struct.unpack_from("<H", headers, 56)
+
+    def loads_of(data: bytes) -> List[Tuple[int, int, int]]:
+        out = []
+        for i in range(phnum):
+            p_type, _, _, _, paddr, filesz, memsz = struct.unpack_from(
+                "<IIQQQQQ", data, phoff + 56 * i
+            )
+            if p_type == 1:
+                out.append((paddr, filesz, memsz))
+        return out
+
+    with open(out, "rb") as f:
+        ours = f.read(len(headers))
+    assert loads_of(ours) == loads_of(headers)
+    assert sum(filesz for _, filesz, _ in loads_of(ours)) > 16 << 30
+    assert out.stat().st_blocks * 512 < 256 << 20  # zeros are holes
