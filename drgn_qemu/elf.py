@@ -64,6 +64,7 @@ __all__ = (
     "struct_order",
     "read_core_file_info",
     "read_debuglink",
+    "read_elf_section",
     "read_elf_headers",
     "read_tls_segment",
 )
@@ -594,10 +595,10 @@ def core_segments_damage(segments: Sequence[CoreSegment], page: int = 4096) -> O
     return None
 
 
-def read_debuglink(path: str) -> Optional[str]:
+def read_elf_section(path: str, section: str, limit: int = 1 << 16) -> Optional[bytes]:
     """
-    Return the file name in an ELF file's ``.gnu_debuglink`` section (where
-    its separate debug info is), or None if it has none.
+    Return the first *limit* bytes of a section of an ELF file, found by
+    name in its section headers, or None if it has no such section.
 
     :raises ValueError: if the file is not an ELF file
     :raises OSError: if the file cannot be read
@@ -625,12 +626,26 @@ def read_debuglink(path: str) -> Optional[str]:
         ]
         f.seek(sections[shstrndx][1])
         names = f.read(sections[shstrndx][2])
+        wanted = section.encode() + b"\0"
         for name, offset, size in sections:
-            if names[name : name + 15] == b".gnu_debuglink\0":
+            if names[name : name + len(wanted)] == wanted:
                 f.seek(offset)
-                link = f.read(min(size, 4096)).split(b"\0", 1)[0]
-                return link.decode(errors="replace") or None
+                return f.read(min(size, limit))
     return None
+
+
+def read_debuglink(path: str) -> Optional[str]:
+    """
+    Return the file name in an ELF file's ``.gnu_debuglink`` section (where
+    its separate debug info is), or None if it has none.
+
+    :raises ValueError: if the file is not an ELF file
+    :raises OSError: if the file cannot be read
+    """
+    data = read_elf_section(path, ".gnu_debuglink", 4096)
+    if data is None:
+        return None
+    return data.split(b"\0", 1)[0].decode(errors="replace") or None
 
 
 def read_tls_segment(path: str) -> Optional[Tuple[int, int, int]]:

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from drgn import Program, ProgramFlags
 
-from drgn_qemu.elf import read_elf_headers, struct_order
+from drgn_qemu.elf import read_elf_headers, read_elf_section, struct_order
 from drgn_qemu.errors import DrgnQemuError, reading
 from drgn_qemu.helpers.machine import machine_state
 from drgn_qemu.helpers.qom import object_get_typename
@@ -48,6 +48,46 @@ class CrashInfo:
 
 
 @dataclass
+class BuildInfo:
+    """How the QEMU was built, from its executable and debug info."""
+
+    #: The compilers of its ``.comment`` section (``GCC: (Debian 12.2.0-14) 12.2.0``).
+    compiler: Optional[str]
+    #: The file drgn took QEMU's debug info from.
+    debug_info: Optional[str]
+    #: The accelerators compiled in (their QOM classes are in the debug info).
+    accelerators: List[str]
+
+
+#: Accelerators by the class_init function each one's QOM type has.
+_ACCELERATORS = (("kvm", "kvm_accel_class_init"), ("tcg", "tcg_accel_class_init"),
+                 ("xen", "xen_accel_class_init"), ("hvf", "hvf_accel_class_init"),
+                 ("whpx", "whpx_accel_class_init"), ("nvmm", "nvmm_accel_class_init"),
+                 ("mshv", "mshv_accel_class_init"), ("qtest", "qtest_accel_class_init"))  # fmt: skip
+
+
+def qemu_build_info(prog: Program, executable: str) -> BuildInfo:
+    """How the QEMU program was built: compiler, debug info file, accelerators."""
+    try:
+        comment = read_elf_section(executable, ".comment", 4096)
+    except (OSError, ValueError):
+        comment = None
+    compilers = []
+    for entry in (comment or b"").split(b"\0"):
+        text = entry.decode(errors="replace").strip()
+        if text and text not in compilers:
+            compilers.append(text)
+    accelerators = []
+    for name, function in _ACCELERATORS:
+        try:
+            prog.function(function)
+        except LookupError:
+            continue
+        accelerators.append(name)
+    return BuildInfo("; ".join(compilers) or None, prog.main_module().debug_file_path, accelerators)
+
+
+@dataclass
 class QemuInfo:
     """What :func:`qemu_info` found; see :func:`format_info`."""
 
@@ -62,6 +102,7 @@ class QemuInfo:
     #: The dump summary (blocks, vCPUs, VMCOREINFO), or why a dump fails.
     dump: Dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+    build: Optional[BuildInfo] = None
 
 
 def qemu_version(executable: str) -> Optional[str]:
@@ -162,6 +203,7 @@ def qemu_info(
         run_state,
         sorted(t.tid for t in prog.threads()),
         crash,
+        build=qemu_build_info(prog, executable),
     )
     try:
         plan = plan_dump(prog, reader=reader)
@@ -197,7 +239,10 @@ def info_json(info: QemuInfo) -> Dict[str, Any]:
     """:class:`QemuInfo` as the ``--json`` object (fields as in :func:`format_info`)."""
     return {
         "qemu": {"executable": info.executable, "build_id": info.build_id,
-                 "version": info.version},
+                 "version": info.version,
+                 "build": None if info.build is None else {
+                     "compiler": info.build.compiler, "debug_info": info.build.debug_info,
+                     "accelerators": info.build.accelerators}},
         "machine": info.machine,
         "accelerator": info.accelerator,
         "run_state": info.run_state,
@@ -215,6 +260,14 @@ def format_info(info: QemuInfo) -> str:
     lines = [
         f"QEMU: {info.executable} (build ID {info.build_id or 'none'}), "
         f"version {info.version or 'unknown'}",
+    ]
+    if info.build is not None:
+        b = info.build
+        lines.append(
+            f"built with: {b.compiler or 'unknown'}; accelerators: "
+            f"{', '.join(b.accelerators) or 'unknown'}; debug info: {b.debug_info or 'none'}"
+        )
+    lines += [
         f"machine: {info.machine or 'unknown'}, accelerator: {info.accelerator or 'unknown'}, "
         f"run state: {info.run_state or 'unknown'}",
         f"threads: {len(info.threads)} ({', '.join(map(str, info.threads))})",

@@ -53,6 +53,15 @@ def test_crashed_qemu(crashed: Tuple[Path, Path, int]) -> None:
                              check=True).stdout.splitlines()[0]  # fmt: skip
     assert version == f"QEMU emulator version {doc['qemu']['version']}"
     assert f"version {doc['qemu']['version']}" in text
+    # How it was built: Debian's gcc (the .comment of the binary, as readelf
+    # -p .comment shows it), both accelerators of our builds, its debug info.
+    comment = subprocess.run(["readelf", "-p", ".comment", str(binary)], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+    build = doc["qemu"]["build"]
+    assert build["compiler"].startswith("GCC: (Debian") and build["compiler"] in comment
+    assert {"kvm", "tcg"} <= set(build["accelerators"])
+    assert build["debug_info"] == str(binary)
+    assert f"built with: {build['compiler']}; accelerators: " in text
     assert doc["machine"].startswith("pc-i440fx-") and doc["accelerator"] == "tcg"
     assert doc["run_state"] == "paused"  # QMP stop, before the crash
     assert f"machine: {doc['machine']}, accelerator: tcg, run state: paused" in text
