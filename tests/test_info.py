@@ -107,3 +107,34 @@ def test_info_without_guest_ram(tmp_path: Path) -> None:
     assert doc["dump"]["possible"] is False
     assert "QEMU ran with -machine dump-guest-core=off" in doc["dump"]["error"]
     assert f"dump: not possible: {doc['dump']['error']}" in text
+
+
+def test_kernel_written_crash_core(tmp_path: Path) -> None:
+    """
+    A QEMU killed by SIGABRT and cored by the kernel (RLIMIT_CORE
+    unlimited, core_pattern a file), as a real crash is: the signal, the
+    thread it hit (QEMU's main thread, which does not block it) and that
+    thread's frames in QEMU's main loop.
+    """
+    import signal
+
+    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+    assert not pattern.startswith("|"), f"core_pattern pipes cores away: {pattern}"
+    binary = qemu_binary(SERIES[-1])
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    with QemuGuest(binary, tmp_path, memory="128M", cwd=cwd, core_limit=True) as guest:
+        guest.stop_when("info registers", lambda text: "CS =f000 000f0000 " in text)
+        pid = guest.pid
+        assert guest.proc is not None
+        guest.proc.send_signal(signal.SIGABRT)
+        guest.proc.wait()
+    (core,) = cwd.iterdir()
+    text, doc = info("-c", str(core), "-s", str(binary))
+    assert doc["crash"]["signal"] == 6 and doc["crash"]["name"] == "SIGABRT"
+    assert doc["crash"]["thread"] == pid and pid in doc["threads"]
+    assert f"crash: signal 6 (SIGABRT) in thread {pid}" in text
+    # The main thread waits in QEMU's main loop.
+    assert re.search(r"^#\d+ +(main_loop_wait|qemu_poll_ns|os_host_main_loop_wait)\b",
+                     doc["crash"]["backtrace"], re.M), doc["crash"]["backtrace"]  # fmt: skip
+    assert doc["run_state"] == "paused" and doc["dump"]["possible"] is True
