@@ -53,7 +53,7 @@ GUESTS = {
     "8G-kvm-untouched": {"memory": "8G", "fill": 0, "accel": "kvm"},
     "1G-linux-6.1": {"memory": "1G", "fill": 0, "accel": "tcg", "linux": "6.1"},
 }
-KDUMP_FORMATS = ["kdump-zlib", "kdump-zstd", "kdump-snappy"]
+KDUMP_FORMATS = ["kdump-zlib", "kdump-zstd", "kdump-snappy", "kdump-lzo"]
 CHUNK_SIZES = ["1M", "4M", "8M", "16M", "32M"]
 IO_ALTERNATIVES = ["copy-file-range", "pread"]
 #: A dump of one page: what every run costs before it copies anything.
@@ -157,6 +157,9 @@ def bench_guest(name: str, spec: Dict[str, object], work: Path, binary: Path, sc
         kdump_out = work / "qemu.kdump"
         runs.append(measure_qmp_dump("QEMU QMP dump-guest-memory, kdump-raw-zlib", guest,
                                      kdump_out, format="kdump-raw-zlib"))  # fmt: skip
+        kdump_out.unlink()
+        runs.append(measure_qmp_dump("QEMU QMP dump-guest-memory, kdump-raw-lzo", guest,
+                                     kdump_out, format="kdump-raw-lzo"))  # fmt: skip
         kdump_out.unlink()
         t0 = time.monotonic()
         core = guest.gcore(work / "qemu.core")
@@ -287,6 +290,11 @@ def targets(results: Dict[str, List[Run]]) -> List[str]:
         out.append(f"- kdump-zlib on {name}: ours {many:.2f} s with {threads} threads, "
                    f"{one:.2f} s with 1 ({one / many:.2f}x); QEMU's kdump-raw-zlib {theirs:.2f} s "
                    f"({theirs / many:.2f}x ours)")  # fmt: skip
+    for name, runs in results.items():
+        theirs = t(runs, "QEMU QMP dump-guest-memory, kdump-raw-lzo")
+        one = t(runs, "drgn-qemu -c CORE --format kdump-lzo, 1 thread")
+        out.append(f"- kdump-lzo on {name}: ours {one:.2f} s with 1 thread; QEMU's "
+                   f"kdump-raw-lzo {theirs:.2f} s ({theirs / one:.2f}x ours)")  # fmt: skip
     if "8G-kvm-untouched" in results:
         peak = rss(results["8G-kvm-untouched"], ours)
         out.append(f"- peak RSS <= 150 MB on the 8 GiB guest: {peak:.0f} MiB, "

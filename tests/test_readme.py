@@ -2,7 +2,8 @@
 The README is true to the tool: its two set-up commands exist, and its
 console and Errors transcripts are what drgn-qemu prints today, rerun on a
 guest of the test's own (the demo's: 768 MiB pc, stopped in SeaBIOS) and
-compared but for host addresses, the instruction pointer and times.
+compared but for host addresses, the instruction pointer and times; also its first REPL
+session, typed into drgn's REPL on a pseudo-terminal, and its usage block.
 """
 
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Iterator, List, Tuple
 
 import pytest
-from harness import REPO, SERIES, QemuGuest, drgn_qemu_command, qemu_binary
+from harness import DRGN, REPO, QemuGuest, drgn_qemu_command, qemu_binary
 
 README = (REPO / "README.md").read_text()
 
@@ -55,7 +56,7 @@ def test_two_setup_commands() -> None:
 
 @pytest.fixture(scope="module")
 def demo_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[Path, Path]]:
-    binary = qemu_binary(SERIES[-1])
+    binary = qemu_binary("10.0")  # the demo's QEMU, as the README shows it
     work = tmp_path_factory.mktemp("readme")
     with QemuGuest(binary, work) as guest:  # the demo's guest
         # SeaBIOS idle in real mode, where it stays (see test_plugin.py).
@@ -99,3 +100,58 @@ def test_usage_is_the_tools() -> None:
                        text=True, env=dict(os.environ, COLUMNS="80"))  # fmt: skip
     assert r.returncode == 0
     assert r.stdout.split("\n\n")[0] == block.group(1)
+
+
+def repl(command: List[str], lines: List[str], cwd: Path, timeout: float = 300) -> str:
+    """Run *lines* in drgn's interactive REPL on a pseudo-terminal; what it printed."""
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    env = dict(os.environ, TERM="dumb", COLUMNS="200")
+    proc = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd)
+    os.close(slave)
+    out = b""
+
+    def read_until_prompt(prompts: int) -> None:
+        nonlocal out
+        deadline = time.monotonic() + timeout  # only ends a REPL that hangs
+        while not (out.count(b">>> ") >= prompts and out.endswith(b">>> ")):
+            assert time.monotonic() < deadline, out[-2000:]
+            if select.select([master], [], [], 0.1)[0]:
+                out += os.read(master, 1 << 16)
+
+    try:
+        read_until_prompt(1)
+        for line in lines:
+            os.write(master, line.encode() + b"\n")
+            read_until_prompt(out.count(b">>> ") + 1)
+        os.write(master, b"\x04")
+        proc.wait(timeout=60)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return out.decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_repl_transcript(demo_core: Tuple[Path, Path], tmp_path: Path) -> None:
+    """The first REPL session of the README, typed into drgn's REPL."""
+    binary, core = demo_core
+    body = README.split("\n### In drgn's REPL: `%qemu`\n", 1)[1]
+    block = body.split("```\n", 2)[1]
+    command, *session = block.rstrip("\n").splitlines()
+    assert command == "$ drgn -q -c qemu.core"
+    inputs = [line[4:] for line in session if line.startswith(">>> ")]
+    (tmp_path / "qemu.core").symlink_to(core)
+    got = repl([DRGN, "-q", "-c", "qemu.core", "-s", str(binary)], inputs, tmp_path)
+    # From the first command typed on: drgn's own greeting and imports before it.
+    got = got[got.index(">>> " + inputs[0]) :].rstrip("> \n")
+
+    def norm(text: str) -> List[str]:
+        return [
+            re.sub(r"thread_id=\d+", "thread_id=N", line) for line in normalized(text.splitlines())
+        ]
+
+    assert norm(got) == norm("\n".join(session))
