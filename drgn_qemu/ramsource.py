@@ -15,6 +15,7 @@ share=on``, found from the core's ``NT_FILE`` note or the backend's
 true reason and its fix.
 """
 
+import functools
 import mmap
 import os
 import stat
@@ -23,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from drgn import Object, Program
 
+from drgn_qemu.elf import FileMapping, core_file_mappings
 from drgn_qemu.errors import DrgnQemuError, GuestMemoryError, reading
 from drgn_qemu.helpers.machine import (
     machine_confidential_guest_support,
@@ -168,18 +170,21 @@ def _facts(prog: Program, block: GuestPhysBlock) -> Optional[RamBlockFacts]:
     return facts
 
 
+@functools.lru_cache(maxsize=4)
+def _core_file_mappings(path: str) -> Tuple[FileMapping, ...]:
+    """The core's NT_FILE mappings, read once per core; none if it has no readable note."""
+    try:
+        return tuple(core_file_mappings(path))
+    except (OSError, ValueError):
+        return ()
+
+
 def _mapping_of(reader: MemoryReader, address: int) -> Optional[Tuple[str, int, bool]]:
     """``(path, file offset, deleted)`` of the file a core says is at *address*."""
     path = getattr(reader, "path", None)
     if path is None:
         return None
-    from drgn_qemu.elf import core_file_mappings
-
-    try:
-        mappings = core_file_mappings(path)
-    except (OSError, ValueError):
-        return None
-    for m in mappings:
+    for m in _core_file_mappings(path):
         if m.start <= address < m.end:
             name = m.path[: -len(" (deleted)")] if m.deleted else m.path
             return name, m.offset + address - m.start, m.deleted
