@@ -48,6 +48,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--core")
     parser.add_argument("-s", "--symbols")
+    parser.add_argument("--write", action="store_true", help="also write RESULTS.md's section")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -63,10 +64,19 @@ def main() -> int:
         ]  # fmt: skip
         times = [(what, median_seconds(cmd)) for what, cmd in rows]
     base = times[0][1]
-    print(f"| what | median s of {REPEAT} | / import drgn |")
-    print("| --- | ---: | ---: |")
+    lines = [f"| what | median s of {REPEAT} | / import drgn |", "| --- | ---: | ---: |"]
     for what, seconds in times:
-        print(f"| {what} | {seconds:.3f} | {seconds / base:.1f}x |")
+        lines.append(f"| {what} | {seconds:.3f} | {seconds / base:.1f}x |")
+    page = times[-1][1]
+    lines.append("")
+    lines.append(f"Goal: a one-page dump from a core in 0.2 s or less: {page:.2f} s, "
+                 + ("met" if page <= 0.2 else "**not met**") + ".")  # fmt: skip
+    print("\n".join(lines))
+    if args.write:
+        from results import write_section
+
+        write_section("## Start-up", f"`benchmarks/bench_startup.py`, {time.strftime('%Y-%m-%d')}"
+                      f" (a 128 MiB guest's gcore unless given):\n\n" + "\n".join(lines))  # fmt: skip
     return 0
 
 
