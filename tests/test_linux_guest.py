@@ -149,7 +149,7 @@ def test_crash_opens_it(linux_dump: LinuxDump) -> None:
     assert strip.sub("", ours) == strip.sub("", theirs)
 
 
-KDUMP_FORMATS = ("kdump-zlib", "kdump-zstd", "kdump-snappy")
+KDUMP_FORMATS = ("kdump-zlib", "kdump-zstd", "kdump-snappy", "kdump-lzo")
 
 
 def our_kdump(d: LinuxDump, fmt: str, tmp_path: Path) -> Path:
