@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
 import pytest
 from harness import DRGN, SERIES, QemuGuest, drgn_qemu_command, qemu_binary
@@ -138,3 +138,30 @@ def test_kernel_written_crash_core(tmp_path: Path) -> None:
     assert re.search(r"^#\d+ +(main_loop_wait|qemu_poll_ns|os_host_main_loop_wait)\b",
                      doc["crash"]["backtrace"], re.M), doc["crash"]["backtrace"]  # fmt: skip
     assert doc["run_state"] == "paused" and doc["dump"]["possible"] is True
+
+
+def test_readme_transcript(crashed: Tuple[Path, Path, int]) -> None:
+    """The README's info transcript is what info prints for the same kind of crash."""
+    from test_readme import README, normalized
+
+    binary, core, _ = crashed
+    body = README.split("\n### Triage a crashed QEMU: `info`\n", 1)[1]
+    block = body.split("```\n", 2)[1]
+    command, *expected = block.rstrip("\n").splitlines()
+    assert command.startswith("$ drgn-qemu info -c qemu.core -s ")
+    text, _ = info("-c", str(core), "-s", str(binary))
+
+    def norm(lines: List[str]) -> List[str]:
+        out = []
+        for line in normalized(lines):
+            if re.match(r"#\d+ +0x[0-9a-f]+$", line):
+                continue  # gdb's own frames past abort(): addresses of the moment
+            line = re.sub(r"\S*/qemu-system-x86_64", "QEMU", line)
+            line = re.sub(r"build ID [0-9a-f]+", "build ID B", line)
+            line = re.sub(r"0x7f[0-9a-f]{10}", "ADDR", line)
+            if line.startswith(("threads:", "crash:", "Thread ")):
+                line = re.sub(r"\b\d{2,}\b", "T", line)
+            out.append(line)
+        return out
+
+    assert norm(text.splitlines()) == norm(expected)
