@@ -397,3 +397,63 @@ def test_add_vmcoreinfo_to_qemus_kdump(linux_dump: LinuxDump, tmp_path: Path) ->
         assert k.vmcoreinfo.startswith(f"OSRELEASE={d.kernel.release}\n".encode())
         counts = assert_pages_equal_elf(k, d.theirs)
         assert counts["pages"] == sum(s.filesz for s in loads(d.theirs)) // 4096
+
+
+@pytest.mark.parametrize(
+    "linux_dump", [("10.0", "6.1", True)], indirect=True, ids=["qemu10.0-linux6.1-device"]
+)
+def test_readme_transcript(linux_dump: LinuxDump, tmp_path: Path) -> None:
+    """
+    The README's Linux-guest transcript (6.1 with -device vmcoreinfo, QEMU
+    10.0), rerun on this guest: drgn-qemu's output and drgn's, compared but
+    for addresses, times, KASLR and counts that vary from boot to boot;
+    crash's header lines that do not.
+    """
+    import shlex
+
+    from test_readme import README, normalized
+
+    d = linux_dump
+    body = README.split("\n### A real Linux guest, into drgn and crash\n", 1)[1]
+    block = body.split("```\n", 2)[1]
+    runs: List[Tuple[str, List[str]]] = []
+    for line in block.rstrip("\n").splitlines():
+        if line.startswith("$ "):
+            runs.append((line[2:], []))
+        elif runs and runs[-1][0].count("'") % 2:  # inside a quoted -e script
+            runs[-1] = (runs[-1][0] + "\n" + line, [])
+        else:
+            runs[-1][1].append(line)
+    assert [c.split()[0] for c, _ in runs] == ["drgn-qemu", "drgn", "printf"]
+
+    def norm(lines: List[str]) -> List[str]:
+        out = []
+        for line in normalized(lines):
+            line = re.sub(r"cr3=0x[0-9a-f]+", "cr3=CR3", line)
+            line = re.sub(r"guest note at 0x[0-9a-f]+", "guest note at ADDR", line)
+            line = re.sub(r"KERNELOFFSET=[0-9a-f]+", "KERNELOFFSET=K", line)
+            line = re.sub(r"^\d+ tasks$", "N tasks", line)
+            line = re.sub(r"^\d+ drgn-canary$", "PID drgn-canary", line)
+            out.append(line)
+        return out
+
+    (tmp_path / "qemu.core").symlink_to(d.core)
+    (tmp_path / "vmlinux").symlink_to(d.kernel.vmlinux)
+    (tmp_path / "qemu-system-x86_64").symlink_to(d.binary)
+    dump_cmd, dump_expected = runs[0]
+    r = subprocess.run([*drgn_qemu_command(), *shlex.split(dump_cmd)[1:]], cwd=tmp_path,
+                       text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    assert r.returncode == 0, r.stdout
+    assert norm(r.stdout.splitlines()) == norm(dump_expected)
+    drgn_cmd, drgn_expected = runs[1]
+    args = shlex.split(drgn_cmd)
+    r = subprocess.run([str(Path(sys.executable).parent / "drgn"), *args[1:]], cwd=tmp_path,
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert norm(r.stdout.splitlines()) == norm(drgn_expected)
+    assert r.stdout.splitlines()[0] == d.kernel.release
+    # crash: the lines of its header that are the guest's, not the moment's.
+    text = crash_output(tmp_path / "guest.vmcore", d.kernel.vmlinux)
+    for key in ("CPUS", "RELEASE", "MEMORY", "PANIC"):
+        (want,) = [line for line in runs[2][1] if line.strip().startswith(key + ":")]
+        assert want.strip() in [line.strip() for line in text.splitlines()], text
