@@ -457,3 +457,43 @@ def test_readme_transcript(linux_dump: LinuxDump, tmp_path: Path) -> None:
     for key in ("CPUS", "RELEASE", "MEMORY", "PANIC"):
         (want,) = [line for line in runs[2][1] if line.strip().startswith(key + ":")]
         assert want.strip() in [line.strip() for line in text.splitlines()], text
+
+
+@pytest.mark.parametrize(
+    "linux_dump", [("10.0", "6.1", True)], indirect=True, ids=["qemu10.0-linux6.1-device"]
+)
+def test_readme_repl_transcript(linux_dump: LinuxDump, tmp_path: Path) -> None:
+    """
+    The README's %qemu session on the Linux guest, typed into drgn's REPL on
+    this guest's core: the same lines, numbers aside (registers, addresses,
+    thread IDs and timer deadlines are the moment's); of 'timers', which
+    timers are armed is too, so only its first line is compared.
+    """
+    from test_readme import README, repl
+
+    d = linux_dump
+    body = README.split("The same on the core of the Linux 6.1 guest above", 1)[1]
+    block = body.split("```\n", 2)[1]
+    command, *session = block.rstrip("\n").splitlines()
+    assert command == "$ drgn -q -c qemu.core -s qemu-system-x86_64"
+    inputs = [line[4:] for line in session if line.startswith(">>> ")]
+    (tmp_path / "qemu.core").symlink_to(d.core)
+    got = repl([str(Path(sys.executable).parent / "drgn"), "-q", "-c", "qemu.core", "-s",
+                str(d.binary)], inputs, tmp_path)  # fmt: skip
+    got = got[got.index(">>> " + inputs[0]) :].rstrip("> \n")
+
+    def shape(lines: List[str]) -> List[str]:
+        out, in_timers = [], False
+        for line in lines:
+            if line.startswith(">>> "):
+                in_timers = line == ">>> %qemu timers"
+                out.append(line)
+                continue
+            if in_timers and not line.startswith("Processing Realtime"):
+                continue
+            line = re.sub(r"\.\./src/qemu-[^/]+/", "SRC/", line)
+            line = re.sub(r"0x[0-9a-f]+|\b[0-9a-f]*[0-9][0-9a-f]*\b", "N", line)
+            out.append(line)
+        return out
+
+    assert shape(got.splitlines()) == shape(session)
