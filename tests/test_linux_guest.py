@@ -8,6 +8,7 @@ the VMCOREINFO, found in guest RAM, that QEMU's lacks.
 """
 
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -497,3 +498,66 @@ def test_readme_repl_transcript(linux_dump: LinuxDump, tmp_path: Path) -> None:
         return out
 
     assert shape(got.splitlines()) == shape(session)
+
+
+def _run_readme_block(block: str, cwd: Path) -> List[Tuple[List[str], List[str]]]:
+    """Run each ``$`` command of a README block in *cwd*: (what it printed, what the README says)."""
+    import shlex
+
+    runs: List[Tuple[str, List[str]]] = []
+    for line in block.rstrip("\n").splitlines():
+        if line.startswith("$ "):
+            runs.append((line[2:], []))
+        else:
+            runs[-1][1].append(line)
+    tools = {"drgn": str(Path(sys.executable).parent / "drgn"),
+             "drgn-qemu": drgn_qemu_command()[0]}  # fmt: skip
+    out = []
+    for command, expected in runs:
+        words, _, grep = command.partition(" | grep ")
+        args = shlex.split(words, comments=True)
+        r = subprocess.run([tools[args[0]], *args[1:]], cwd=cwd, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+        lines = [line for line in r.stdout.splitlines() if grep.strip() in line]
+        out.append((lines, expected))
+    return out
+
+
+def _vary(lines: List[str]) -> List[str]:
+    """What varies from boot to boot and run to run, replaced."""
+    from test_readme import normalized
+
+    out = []
+    for line in normalized(lines):
+        line = re.sub(r"guest RAM at 0x[0-9a-f]+", "guest RAM at ADDR", line)
+        line = re.sub(r"KERNELOFFSET=[0-9a-f]+", "KERNELOFFSET=K", line)
+        line = re.sub(r"copied in \d+\.\d+ s", "copied in T s", line)
+        out.append(line)
+    return out
+
+
+@pytest.mark.parametrize(
+    "linux_dump", [("10.0", "6.1", False)], indirect=True, ids=["qemu10.0-linux6.1-nodevice"]
+)
+def test_readme_transcripts_without_device(linux_dump: LinuxDump, tmp_path: Path) -> None:
+    """
+    The README's transcripts of a guest run without -device vmcoreinfo: our
+    dump against QEMU's in drgn, and add-vmcoreinfo repairing QEMU's dump
+    (a copy of it), run as written.
+    """
+    from test_readme import README
+
+    d = linux_dump
+    first = README.split("Without `-device vmcoreinfo` (same kernel, same canary):\n", 1)[1]
+    second = README.split("Debian 6.1 guest run without the device:\n", 1)[1]
+    for n, text in enumerate((first, second)):
+        cwd = tmp_path / str(n)
+        cwd.mkdir()
+        (cwd / "qemu.core").symlink_to(d.core)
+        (cwd / "qemu-system-x86_64").symlink_to(d.binary)
+        (cwd / "vmlinux").symlink_to(d.kernel.vmlinux)
+        (cwd / "qemu.vmcore").symlink_to(d.theirs)
+        if n == 1:  # add-vmcoreinfo repairs QEMU's own dump, in place
+            shutil.copyfile(d.theirs, cwd / "guest.vmcore")
+        for got, expected in _run_readme_block(text.split("```\n", 2)[1], cwd):
+            assert _vary(got) == _vary(expected)
