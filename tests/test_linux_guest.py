@@ -511,14 +511,18 @@ def _run_readme_block(block: str, cwd: Path) -> List[Tuple[List[str], List[str]]
         else:
             runs[-1][1].append(line)
     tools = {"drgn": str(Path(sys.executable).parent / "drgn"),
-             "drgn-qemu": drgn_qemu_command()[0]}  # fmt: skip
+             "drgn-qemu": drgn_qemu_command()[0], "makedumpfile": "makedumpfile"}  # fmt: skip
     out = []
     for command, expected in runs:
         words, _, grep = command.partition(" | grep ")
         args = shlex.split(words, comments=True)
+        if args[0] not in tools:  # ls: sizes and dates of the moment
+            continue
         r = subprocess.run([tools[args[0]], *args[1:]], cwd=cwd, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-        lines = [line for line in r.stdout.splitlines() if grep.strip() in line]
+        # makedumpfile's progress lines: a terminal overwrites them.
+        lines = [line for line in r.stdout.replace("\r", "\n").splitlines()
+                 if grep.strip() in line and not re.search(r"\[\s*\d+\.\d %\]", line)]  # fmt: skip
         out.append((lines, expected))
     return out
 
@@ -532,6 +536,9 @@ def _vary(lines: List[str]) -> List[str]:
         line = re.sub(r"guest RAM at 0x[0-9a-f]+", "guest RAM at ADDR", line)
         line = re.sub(r"KERNELOFFSET=[0-9a-f]+", "KERNELOFFSET=K", line)
         line = re.sub(r"copied in \d+\.\d+ s", "copied in T s", line)
+        line = re.sub(r"cr3=0x[0-9a-f]+", "cr3=CR3", line)
+        line = re.sub(r"guest note at 0x[0-9a-f]+", "guest note at ADDR", line)
+        line = re.sub(r"dump \(\d+\.\d MiB\)", "dump (S MiB)", line)
         out.append(line)
     return out
 
@@ -561,3 +568,22 @@ def test_readme_transcripts_without_device(linux_dump: LinuxDump, tmp_path: Path
             shutil.copyfile(d.theirs, cwd / "guest.vmcore")
         for got, expected in _run_readme_block(text.split("```\n", 2)[1], cwd):
             assert _vary(got) == _vary(expected)
+
+
+@pytest.mark.parametrize(
+    "linux_dump", [("10.0", "6.1", True)], indirect=True, ids=["qemu10.0-linux6.1-device"]
+)
+def test_readme_kdump_transcript(linux_dump: LinuxDump, tmp_path: Path) -> None:
+    """The README's kdump and makedumpfile transcript, run as written (but ls)."""
+    from test_readme import README
+
+    d = linux_dump
+    text = README.split("layout it needs. The same 6.1 guest as above:\n", 1)[1]
+    (tmp_path / "qemu.core").symlink_to(d.core)
+    (tmp_path / "qemu-system-x86_64").symlink_to(d.binary)
+    (tmp_path / f"vmlinux-{d.kernel.release}").symlink_to(d.kernel.vmlinux)
+    runs = _run_readme_block(text.split("```\n", 2)[1], tmp_path)
+    assert len(runs) == 4
+    for got, expected in runs:
+        assert _vary(got) == _vary(expected)
+    assert (tmp_path / "guest.d31").stat().st_size > 0
