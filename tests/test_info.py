@@ -165,3 +165,25 @@ def test_readme_transcript(crashed: Tuple[Path, Path, int]) -> None:
         return out
 
     assert norm(text.splitlines()) == norm(expected)
+
+
+def test_readme_json_has_the_tools_fields(crashed: Tuple[Path, Path, int]) -> None:
+    """The README's info --json example has the fields the tool prints, no more, no fewer."""
+    from test_readme import README
+
+    binary, core, _ = crashed
+    body = README.split("`--json` gives the same as one object", 1)[1]
+    readme_doc = json.loads(body.split("```\n", 2)[1].split("\n", 1)[1])
+    _, doc = info("-c", str(core), "-s", str(binary))
+
+    def keys(value: object, path: str = "") -> set:  # type: ignore[type-arg]
+        if isinstance(value, dict):
+            return {f"{path}/{k}" for k in value} | {
+                key for k, v in value.items() for key in keys(v, f"{path}/{k}")
+            }
+        if isinstance(value, list) and value:
+            return keys(value[0], path + "[]")
+        return set()
+
+    # The README's example is of a QEMU that did not crash: "crash" is null there.
+    assert keys(readme_doc) == keys(doc) - {k for k in keys(doc) if k.startswith("/crash/")}
