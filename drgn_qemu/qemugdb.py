@@ -117,7 +117,12 @@ def qemu_bt(prog: Program, thread: Optional[Thread] = None) -> str:
     threads = [thread] if thread is not None else list(prog.threads())
     lines = []
     for t in threads:
-        stack = t.stack_trace()
+        try:
+            stack = t.stack_trace()
+        except (ValueError, LookupError, FaultError) as e:
+            lines += [f"Thread {t.tid}" + (f" ({t.name})" if t.name else "") + ":",
+                      f"  (no stack to unwind: {e})", ""]  # fmt: skip
+            continue
         current = None
         if tls is not None:
             try:
@@ -130,7 +135,13 @@ def qemu_bt(prog: Program, thread: Optional[Thread] = None) -> str:
         if current:
             for caller in for_each_coroutine_caller(current):
                 lines.append(f"Coroutine at 0x{caller.value_():x}:")
-                trace = coroutine_stack_trace(caller, guard)
+                try:
+                    trace = coroutine_stack_trace(caller, guard)
+                except (ValueError, LookupError, FaultError) as e:
+                    # A context not saved yet (the thread was switching to
+                    # or from it): the thread's own stack above has it.
+                    lines.append(f"  (no saved context to unwind: {e})")
+                    continue
                 lines += [text for _, text in coroutine_frames(trace)]
         lines.append("")
     return "\n".join(lines) + "\n"
