@@ -410,49 +410,22 @@ def test_readme_transcript(linux_dump: LinuxDump, tmp_path: Path) -> None:
     for addresses, times, KASLR and counts that vary from boot to boot;
     crash's header lines that do not.
     """
-    import shlex
-
-    from test_readme import README, normalized
+    from test_readme import README
 
     d = linux_dump
     body = README.split("\n### A real Linux guest, into drgn and crash\n", 1)[1]
-    block = body.split("```\n", 2)[1]
-    runs: List[Tuple[str, List[str]]] = []
-    for line in block.rstrip("\n").splitlines():
-        if line.startswith("$ "):
-            runs.append((line[2:], []))
-        elif runs and runs[-1][0].count("'") % 2:  # inside a quoted -e script
-            runs[-1] = (runs[-1][0] + "\n" + line, [])
-        else:
-            runs[-1][1].append(line)
+    runs = _readme_runs(body.split("```\n", 2)[1])
     assert [c.split()[0] for c, _ in runs] == ["drgn-qemu", "drgn", "printf"]
-
-    def norm(lines: List[str]) -> List[str]:
-        out = []
-        for line in normalized(lines):
-            line = re.sub(r"cr3=0x[0-9a-f]+", "cr3=CR3", line)
-            line = re.sub(r"guest note at 0x[0-9a-f]+", "guest note at ADDR", line)
-            line = re.sub(r"KERNELOFFSET=[0-9a-f]+", "KERNELOFFSET=K", line)
-            line = re.sub(r"^\d+ tasks$", "N tasks", line)
-            line = re.sub(r"^\d+ drgn-canary$", "PID drgn-canary", line)
-            out.append(line)
-        return out
-
     (tmp_path / "qemu.core").symlink_to(d.core)
     (tmp_path / "vmlinux").symlink_to(d.kernel.vmlinux)
     (tmp_path / "qemu-system-x86_64").symlink_to(d.binary)
-    dump_cmd, dump_expected = runs[0]
-    r = subprocess.run([*drgn_qemu_command(), *shlex.split(dump_cmd)[1:]], cwd=tmp_path,
-                       text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-    assert r.returncode == 0, r.stdout
-    assert norm(r.stdout.splitlines()) == norm(dump_expected)
-    drgn_cmd, drgn_expected = runs[1]
-    args = shlex.split(drgn_cmd)
-    r = subprocess.run([str(Path(sys.executable).parent / "drgn"), *args[1:]], cwd=tmp_path,
-                       capture_output=True, text=True)  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert norm(r.stdout.splitlines()) == norm(drgn_expected)
-    assert r.stdout.splitlines()[0] == d.kernel.release
+    for command, expected in runs[:2]:
+        result = _run_readme_command(command, tmp_path)
+        assert result is not None
+        status, lines = result
+        assert status == 0, lines
+        assert _vary(lines) == _vary(expected)
+    assert lines[0] == d.kernel.release
     # crash: the lines of its header that are the guest's, not the moment's.
     text = crash_output(tmp_path / "guest.vmcore", d.kernel.vmlinux)
     for key in ("CPUS", "RELEASE", "MEMORY", "PANIC"):
@@ -500,30 +473,53 @@ def test_readme_repl_transcript(linux_dump: LinuxDump, tmp_path: Path) -> None:
     assert shape(got.splitlines()) == shape(session)
 
 
-def _run_readme_block(block: str, cwd: Path) -> List[Tuple[List[str], List[str]]]:
-    """Run each ``$`` command of a README block in *cwd*: (what it printed, what the README says)."""
+def _readme_runs(block: str) -> List[Tuple[str, List[str]]]:
+    """Each ``$`` command of a README block (a quoted -e script may span lines), and its output."""
     import shlex
+
+    def open_quote(command: str) -> bool:
+        try:
+            shlex.split(command, comments=True)
+        except ValueError:  # "No closing quotation": a script goes on
+            return True
+        return False
 
     runs: List[Tuple[str, List[str]]] = []
     for line in block.rstrip("\n").splitlines():
         if line.startswith("$ "):
             runs.append((line[2:], []))
+        elif runs and open_quote(runs[-1][0]):  # inside a quoted -e script
+            runs[-1] = (runs[-1][0] + "\n" + line, [])
         else:
             runs[-1][1].append(line)
+    return runs
+
+
+def _run_readme_command(command: str, cwd: Path) -> Optional[Tuple[int, List[str]]]:
+    """Run a README command in *cwd*: (exit status, what it printed), or None for ls and crash."""
+    import shlex
+
     tools = {"drgn": str(Path(sys.executable).parent / "drgn"),
              "drgn-qemu": drgn_qemu_command()[0], "makedumpfile": "makedumpfile"}  # fmt: skip
+    words, _, grep = command.partition(" | grep ")
+    args = shlex.split(words, comments=True)
+    if args[0] not in tools:  # ls: sizes and dates of the moment; crash: checked apart
+        return None
+    r = subprocess.run([tools[args[0]], *args[1:]], cwd=cwd, text=True,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    # makedumpfile's progress lines: a terminal overwrites them.
+    lines = [line for line in r.stdout.replace("\r", "\n").splitlines()
+             if grep.strip() in line and not re.search(r"\[\s*\d+\.\d %\]", line)]  # fmt: skip
+    return r.returncode, lines
+
+
+def _run_readme_block(block: str, cwd: Path) -> List[Tuple[List[str], List[str]]]:
+    """Run each command of a README block in *cwd*: (what it printed, what the README says)."""
     out = []
-    for command, expected in runs:
-        words, _, grep = command.partition(" | grep ")
-        args = shlex.split(words, comments=True)
-        if args[0] not in tools:  # ls: sizes and dates of the moment
-            continue
-        r = subprocess.run([tools[args[0]], *args[1:]], cwd=cwd, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-        # makedumpfile's progress lines: a terminal overwrites them.
-        lines = [line for line in r.stdout.replace("\r", "\n").splitlines()
-                 if grep.strip() in line and not re.search(r"\[\s*\d+\.\d %\]", line)]  # fmt: skip
-        out.append((lines, expected))
+    for command, expected in _readme_runs(block):
+        result = _run_readme_command(command, cwd)
+        if result is not None:
+            out.append((result[1], expected))
     return out
 
 
@@ -539,6 +535,8 @@ def _vary(lines: List[str]) -> List[str]:
         line = re.sub(r"cr3=0x[0-9a-f]+", "cr3=CR3", line)
         line = re.sub(r"guest note at 0x[0-9a-f]+", "guest note at ADDR", line)
         line = re.sub(r"dump \(\d+\.\d MiB\)", "dump (S MiB)", line)
+        line = re.sub(r"^\d+ tasks$", "N tasks", line)
+        line = re.sub(r"^\d+ drgn-canary$", "PID drgn-canary", line)
         out.append(line)
     return out
 
