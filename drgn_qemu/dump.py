@@ -83,8 +83,8 @@ class DumpPlan:
 
     def close(self) -> None:
         """Close the files the plan opened to read guest RAM back."""
-        if isinstance(self.reader, BackedReader):  # its files only, not the core's reader
-            self.reader.close()
+        if self.reader is not None:
+            _close_backed(self.reader)
 
     @property
     def format(self) -> str:

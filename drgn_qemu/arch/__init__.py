@@ -15,7 +15,7 @@ given to ``--arch``. Adding a target is adding a module and listing it in
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from drgn import Object, Program
+from drgn import Object, Program, Type
 
 from drgn_qemu.errors import UnsupportedError
 from drgn_qemu.helpers.cpu import for_each_cpu
@@ -28,6 +28,7 @@ __all__ = (
     "arch_from_notes",
     "detect_arch",
     "enum_constant",
+    "enumerator_name",
     "get_arch",
     "supported_arches",
 )
@@ -168,6 +169,14 @@ class GuestArch:
         (a ``SYMBOL()`` of VMCOREINFO), or None where this is not known.
         """
         return None
+
+
+def enumerator_name(enum_type: Type, value: int) -> Optional[str]:
+    """The name of *value* among the enumerators of *enum_type* (typedefs followed), or None."""
+    for name, v in enum_type.unaliased().enumerators or ():
+        if v == value:
+            return str(name)
+    return None
 
 
 def enum_constant(prog: Program, *names: str) -> int:

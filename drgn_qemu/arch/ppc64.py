@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 from drgn import Object, PlatformFlags, Program, cast, container_of, sizeof
 
-from drgn_qemu.arch import ArchDumpInfo, GuestArch
+from drgn_qemu.arch import ArchDumpInfo, GuestArch, enumerator_name
 from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, elf_note, struct_order
 from drgn_qemu.errors import UnsupportedError
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
@@ -156,14 +156,6 @@ def _kvm_enabled(prog: Program) -> bool:
         return False
 
 
-def _enum_name(obj: Object) -> str:
-    value = obj.value_()
-    for name, v in obj.type_.unaliased().enumerators or ():
-        if v == value:
-            return str(name)
-    return ""
-
-
 def ppc_cpu_dump_state(cpu: Object) -> str:
     """
     The registers of a POWER vCPU as QEMU's ``ppc_cpu_dump_state()`` prints
@@ -231,7 +223,7 @@ def ppc_cpu_dump_state(cpu: Object) -> str:
                f"SPRG3 {r(SPR_SPRG0 + 3)}\n")  # fmt: skip
     out.append(f"SPRG4 {r(SPR_SPRG0 + 4)} SPRG5 {r(SPR_SPRG0 + 5)}  SPRG6 {r(SPR_SPRG0 + 6)}  "
                f"SPRG7 {r(SPR_SPRG0 + 7)}\n")  # fmt: skip
-    excp = _enum_name(env.excp_model)
+    excp = enumerator_name(env.excp_model.type_, env.excp_model.value_()) or ""
     if excp in ("POWERPC_EXCP_POWER7", "POWERPC_EXCP_POWER8", "POWERPC_EXCP_POWER9",
                 "POWERPC_EXCP_POWER10", "POWERPC_EXCP_POWER11"):  # fmt: skip
         out.append(f"HSRR0 {r(SPR_HSRR0)} HSRR1 {r(SPR_HSRR1)}\n")
@@ -241,7 +233,7 @@ def ppc_cpu_dump_state(cpu: Object) -> str:
         out.append(f" CFAR {env.cfar.value_() & u64:016x}\n")
     if env.spr_cb[SPR_LPCR].name:
         out.append(f" LPCR {r(SPR_LPCR)}\n")
-    mmu = _enum_name(env.mmu_model)
+    mmu = enumerator_name(env.mmu_model.type_, env.mmu_model.value_()) or ""
     if mmu in ("POWERPC_MMU_32B", "POWERPC_MMU_SOFT_6xx", "POWERPC_MMU_64B", "POWERPC_MMU_2_03",
                "POWERPC_MMU_2_06", "POWERPC_MMU_2_07", "POWERPC_MMU_3_00"):  # fmt: skip
         line = ""

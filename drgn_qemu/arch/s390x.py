@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 
 from drgn import Object, Program, cast, container_of, sizeof
 
-from drgn_qemu.arch import ArchDumpInfo, GuestArch
+from drgn_qemu.arch import ArchDumpInfo, GuestArch, enumerator_name
 from drgn_qemu.elf import ELFCLASS64, ELFDATA2MSB, elf_note
 from drgn_qemu.errors import UnsupportedError
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
@@ -72,10 +72,7 @@ def _compare(a: int, b: int) -> int:
 
 def cc_op_name(prog: Program, cc_op: int) -> str:
     """The name of a TCG ``enum cc_op`` value, as QEMU's ``cc_name()``."""
-    for name, value in prog.type("enum cc_op").enumerators or ():
-        if value == cc_op:
-            return name
-    return "(null)"
+    return enumerator_name(prog.type("enum cc_op"), cc_op) or "(null)"
 
 
 def calc_cc(env: Object) -> int:
