@@ -33,14 +33,31 @@ def transcripts(section: str) -> List[Tuple[str, List[str]]]:
     return out
 
 
+#: What the package archive serves on the day a machine is set up, which a
+#: transcript recorded on another day cannot hold: the guest kernel's release
+#: (Debian publishes a new 6.1 or 6.12 build every few weeks, and
+#: scripts/fetch-kernel.sh takes the newest), the build cache's directory
+#: (named after a hash of the build recipe), QEMU's point release in a suite
+#: and the compiler's Debian revision.
+FACTS_OF_THE_DAY = [
+    (r"\b\d+\.\d+\.\d+(?:-\d+)?(?:\+deb\d+)?-(?:cloud-amd64|cloud-arm64|686-pae|amd64|arm64)\b",
+     "RELEASE"),
+    (r"(?:~|/root|/home/[^/\s]+)/\.cache/drgn-qemu/[^/\s]+/", "CACHE/"),
+    (r"\bversion \d+\.\d+\.\d+\b", "version V"),
+    (r"GCC: \(Debian [^)]*\) [\d.]+", "GCC: (Debian V) V"),
+]  # fmt: skip
+
+
 def normalized(lines: List[str]) -> List[str]:
-    """Lines without what differs from run to run."""
+    """Lines without what differs from run to run, or from one day's package archive to another's."""
     out = []
     for line in lines:
         line = re.sub(r"0x00007[ef][0-9a-f]{10}", "HOST", line)
         line = re.sub(r"rip=0x[0-9a-f]+", "rip=IP", line)
         line = re.sub(r"in \d+\.\d+ s \(\d+ MiB/s\)", "in T s (R MiB/s)", line)
         line = re.sub(r"^wrote \S+:", "wrote OUT:", line)
+        for pattern, replacement in FACTS_OF_THE_DAY:
+            line = re.sub(pattern, replacement, line)
         out.append(line)
     return out
 
@@ -155,3 +172,42 @@ def test_repl_transcript(demo_core: Tuple[Path, Path], tmp_path: Path) -> None:
         ]
 
     assert norm(got) == norm("\n".join(session))
+
+
+def test_transcript_comparison_ignores_facts_of_the_day() -> None:
+    """
+    A transcript recorded with one day's kernel release and build cache still
+    matches a run with another day's; a different guest-RAM table does not.
+    """
+    from test_linux_guest import _vary
+
+    body = README.split("\n### A real Linux guest, into drgn and crash\n", 1)[1]
+    recorded = body.split("```\n", 2)[1].splitlines()
+    release = "6.1.0-56-cloud-amd64"
+    assert any(release in line for line in recorded)
+    for other in ("6.1.0-57-cloud-amd64", "6.1.0-123-cloud-amd64", "6.12.57+deb12-cloud-amd64"):
+        today = [line.replace(release, other) for line in recorded]
+        assert today != recorded
+        assert _vary(today) == _vary(recorded), other
+    # The build cache's directory is named after a hash of the build recipe.
+    info = README.split("\n### Triage a crashed QEMU: `info`\n", 1)[1].split("```\n", 2)[1]
+    recorded = info.splitlines()
+    cache = re.search(r"~/\.cache/drgn-qemu/([^/]+)/", info)
+    assert cache is not None
+    for other in ("qemu-10.2-0123456789ab", "qemu-10.2-ffffffffffff"):
+        today = [line.replace(cache.group(1), other) for line in recorded]
+        today = [line.replace("~/.cache", "/root/.cache") for line in today]
+        assert today != recorded
+        assert normalized(today) == normalized(recorded), other
+    # What the guest is made of is not a fact of the day.
+    table = [n for n, line in enumerate(recorded) if line.startswith("0x0000000000000000 ")]
+    assert table
+    for change in (("128 MiB", "256 MiB"), ("pc.ram", "pc.rom"), ("core ", "file ")):
+        today = list(recorded)
+        today[table[0]] = today[table[0]].replace(*change)
+        assert today != recorded
+        assert normalized(today) != normalized(recorded), change
+    # Nor is the kernel's release a wildcard for any text.
+    linux = body.split("```\n", 2)[1].splitlines()
+    today = [line.replace(release, "6.1.0-56-cloud-amd64-extra") for line in linux]
+    assert _vary(today) != _vary(linux)
