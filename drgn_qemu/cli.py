@@ -86,9 +86,13 @@ keeps it in a page of its own that begins with OSRELEASE=), or read from
 --vmcoreinfo FILE. An ELF vmcore keeps its layout and notes, its guest
 memory copied once, all-zero pages as holes. A kdump-compressed file (plain
 or flattened, as QEMU's kdump-zlib) also gets the kernel's utsname in its
-header, which QEMU leaves out and drgn needs. The file is written under a
-temporary name and renamed when complete. A vmcore with VMCOREINFO (and,
-for kdump, the kernel's utsname) already is left as it is."""
+header, which QEMU leaves out and drgn needs. The new file is written under
+a temporary name next to the output and renamed when complete: replacing
+VMCORE in place, the original stays intact until the new one is whole, and
+an error or Ctrl-C leaves it as it was. A vmcore with VMCOREINFO (and, for
+kdump, the kernel's utsname) already is left as it is, and so is anything
+that is not a guest vmcore (the core of a QEMU process is refused: its
+guest's vmcore is what dump-guest-memory writes)."""
 
 
 INFO_DESCRIPTION = """\
@@ -305,6 +309,17 @@ def _add_program_arguments(parser: argparse.ArgumentParser, dump: bool = False) 
     )
 
 
+def named_inputs(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
+    """The files parsed *args* name for reading, which an output must not be."""
+    inputs: List[Tuple[str, Optional[str]]] = [("QEMU core", getattr(args, "core", None))]
+    inputs += [
+        ("QEMU executable or debug info file", path) for path in getattr(args, "symbols", ())
+    ]
+    inputs += [(f"--ram-file of {name}", path) for name, path in getattr(args, "ram_file", ())]
+    inputs.append(("--vmcoreinfo file", getattr(args, "vmcoreinfo", None)))
+    return inputs
+
+
 def run_dump(
     prog: Program,
     args: argparse.Namespace,
@@ -320,11 +335,11 @@ def run_dump(
     QEMU *stopped* for the dump is resumed as soon as it is written, and the
     summary says for how long it was stopped.
     """
-    from drgn_qemu.dump import dump_guest_memory, format_plan
+    from drgn_qemu.dump import dump_guest_memory, format_plan, program_inputs
     from drgn_qemu.output import check_output
     from drgn_qemu.progress import Progress
 
-    check_output(args.output, args.force)
+    check_output(args.output, args.force, [*named_inputs(args), *program_inputs(prog)])
     options = dump_options(args)
     text = not (args.quiet or args.json)
     progress = Progress(0, "dumping ", enabled=None if text else False)
@@ -420,7 +435,7 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     from drgn_qemu.progress import Progress
     from drgn_qemu.reader import open_reader
 
-    check_output(args.output, args.force)
+    check_output(args.output, args.force, named_inputs(args))
     unpacked_in = 0.0
     with contextlib.ExitStack() as stack:
         core = args.core
@@ -497,11 +512,27 @@ def _cmd_add_vmcoreinfo(args: argparse.Namespace) -> int:
     try:
         result = add_vmcoreinfo(args.vmcore, args.output, args.vmcoreinfo, args.force)
     except VmcoreinfoPresent as e:
-        if not args.quiet:
+        if args.json:
+            print(json.dumps({"vmcore": args.vmcore, "added": False, "message": str(e)}, indent=2))
+        elif not args.quiet:
             print(e)
         return 0
-    if not args.quiet:
-        vmci = result.vmcoreinfo
+    vmci = result.vmcoreinfo
+    if args.json:
+        doc = {
+            "vmcore": args.vmcore,
+            "added": True,
+            "output": result.output,
+            "vmcoreinfo": {
+                "source": vmci.source,
+                "osrelease": vmci.osrelease,
+                "kerneloffset": vmci.kerneloffset,
+            },
+            "guest_bytes": result.guest_bytes,
+            "seconds": round(result.seconds, 3),
+        }
+        print(json.dumps(doc, indent=2))
+    elif not args.quiet:
         print(
             f"wrote {result.output}: VMCOREINFO from {vmci.source}: OSRELEASE={vmci.osrelease} "
             f"KERNELOFFSET={vmci.kerneloffset}; {result.guest_bytes / (1 << 20):.1f} MiB of "
@@ -564,6 +595,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
     add.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    add.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object about what was done instead (its fields are in the README)",
+    )
     add.set_defaults(func=_cmd_add_vmcoreinfo)
     return parser
 

@@ -11,7 +11,7 @@ as an ELF vmcore laid out like QEMU's own ``dump-guest-memory`` output.
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, List, Optional, Union
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple, Union
 
 from drgn import Program
 
@@ -28,7 +28,7 @@ from drgn_qemu.errors import (
 from drgn_qemu.helpers.cpu import check_cpu_list
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_blocks, guest_phys_read
 from drgn_qemu.options import DumpOptions
-from drgn_qemu.output import atomic_output
+from drgn_qemu.output import atomic_output, files_open_for_reading
 from drgn_qemu.progress import human_size
 from drgn_qemu.ramsource import BlockSource, resolve_ram_sources
 from drgn_qemu.ranges import GuestRange
@@ -46,6 +46,7 @@ __all__ = (
     "format_plan",
     "guest_ranges",
     "plan_dump",
+    "program_inputs",
     "write_dump",
 )
 
@@ -348,6 +349,33 @@ def _fault_error(plan: DumpPlan, e: MemoryFault) -> GuestMemoryError:
     return GuestMemoryError(f"cannot read QEMU's memory at 0x{e.address:x}")
 
 
+def program_inputs(prog: Program) -> Iterator[Tuple[str, Optional[str]]]:
+    """
+    The files *prog* reads (QEMU's executable, its debug info, and every
+    file this process has open for reading, the core among them), which an
+    output must not be (see :func:`drgn_qemu.output.check_output`).
+    """
+    try:
+        module = prog.main_module()
+    except LookupError:
+        pass
+    else:
+        yield "QEMU executable", module.loaded_file_path
+        yield "QEMU debug info file", module.debug_file_path
+    yield from files_open_for_reading()
+
+
+def _inputs(plan: DumpPlan, reader: MemoryReader) -> Iterator[Tuple[str, Optional[str]]]:
+    """The files a dump reads, which its output must not be."""
+    yield "QEMU core", getattr(reader, "path", None)
+    for source in plan.sources:
+        yield f"file of RAM block {source.block.mr_name}", source.path
+    for name, path in plan.options.ram_files.items():
+        yield f"--ram-file of {name}", path
+    yield "--vmcoreinfo file", plan.options.vmcoreinfo
+    yield from program_inputs(plan.prog)
+
+
 def write_dump(
     plan: DumpPlan,
     output: str,
@@ -363,7 +391,7 @@ def write_dump(
     """
     start = time.monotonic()
     reader = reader if reader is not None else plan.reader or ProgramReader(plan.prog)
-    with atomic_output(output, plan.options.force) as f:
+    with atomic_output(output, plan.options.force, _inputs(plan, reader)) as f:
         try:
             size = plan.layout.write(f.fileno(), reader, plan.options, progress)
         except MemoryFault as e:

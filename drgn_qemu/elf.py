@@ -53,6 +53,7 @@ __all__ = (
     "PT_LOAD",
     "PT_NOTE",
     "PT_TLS",
+    "PROCESS_CORE_NOTES",
     "core_file_mappings",
     "core_lacks_private_memory",
     "core_segments_damage",
@@ -61,6 +62,8 @@ __all__ = (
     "elf_note",
     "note_align",
     "parse_notes",
+    "process_core_notes",
+    "read_core_notes",
     "struct_order",
     "read_core_file_info",
     "read_debuglink",
@@ -552,6 +555,40 @@ def core_file_mappings(path: str) -> List[FileMapping]:
             out.append(FileMapping(start, end, page * page_size, path_i))
         return out
     return []
+
+
+#: ``n_type`` of the ``CORE`` notes that only the core of a process has
+#: (Linux's ``fs/binfmt_elf.c`` and gdb's ``gcore`` write them): a guest
+#: vmcore (QEMU's ``dump-guest-memory``, ours, a kernel's ``/proc/vmcore``)
+#: has none of them.
+PROCESS_CORE_NOTES = {3: "NT_PRPSINFO", 6: "NT_AUXV", 0x53494749: "NT_SIGINFO", NT_FILE: "NT_FILE"}
+
+
+def process_core_notes(notes: Sequence[Tuple[bytes, int, bytes]]) -> List[str]:
+    """The names of the notes among *notes* that only a process's core has (sorted)."""
+    return sorted(
+        {PROCESS_CORE_NOTES[t] for n, t, _ in notes if n == b"CORE" and t in PROCESS_CORE_NOTES}
+    )
+
+
+def read_core_notes(path: str, limit: int = 16 << 20) -> List[Tuple[bytes, int, bytes]]:
+    """
+    The notes of an ELF core file (see :func:`parse_notes`), at most *limit*
+    bytes of them: a damaged header cannot make this read the whole file.
+
+    :raises ValueError: if the file is not an ELF file
+    :raises OSError: if it cannot be read
+    """
+    out: List[Tuple[bytes, int, bytes]] = []
+    with open(path, "rb") as f:
+        headers = read_elf_headers(f)
+        for ph in headers.phdrs or ():
+            if ph.p_type == PT_NOTE and limit > 0:
+                f.seek(ph.offset)
+                data = f.read(min(ph.filesz, limit))
+                limit -= len(data)
+                out += parse_notes(data, headers.endian)
+    return out
 
 
 #: ``p_flags`` bit of a writable segment.

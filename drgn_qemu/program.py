@@ -11,6 +11,7 @@ one-line :class:`~drgn_qemu.errors.DrgnQemuError`.
 
 import logging
 import os
+import struct
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
@@ -21,7 +22,9 @@ from drgn_qemu.elf import (
     PT_LOAD,
     core_lacks_private_memory,
     core_segments_damage,
+    process_core_notes,
     read_core_file_info,
+    read_core_notes,
     read_debuglink,
     read_elf_headers,
 )
@@ -50,13 +53,53 @@ def core_file_error(core: str, e: OSError) -> ProgramError:
     return ProgramError(f"cannot read core file {core}: {e.strerror}")
 
 
+def _guest_vmcore(core: str) -> Optional[str]:
+    """
+    What kind of guest vmcore *core* is ("a kdump-compressed guest vmcore",
+    "an ELF guest vmcore"), or None if it is none: an ELF vmcore has vCPU
+    notes of a guest (or VMCOREINFO, or QEMU's) and none of a process's.
+    """
+    from drgn_qemu.kdump import FLATTENED_SIGNATURE, KDUMP_SIGNATURE
+
+    with open(core, "rb") as f:
+        magic = f.read(len(FLATTENED_SIGNATURE))
+    if magic.startswith(KDUMP_SIGNATURE) or magic == FLATTENED_SIGNATURE:
+        return "a kdump-compressed guest vmcore"
+    notes = read_core_notes(core)
+    if process_core_notes(notes):
+        return None
+    if any(n in (b"VMCOREINFO", b"QEMU") for n, _, _ in notes):
+        return "an ELF guest vmcore"
+    from drgn_qemu.arch import arch_from_notes
+    from drgn_qemu.errors import UnsupportedError
+
+    with open(core, "rb") as f:
+        endian = read_elf_headers(f).endian
+    try:
+        arch, _ = arch_from_notes(notes, endian, 4096)
+    except (UnsupportedError, ValueError, struct.error):
+        return None
+    return f"an ELF vmcore of a {arch.name} guest"
+
+
 def _open_core(prog: Program, core: str, name: str) -> None:
     try:
         info = read_core_file_info(core)
+        guest = None if info.needed_size > info.file_size else _guest_vmcore(core)
     except OSError as e:
         raise core_file_error(name, e) from None
     except ValueError as e:
-        raise ProgramError(f"{name} is not a core file: {e}") from None
+        try:
+            guest = _guest_vmcore(core)
+        except (OSError, ValueError):
+            guest = None
+        if guest is None:
+            raise ProgramError(f"{name} is not a core file: {e}") from None
+    if guest is not None:
+        raise ProgramError(
+            f"{name} is {guest}, not the core of a QEMU process: "
+            f"open it with drgn or crash directly (drgn -c {name} -s vmlinux)"
+        )
     if info.needed_size > info.file_size:
         raise ProgramError(
             f"core file {name} is truncated: it has {info.file_size} bytes but its "

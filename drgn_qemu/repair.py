@@ -25,7 +25,7 @@ import struct
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from drgn_qemu.arch import arch_from_notes
 from drgn_qemu.elf import (
@@ -38,12 +38,13 @@ from drgn_qemu.elf import (
     elf_note,
     note_align,
     parse_notes,
+    process_core_notes,
     read_elf_headers,
 )
 from drgn_qemu.errors import DrgnQemuError, OutputError, ProgramError
 from drgn_qemu.kdump import FLATTENED_SIGNATURE, KDUMP_SIGNATURE
 from drgn_qemu.options import DumpOptions
-from drgn_qemu.output import atomic_output
+from drgn_qemu.output import atomic_output, check_output
 from drgn_qemu.ranges import GuestRange
 from drgn_qemu.reader import CoreFileReader, MemoryFault
 from drgn_qemu.vmcoreinfo import (
@@ -98,6 +99,8 @@ def add_vmcoreinfo(
         VMCOREINFO in it, or the output cannot be written
     """
     start = time.monotonic()
+    if output is not None:  # in place, the checks come once the vmcore is known to be one
+        check_output(output, force, _inputs(path, output, vmcoreinfo))
     try:
         with open(path, "rb") as f:
             magic = f.read(len(FLATTENED_SIGNATURE))
@@ -113,6 +116,17 @@ def add_vmcoreinfo(
     else:
         found, guest_bytes, target = _add_vmcoreinfo_elf(path, output, vmcoreinfo, force)
     return AddVmcoreinfoResult(target, found, guest_bytes, time.monotonic() - start)
+
+
+def _inputs(
+    path: str, output: Optional[str], vmcoreinfo: Optional[str]
+) -> List[Tuple[str, Optional[str]]]:
+    """What an output other than *path* itself must not be: the vmcore read, the VMCOREINFO file."""
+    if output is None:
+        return [("--vmcoreinfo file", vmcoreinfo)]  # in place: the vmcore is the output
+    if os.path.abspath(output) == os.path.abspath(path):
+        return [("--vmcoreinfo file", vmcoreinfo)]  # -o VMCORE: in place too
+    return [("vmcore being repaired", path), ("--vmcoreinfo file", vmcoreinfo)]
 
 
 def _no_vmcoreinfo(path: str) -> DrgnQemuError:
@@ -139,6 +153,13 @@ def _add_vmcoreinfo_elf(
         raise ProgramError(f"{path} is not an ELF vmcore: {e}") from None
     if headers.e_type != ET_CORE or headers.phdrs is None:
         raise ProgramError(f"{path} is not an ELF vmcore (not a complete ET_CORE file)")
+    process = process_core_notes(notes)
+    if process:
+        raise ProgramError(
+            f"{path} is the core of a process (it has {', '.join(process)} notes), not a guest "
+            f"vmcore: left as it is; to write the vmcore of a QEMU core's guest, run "
+            f"drgn-qemu dump-guest-memory -c {path} OUTPUT"
+        )
     if any(name == b"VMCOREINFO" for name, _, _ in notes):
         raise VmcoreinfoPresent(f"{path} has a VMCOREINFO note already; left as it is")
     loads = [ph for ph in headers.phdrs if ph.p_type == PT_LOAD]
@@ -176,7 +197,9 @@ def _add_vmcoreinfo_elf(
             vaddrs=[ph.vaddr for ph in loads if ph.filesz],
         )
         target = output if output is not None else path
-        with atomic_output(target, force or output is None) as out:
+        with atomic_output(
+            target, force or output is None, _inputs(path, output, vmcoreinfo)
+        ) as out:
             try:
                 layout.write(out.fileno(), reader, DumpOptions())
             except OSError as e:
@@ -274,7 +297,9 @@ def _add_vmcoreinfo_kdump(
         utsname = kernel_utsname(
             k.read_phys, vmci, lambda v: arch.kernel_paddr(info, vmci.fields, phys_base, v)
         )
-        with atomic_output(target, force or output is None) as out:
+        with atomic_output(
+            target, force or output is None, _inputs(path, output, vmcoreinfo)
+        ) as out:
             try:
                 _write_kdump_with(k, out.fileno(), b"" if present else vmci.note, utsname)
             except OSError as e:

@@ -306,3 +306,149 @@ def test_add_vmcoreinfo_errors(cored: GetCore, tmp_path: Path) -> None:
     assert_same_memory(tmp_path / "o", vmcore)
     r = run_cli("add-vmcoreinfo", str(tmp_path / "o"))
     assert r.returncode == 0 and "has a VMCOREINFO note already; left as it is" in r.stdout
+
+
+def _copy_core(c: CoredProgram, tmp_path: Path) -> Path:
+    core = tmp_path / "qemu.core"
+    shutil.copyfile(c.core, core)
+    return core
+
+
+@pytest.mark.parametrize("force", [[], ["-f"]], ids=["", "force"])
+def test_output_is_an_input(cored: GetCore, tmp_path: Path, force: List[str]) -> None:
+    """The core, through its own name, a symlink or a hard link, or the executable, is never the output."""
+    c = cored("MODERN")
+    core = _copy_core(c, tmp_path)
+    before = core.read_bytes()
+    (tmp_path / "sym.core").symlink_to(core)
+    os.link(core, tmp_path / "hard.core")
+    exe = tmp_path / "qemu"
+    shutil.copyfile(c.binary, exe)
+    exe_bytes = exe.read_bytes()
+    cases = [
+        (core, core, "output {out} is the QEMU core: it is read"),
+        (core, tmp_path / "sym.core", "is the QEMU core {core}"),
+        (core, tmp_path / "hard.core", "is the QEMU core {core}"),
+        (tmp_path / "sym.core", core, "is the QEMU core {sym}"),
+        (core, exe, "is the QEMU executable or debug info file: it is read"),
+    ]
+    for source, out, message in cases:
+        r = run_cli("dump-guest-memory", "--arch", "x86_64", "-c", str(source), "-s", str(exe),
+                    *force, str(out))  # fmt: skip
+        assert_error(r, message.format(out=out, core=core, sym=tmp_path / "sym.core"))
+        assert core.read_bytes() == before and exe.read_bytes() == exe_bytes
+    # --ram-file, and the drgn script, where drgn opened the core itself.
+    ram = tmp_path / "ram.copy"
+    ram.write_bytes(b"\0" * 4096)
+    r = run_cli("dump-guest-memory", "--arch", "x86_64", "-c", str(core), "-s", str(exe),
+                "--ram-file", f"pc.ram={ram}", *force, str(ram))  # fmt: skip
+    assert_error(r, "is the --ram-file of pc.ram")
+    assert ram.read_bytes() == b"\0" * 4096
+    from harness import DRGN, REPO
+
+    contrib = REPO / "contrib" / "dump_guest_memory.py"
+    for out in (core, tmp_path / "hard.core", exe):
+        r = subprocess.run([str(DRGN), "-q", "-c", str(core), "-s", str(exe), str(contrib),
+                            "--arch", "x86_64", *force, str(out)],
+                           capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 1, r.stderr
+        assert "Traceback" not in r.stderr
+        assert "it is read to write the output and would be destroyed" in r.stderr
+        assert core.read_bytes() == before and exe.read_bytes() == exe_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "hard.core", "qemu", "qemu.core", "ram.copy", "sym.core"
+    ]  # fmt: skip
+
+
+def test_output_is_not_a_regular_file(cored: GetCore, tmp_path: Path) -> None:
+    """A device node, FIFO or socket named as the output is refused, even with -f."""
+    import socket
+    import stat
+
+    c = cored("MODERN")
+    os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mkfifo(tmp_path / "fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock"))
+    kinds = {"null": "a character device", "fifo": "a FIFO", "sock": "a socket"}
+    try:
+        for name, kind in kinds.items():
+            for force in ([], ["-f"]):
+                r = dump(c, tmp_path / name, *force)
+                assert_error(r, f"exists and is {kind}, not a regular file")
+        sock.close()
+        assert stat.S_ISCHR((tmp_path / "null").stat().st_mode)
+        assert (tmp_path / "null").stat().st_rdev == os.makedev(1, 3)
+        assert stat.S_ISFIFO((tmp_path / "fifo").stat().st_mode)
+        assert stat.S_ISSOCK((tmp_path / "sock").stat().st_mode)
+        # '-' is not standard output, and not a file named '-' either.
+        r = subprocess.run([*drgn_qemu_command(), "dump-guest-memory", "--arch", "x86_64", "-c",
+                            str(c.core), "-s", str(c.binary), "-"], cwd=tmp_path,
+                           capture_output=True, text=True)  # fmt: skip
+        assert_error(r, "does not write to standard output", "./-")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "null", "sock"]
+    finally:
+        sock.close()
+
+
+def test_add_vmcoreinfo_refuses_a_process_core(cored: GetCore, tmp_path: Path) -> None:
+    """A QEMU core given to add-vmcoreinfo is left byte for byte as it was."""
+    c = cored("MODERN")
+    core = _copy_core(c, tmp_path)
+    before = core.read_bytes()
+    info = tmp_path / "vmcoreinfo.txt"
+    info.write_text("OSRELEASE=6.1.0-test\nPAGESIZE=4096\nSYMBOL(_stext)=ffffffff81000000\n")
+    for extra in ([], ["--vmcoreinfo", str(info)], ["-o", str(tmp_path / "o")], ["--json"]):
+        r = run_cli("add-vmcoreinfo", str(core), *extra)
+        assert_error(r, "qemu.core is the core of a process (it has NT_AUXV, NT_FILE",
+                     "not a guest vmcore: left as it is", "drgn-qemu dump-guest-memory -c")  # fmt: skip
+        assert core.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["qemu.core", "vmcoreinfo.txt"]
+    # Writing elsewhere, the output is neither the vmcore nor the VMCOREINFO file.
+    vmcore = tmp_path / "guest.vmcore"
+    assert dump(c, vmcore, "-q").returncode == 0
+    os.link(vmcore, tmp_path / "hard.vmcore")
+    guest = vmcore.read_bytes()
+    for out, message in ((info, "is the --vmcoreinfo file"), (tmp_path / "hard.vmcore",
+                                                              "is the vmcore being repaired")):  # fmt: skip
+        r = run_cli("add-vmcoreinfo", str(vmcore), "--vmcoreinfo", str(info), "-f", "-o", str(out))
+        assert_error(r, message)
+    assert vmcore.read_bytes() == guest and info.read_text().startswith("OSRELEASE=6.1.0-test")
+
+
+def test_add_vmcoreinfo_json(cored: GetCore, tmp_path: Path) -> None:
+    import json
+
+    vmcore = tmp_path / "guest.vmcore"
+    assert dump(cored("MODERN"), vmcore, "-q").returncode == 0
+    info = tmp_path / "vmcoreinfo.txt"
+    info.write_text("OSRELEASE=6.1.0-json\nPAGESIZE=4096\nSYMBOL(_stext)=ffffffff81000000\n")
+    r = run_cli("add-vmcoreinfo", "--json", "--vmcoreinfo", str(info), str(vmcore))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["added"] is True and doc["output"] == str(vmcore)
+    assert doc["vmcoreinfo"] == {"source": f"file {info}", "osrelease": "6.1.0-json",
+                                 "kerneloffset": "?"}  # fmt: skip
+    assert doc["guest_bytes"] == sum(s.filesz for s in loads(vmcore))
+    assert notes(vmcore)[-1][:2] == ("VMCOREINFO", 0)
+    r = run_cli("add-vmcoreinfo", "--json", str(vmcore))
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["added"] is False
+
+
+def test_guest_vmcore_given_as_core(cored: GetCore, tmp_path: Path) -> None:
+    """A guest vmcore given as -c is called what it is, not a core without QEMU's memory."""
+    c = cored("MODERN")
+    for fmt, kind in (
+        ("elf", "an ELF guest vmcore"),
+        ("kdump-zlib", "a kdump-compressed guest vmcore"),
+    ):
+        vmcore = tmp_path / f"guest.{fmt}"
+        assert dump(c, vmcore, "-q", "--format", fmt).returncode == 0
+        for command in ("dump-guest-memory", "info"):
+            out = [str(tmp_path / "o")] if command == "dump-guest-memory" else []
+            r = run_cli(command, "-c", str(vmcore), "-s", str(c.binary), *out)
+            assert_error(r, f"{vmcore} is {kind}, not the core of a QEMU process",
+                         "open it with drgn or crash directly")  # fmt: skip
+            assert "coredump_filter" not in r.stderr
+    assert not (tmp_path / "o").exists()
