@@ -8,7 +8,7 @@ monitor (HMP) does, from a core or a process whose monitor cannot answer.
 """
 
 import math
-from typing import List, Optional, Sequence, Tuple, TypeVar
+from typing import List, Optional
 
 from drgn import Object, Program, cast
 
@@ -32,6 +32,7 @@ from drgn_qemu.helpers.qom import (
     object_get_typename,
     object_resolve_path,
     qdev_get_machine,
+    qom_type_names,
 )
 from drgn_qemu.helpers.queue import qtailq_for_each
 from drgn_qemu.helpers.ramblock import (
@@ -40,8 +41,7 @@ from drgn_qemu.helpers.ramblock import (
     ramblock_name,
     ramblock_used_length,
 )
-
-T = TypeVar("T")
+from drgn_qemu.program import printed_format
 
 __all__ = (
     "cpu_model_from_type",
@@ -106,29 +106,6 @@ _RAMBLOCK_FORMATS = (
 _CPUS_FORMATS = ((True, b" thread_id=%ld model=%s\n"), (False, b" thread_id=%ld\n"))
 
 
-def printed_format(prog: Program, formats: Sequence[Tuple[T, bytes]], default: T) -> T:
-    """
-    Which of several ``printf`` formats the QEMU in the program prints a
-    monitor view with, told by the format string in its own executable
-    (what changed is code, not a structure the debug info would show): the
-    key of the first found, else *default*.
-    """
-
-    def find(path: str) -> T:
-        import mmap
-
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            for key, needle in formats:
-                if m.find(needle) >= 0:
-                    return key
-        return default
-
-    from drgn_qemu.program import read_from_executable
-
-    found = read_from_executable(prog, find)
-    return default if found is None else found
-
-
 def _ramblock_columns(prog: Program) -> int:
     """The columns the program's QEMU prints in ``info ramblock``: 7, or 5 (older)."""
     return printed_format(prog, _RAMBLOCK_FORMATS, 7)
@@ -142,12 +119,13 @@ def cpu_model_from_type(cpu: Object) -> str:
     """
     impl = cast("Object *", cpu).member_("class").type.read_()
     name = impl.name.string_().decode(errors="replace")
+    cpu_names = qom_type_names(cpu.prog_, "cpu")
     target = None
     for _ in range(MAX_QOM_DEPTH):
         parent = impl.parent_type.read_()
         if not parent:
             break
-        if parent.name.string_() == b"cpu":
+        if parent.name.string_().decode(errors="replace") in cpu_names:
             target = impl.name.string_().decode(errors="replace")
             break
         impl = parent

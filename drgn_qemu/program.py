@@ -13,7 +13,7 @@ import logging
 import os
 import struct
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Sequence, TypeVar
+from typing import Callable, Iterator, Optional, Sequence, Tuple, TypeVar
 
 import drgn
 from drgn import Program
@@ -38,6 +38,7 @@ __all__ = (
     "drgn_logging_silenced",
     "load_qemu_debug_info",
     "open_qemu_program",
+    "printed_format",
     "read_constant",
     "read_constant_string",
     "read_from_executable",
@@ -232,6 +233,27 @@ def read_from_executable(prog: Program, read: Callable[[str], T]) -> Optional[T]
         return read(path)
     except (OSError, ValueError):
         return None
+
+
+def printed_format(prog: Program, formats: Sequence[Tuple[T, bytes]], default: T) -> T:
+    """
+    Which of several ``printf`` formats the QEMU in the program prints a
+    monitor view with, told by the format string in its own executable
+    (what changed is code, not a structure the debug info would show): the
+    key of the first found, else *default*.
+    """
+
+    def find(path: str) -> T:
+        import mmap
+
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            for key, needle in formats:
+                if m.find(needle) >= 0:
+                    return key
+        return default
+
+    found = read_from_executable(prog, find)
+    return default if found is None else found
 
 
 def read_constant(prog: Program, address: int, size: int) -> bytes:

@@ -380,3 +380,48 @@ def test_vmcoreinfo_from_file(cored: GetCore, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert notes(out)[-1] == ("VMCOREINFO", 0, text)
     assert "OSRELEASE=6.12.0-file" in r.stdout
+
+
+@pytest.mark.parametrize("layout", ["MODERN", "V24"])
+def test_qom_type_name_of_the_qemu_in_hand(layout: str, cored: GetCore) -> None:
+    """
+    TYPE_MEMORY_REGION is read from the QEMU in hand (the modern layout's
+    memory_region_info, whose string gcore left out of the core), or, with
+    no such variable (the 2.4 layout, "qemu:memory-region" as QEMU before
+    6.0 spelled it), every spelling is accepted; either way a region whose
+    type is another is refused.
+    """
+    import drgn
+
+    from drgn_qemu.helpers.memory_mapping import guest_phys_blocks
+    from drgn_qemu.helpers.qom import object_dynamic_cast, qom_type_names
+
+    c = cored(layout)
+    prog = open_fixture(c)
+    names = qom_type_names(prog, "memory-region")
+    if layout == "MODERN":
+        assert names[0] == "memory-region"
+        with pytest.raises(drgn.FaultError):  # the string is in the executable, not the core
+            prog.read(prog["memory_region_info"].name.value_(), 1)
+    else:
+        with pytest.raises(LookupError):
+            prog.variable("memory_region_info")
+        assert names == ("memory-region", "qemu:memory-region")
+    mr = prog["mr_ram"].address_of_()
+    assert object_dynamic_cast(mr, names)
+    expected = {"MODERN": "memory-region", "V24": "qemu:memory-region"}[layout]
+    impl = mr.parent_obj.member_("class").type
+    assert impl.name.string_().decode() == expected
+    assert guest_phys_blocks(prog)
+    # The same region under another type name is not a MemoryRegion.
+    assert not object_dynamic_cast(mr, ["iommu-memory-region"])
+    other = b"not-a-region\0"
+    prog.add_memory_segment(
+        impl.name.value_(),
+        len(other),
+        lambda address, count, offset, physical: other[offset : offset + count],
+    )
+    with pytest.raises(
+        CorruptStructureError, match="which is not a MemoryRegion .its QOM type is 'not-a-region'"
+    ):
+        guest_phys_blocks(prog)

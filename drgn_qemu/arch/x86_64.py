@@ -16,6 +16,7 @@ from drgn_qemu.arch import ArchDumpInfo, GuestArch, enum_constant
 from drgn_qemu.elf import ELFCLASS32, ELFCLASS64, ELFDATA2LSB, elf_note
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
+from drgn_qemu.program import printed_format
 
 __all__ = ("EM_386", "EM_X86_64", "X86_64", "HF_LMA_MASK", "x86_cpu")
 
@@ -304,6 +305,14 @@ def _mxcsr(env: Object) -> int:
     return mxcsr & 0xFFFFFFFF
 
 
+#: How ``x86_cpu_dump_state()`` prints the vector registers, told by its
+#: format string in QEMU's executable: QEMU 5.2 (``target/i386/helper.c``)
+#: prints XMM registers only, as four 32-bit words run together; later ones
+#: (``cpu-dump.c``, 7.2 and after as tested) YMM or ZMM views as XCR0 enables
+#: them, and XMM as two 64-bit halves.
+_XMM_FORMATS = [("xmm-32-digits", b"XMM%02d=%08x%08x%08x%08x")]
+
+
 def x86_cpu_dump_state(cs: Object) -> str:
     """
     The registers of an x86 vCPU as QEMU's ``x86_cpu_dump_state()`` prints
@@ -392,7 +401,12 @@ def x86_cpu_dump_state(cs: Object) -> str:
     def q(i: int, n: int) -> int:
         return int(env.xmm_regs[i]._q_ZMMReg[n].value_())
 
-    if xcr0 & avx512 == avx512:
+    nb = 16 if hflags & HF_CS64_MASK else 8
+    if printed_format(cs.prog_, _XMM_FORMATS, "xmm-ymm-zmm") == "xmm-32-digits":
+        # XMM registers only, 32 digits each, whatever XCR0 says.
+        xmm = [f"XMM{i:02d}={q(i, 1):016x}{q(i, 0):016x}" for i in range(nb)]
+        out += [f"{xmm[i]} {xmm[i + 1]}" for i in range(0, len(xmm), 2)]
+    elif xcr0 & avx512 == avx512:
         ops = [f"Opmask{i:02d}={env.opmask_regs[i].value_():016x}" for i in range(8)]
         out += [" ".join(ops[i : i + 4]) for i in (0, 4)]
         for i in range(32 if hflags & HF_CS64_MASK else 8):
@@ -401,7 +415,6 @@ def x86_cpu_dump_state(cs: Object) -> str:
         for i in range(16 if hflags & HF_CS64_MASK else 8):
             out.append(f"YMM{i:02d}=" + " ".join(f"{q(i, n):016x}" for n in range(3, -1, -1)))
     else:
-        xmm = [f"XMM{i:02d}={q(i, 1):016x} {q(i, 0):016x}"
-               for i in range(16 if hflags & HF_CS64_MASK else 8)]  # fmt: skip
+        xmm = [f"XMM{i:02d}={q(i, 1):016x} {q(i, 0):016x}" for i in range(nb)]
         out += [f"{xmm[i]} {xmm[i + 1]}" for i in range(0, len(xmm), 2)]
     return "\n".join(out) + "\n"

@@ -15,7 +15,7 @@ from drgn import Object, Program
 
 from drgn_qemu.errors import CorruptStructureError, NotQemuError
 from drgn_qemu.helpers.machine import machine_max_cpus, machine_smp_cpus
-from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename
+from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename, qom_type_names
 from drgn_qemu.helpers.queue import queue_for_each
 
 __all__ = (
@@ -92,7 +92,7 @@ def check_cpu_list(prog: Program) -> None:
     seen = set()
     for cpu in for_each_cpu(prog):
         where = f"vCPU at 0x{cpu.value_():x}"
-        if qom and not object_dynamic_cast(cpu, "cpu"):
+        if qom and not object_dynamic_cast(cpu, qom_type_names(cpu.prog_, "cpu")):
             raise CorruptStructureError(
                 f"{where} in QEMU's vCPU list is not a CPU: its QOM type is "
                 f"{object_get_typename(cpu)!r}"

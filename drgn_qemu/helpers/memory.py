@@ -20,7 +20,11 @@ from drgn import FaultError, Object, Program
 
 from drgn_qemu.errors import CorruptStructureError, NotQemuError
 from drgn_qemu.helpers.int128 import int128_get64
-from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_canonical_path_component
+from drgn_qemu.helpers.qom import (
+    object_dynamic_cast,
+    object_get_canonical_path_component,
+    qom_type_names,
+)
 from drgn_qemu.helpers.queue import qtailq_for_each
 from drgn_qemu.helpers.ramblock import qemu_get_ram_block, ram_addr_mask, ramblock_ptr
 
@@ -214,7 +218,7 @@ def memory_region_get_ram_block(mr: Object, target_page_size: int = 4096) -> Tup
                 f"MemoryRegion at 0x{mr.value_():x} has an alias chain longer than "
                 f"{MAX_ALIAS_DEPTH}; it is cyclic"
             )
-        if qom and not object_dynamic_cast(alias, "memory-region"):
+        if qom and not object_dynamic_cast(alias, qom_type_names(alias.prog_, "memory-region")):
             raise CorruptStructureError(
                 f"MemoryRegion at 0x{mr.value_():x} is an alias of 0x{alias.value_():x}, "
                 "which is not a MemoryRegion"

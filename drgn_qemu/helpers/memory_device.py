@@ -26,6 +26,7 @@ from drgn_qemu.helpers.qom import (
     object_get_typename,
     object_implements,
     qdev_get_machine,
+    qom_type_names,
 )
 
 __all__ = (
@@ -68,7 +69,7 @@ def for_each_memory_device(prog: Program) -> Iterator[Object]:
 
 
 def _virtio_mem(obj: Object) -> Optional[Object]:
-    if object_dynamic_cast(obj, "virtio-mem-pci"):
+    if object_dynamic_cast(obj, qom_type_names(obj.prog_, "virtio-mem-pci")):
         return cast("VirtIOMEMPCI *", obj).vdev.address_of_()
     return None
 
@@ -78,7 +79,7 @@ def memory_device_get_addr(obj: Object) -> int:
     vmem = _virtio_mem(obj)
     if vmem is not None:
         return int(vmem.addr.value_())
-    if object_dynamic_cast(obj, "pc-dimm"):
+    if object_dynamic_cast(obj, qom_type_names(obj.prog_, "pc-dimm")):
         return int(cast("PCDIMMDevice *", obj).addr.value_())
     raise UnsupportedError(f"memory device of type {object_get_typename(obj)!r} is not read")
 
@@ -110,7 +111,7 @@ def qmp_query_memory_devices(prog: Program) -> List[MemoryDeviceInfo]:
             }))  # fmt: skip
             continue
         dimm = cast("PCDIMMDevice *", obj)
-        kind = "nvdimm" if object_dynamic_cast(obj, "nvdimm") else "dimm"
+        kind = "nvdimm" if object_dynamic_cast(obj, qom_type_names(obj.prog_, "nvdimm")) else "dimm"
         path, size = _memdev(dimm.hostmem.read_())
         klass = cast("DeviceClass *", obj.member_("class"))
         out.append(MemoryDeviceInfo(kind, dev_id, {

@@ -32,7 +32,7 @@ from drgn_qemu.helpers.memory import (
     memory_region_is_ram_device,
     memory_region_name,
 )
-from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename
+from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename, qom_type_names
 from drgn_qemu.helpers.ramblock import ramblock_name, ramblock_ptr, ramblock_used_length
 from drgn_qemu.helpers.virtio_mem import ram_discard_manager_replay_populated
 
@@ -113,7 +113,7 @@ def guest_phys_blocks(prog: Program, target_page_size: int = 4096) -> List[Guest
         mr = fr.mr.read_()
         if not mr:
             raise CorruptStructureError(f"FlatRange at 0x{fr.value_():x} has no MemoryRegion")
-        if qom and not object_dynamic_cast(mr, "memory-region"):
+        if qom and not object_dynamic_cast(mr, qom_type_names(mr.prog_, "memory-region")):
             raise CorruptStructureError(
                 f"FlatRange at 0x{fr.value_():x} points at 0x{mr.value_():x}, which is not a "
                 f"MemoryRegion (its QOM type is {object_get_typename(mr)!r})"

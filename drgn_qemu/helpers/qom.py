@@ -11,9 +11,9 @@ its devices, memory backends...) and ``link<...>`` properties point
 elsewhere.
 """
 
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from drgn import Object, Program, cast
+from drgn import FaultError, Object, Program, cast
 
 from drgn_qemu.errors import CorruptStructureError, NotQemuError
 from drgn_qemu.helpers.glib import g_hash_table_foreach
@@ -30,10 +30,57 @@ __all__ = (
     "object_property_foreach",
     "object_resolve_path",
     "qdev_get_machine",
+    "qom_type_names",
 )
 
 #: The deepest composition tree accepted before it is declared cyclic.
 MAX_QOM_DEPTH = 64
+
+
+#: The QOM types the helpers check, each by today's name: the ``TypeInfo``
+#: variable that registers it in QEMU's source and its member that holds the
+#: spelling of the QEMU in hand, and every spelling QEMU has given it. Until
+#: QEMU 6.0, ``TYPE_MEMORY_REGION`` was ``"qemu:memory-region"`` (and
+#: ``TYPE_IOMMU_MEMORY_REGION`` ``"qemu:iommu-memory-region"``,
+#: ``TYPE_RAM_DISCARD_MANAGER`` ``"qemu:ram-discard-manager"``); the others
+#: have kept theirs since they were added.
+QOM_TYPES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+    "memory-region": ("memory_region_info", "name", ("memory-region", "qemu:memory-region")),
+    "cpu": ("cpu_type_info", "name", ("cpu",)),
+    "memory-backend": ("host_memory_backend_info", "name", ("memory-backend",)),
+    "virtio-mem": ("virtio_mem_info", "name", ("virtio-mem",)),
+    # A VirtioPCIDeviceTypeInfo: its QOM type is the generic name.
+    "virtio-mem-pci": ("virtio_mem_pci_info", "generic_name", ("virtio-mem-pci",)),
+    "pc-dimm": ("pc_dimm_info", "name", ("pc-dimm",)),
+    "nvdimm": ("nvdimm_info", "name", ("nvdimm",)),
+}
+
+
+def qom_type_names(prog: Program, qom_type: str) -> Tuple[str, ...]:
+    """
+    Return the names the QOM type known today as *qom_type* (a key of
+    :data:`QOM_TYPES`) has in the QEMU of *prog*: the ``name`` of its
+    ``TypeInfo`` (``memory_region_info.name``: ``TYPE_MEMORY_REGION``),
+    read from QEMU's read-only data (the executable's, where the core left
+    it out), first, then every spelling QEMU has used, so that a QEMU whose
+    variable cannot be read is never taken for damage.
+    """
+    cache = prog.cache.setdefault("drgn_qemu_qom_type_names", {})
+    names = cache.get(qom_type)
+    if names is None:
+        from drgn_qemu.program import read_constant_string
+
+        variable, member, spellings = QOM_TYPES[qom_type]
+        found: Tuple[str, ...] = ()
+        try:
+            address = prog.variable(variable).member_(member).value_()
+            if address:
+                found = (read_constant_string(prog, address, 64),)
+        except (LookupError, FaultError, AttributeError):
+            pass  # a QEMU without that type, or without the variable
+        names = tuple(dict.fromkeys(found + spellings))
+        cache[qom_type] = names
+    return names
 
 
 def _object(obj: Object) -> Object:
@@ -46,18 +93,23 @@ def object_get_typename(obj: Object) -> str:
     return str(_object(obj).member_("class").type.name.string_().decode(errors="replace"))
 
 
-def object_dynamic_cast(obj: Object, typename: str) -> Object:
+def object_dynamic_cast(obj: Object, typename: Union[str, Sequence[str]]) -> Object:
     """
     Return *obj* as an ``Object *`` if its type is *typename* or derives from
     it, else a null ``Object *`` (``object_dynamic_cast()``, without
     interfaces): walk ``obj->class->type`` up its ``parent_type`` links.
+
+    :param obj: ``Object *`` (or any QOM object pointer)
+    :param typename: a QOM type name, or the names one type has had (see
+        :func:`qom_type_names`)
     """
+    names = {typename.encode()} if isinstance(typename, str) else {n.encode() for n in typename}
     obj = _object(obj)
     impl = obj.member_("class").type.read_()
     for _ in range(MAX_QOM_DEPTH):
         if not impl:
             break
-        if impl.name.string_() == typename.encode():
+        if impl.name.string_() in names:
             return obj
         impl = impl.parent_type.read_()
     return Object(obj.prog_, "Object *", 0)

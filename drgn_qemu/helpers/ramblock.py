@@ -17,7 +17,7 @@ from typing import Iterator, Optional
 from drgn import Object, Program, cast, sizeof
 
 from drgn_qemu.errors import CorruptStructureError
-from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename
+from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename, qom_type_names
 from drgn_qemu.helpers.queue import DEFAULT_LIST_LIMIT, queue_for_each
 
 __all__ = (
@@ -219,7 +219,7 @@ def ramblock_backend(block: Object) -> Optional[Object]:
     owner = mr.owner.read_()
     if not owner:
         return None
-    backend = object_dynamic_cast(owner, "memory-backend")
+    backend = object_dynamic_cast(owner, qom_type_names(owner.prog_, "memory-backend"))
     return backend if backend else None
 
 

@@ -16,7 +16,7 @@ from typing import Iterator, Tuple
 from drgn import Object, cast
 
 from drgn_qemu.errors import CorruptStructureError, UnsupportedError
-from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename
+from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename, qom_type_names
 
 __all__ = (
     "plugged_runs",
@@ -104,7 +104,7 @@ def ram_discard_manager_replay_populated(
     :raises UnsupportedError: for a manager other than virtio-mem
     """
     rdm = mr.rdm.read_()
-    if not object_dynamic_cast(rdm, "virtio-mem"):
+    if not object_dynamic_cast(rdm, qom_type_names(rdm.prog_, "virtio-mem")):
         raise UnsupportedError(
             f"memory region at 0x{mr.value_():x} has a RamDiscardManager of type "
             f"{object_get_typename(rdm)!r}; only virtio-mem's is read"
