@@ -49,8 +49,9 @@ Write the guest's physical memory as an ELF vmcore, as QEMU's QMP command
 dump-guest-memory (paging=false) would have had the process been alive: one
 PT_LOAD per guest-physical RAM block, p_paddr = guest-physical address.
 
-Guests of qemu-system-x86_64, -aarch64, -ppc64 and -s390x are dumped, each
-with its own vCPU notes; the architecture comes from QEMU's debug info.
+Guests of qemu-system-x86_64, -aarch64, -ppc64, -s390x, -riscv64 and
+-loongarch64 are dumped, each with its own vCPU notes; the architecture
+comes from QEMU's debug info.
 
 The core must contain guest RAM: QEMU must have run with
 -machine dump-guest-core=on (QEMU's default; libvirt turns it off unless
@@ -194,7 +195,8 @@ DUMP_ARGUMENTS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = [
         dict(
             dest="sparse",
             action="store_false",
-            help="write all-zero pages too (by default they are holes: same bytes, less disk)",
+            help="write all-zero pages too (by default they are holes: same bytes, less "
+            "disk; in a kdump file, the one zero page they all share)",
         ),
     ),
     (
@@ -263,6 +265,31 @@ def dump_options(args: argparse.Namespace) -> DumpOptions:
     )
 
 
+def check_program_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 (see :func:`check_dump_usage`) for program options without effect."""
+    if getattr(args, "tmpdir", None) is not None and getattr(args, "pid", None) is not None:
+        parser.error("--tmpdir only works with -c CORE (a compressed core is unpacked there)")
+
+
+def check_dump_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """
+    Exit with *parser*'s usage line and status 2, as argparse does for a
+    value no option allows, when parsed :data:`DUMP_ARGUMENTS` do not go
+    together (``--begin`` without ``--length``, ``--threads 0``, a window
+    with a kdump format...) or an option has no effect (``--no-stop``
+    without ``-p``).
+    """
+    from drgn_qemu.errors import UsageError
+
+    check_program_usage(parser, args)
+    if getattr(args, "no_stop", False) and getattr(args, "pid", None) is None:
+        parser.error("--no-stop only works with -p PID (a core does not run)")
+    try:
+        dump_options(args)
+    except UsageError as e:
+        parser.error(str(e))
+
+
 def _add_program_arguments(parser: argparse.ArgumentParser, dump: bool = False) -> None:
     group = parser.add_argument_group("program (as in drgn)")
     source = group.add_mutually_exclusive_group(required=True)
@@ -271,8 +298,9 @@ def _add_program_arguments(parser: argparse.ArgumentParser, dump: bool = False) 
         "--core",
         metavar="CORE",
         help="core file of a QEMU process; zstd, xz or lz4 compressed ones (as "
-        "systemd-coredump stores them) are unpacked next to OUTPUT (or in --tmpdir) and "
-        "removed after",
+        "systemd-coredump stores them) are unpacked "
+        + ("next to OUTPUT" if dump else "next to CORE")
+        + " (or in --tmpdir) and removed after",
     )
     source.add_argument("-p", "--pid", metavar="PID", type=int, help="live QEMU process")
     if dump:
@@ -295,8 +323,9 @@ def _add_program_arguments(parser: argparse.ArgumentParser, dump: bool = False) 
     group.add_argument(
         "--tmpdir",
         metavar="DIR",
-        help="unpack a compressed core in DIR instead of next to OUTPUT (it needs the "
-        "core's size, less its all-zero blocks, which stay holes)",
+        help="unpack a compressed core in DIR instead of next to "
+        + ("OUTPUT" if dump else "CORE")
+        + " (it needs the core's size, less its all-zero blocks, which stay holes)",
     )
     group.add_argument(
         "--debug-directory",
@@ -360,9 +389,13 @@ def run_dump(
             stopped.resume()
         progress.close()
     stopped_for = stopped.seconds if stopped is not None else None
+    was_stopped = stopped is not None and stopped.was_stopped
     if args.json:
         doc = dump_json(result, args, unpacked_in)
-        doc["stopped_seconds"] = None if stopped_for is None else round(stopped_for, 3)
+        doc["stopped_seconds"] = (
+            None if stopped_for is None or was_stopped else round(stopped_for, 3)
+        )
+        doc["was_stopped"] = was_stopped if stopped is not None else None
         print(json.dumps(doc, indent=2))
     elif not args.quiet:
         plan = result.plan
@@ -378,7 +411,13 @@ def run_dump(
             f"{plan.guest_bytes / (1 << 20):.1f} MiB of guest memory in "
             f"{seconds:.2f} s ({rate:.0f} MiB/s"
             + (f"; unpacking the core took {unpacked_in:.2f} s" if unpacked_in else "")
-            + (f"; QEMU was stopped for {stopped_for:.2f} s" if stopped_for is not None else "")
+            + (
+                "; QEMU was stopped already (SIGSTOP) and stays stopped"
+                if was_stopped
+                else f"; QEMU was stopped for {stopped_for:.2f} s"
+                if stopped_for is not None
+                else ""
+            )
             + ")"
         )
     return result
@@ -428,6 +467,11 @@ def dump_json(result: "DumpResult", args: argparse.Namespace, unpacked_in: float
     }
 
 
+def _warn_tmpdir_unused(args: argparse.Namespace) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"warning: --tmpdir has no effect: {args.core} is not compressed", file=sys.stderr)
+
+
 def _cmd_dump(args: argparse.Namespace) -> int:
     from drgn_qemu.compressed import uncompressed_core
     from drgn_qemu.output import check_output
@@ -450,6 +494,8 @@ def _cmd_dump(args: argparse.Namespace) -> int:
             unpacking.close()
             if core != args.core:
                 unpacked_in = time.monotonic() - start
+            elif args.tmpdir is not None:
+                _warn_tmpdir_unused(args)
         prog = open_qemu_program(
             core=core,
             pid=args.pid,
@@ -489,6 +535,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         if core is not None:
             directory = args.tmpdir or os.path.dirname(os.path.abspath(core))
             core = stack.enter_context(uncompressed_core(core, directory))
+            if core == args.core and args.tmpdir is not None:
+                _warn_tmpdir_unused(args)
         prog = open_qemu_program(
             core=core,
             pid=args.pid,
@@ -566,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_program_arguments(dump, dump=True)
     add_dump_arguments(dump)
-    dump.set_defaults(func=_cmd_dump)
+    dump.set_defaults(func=_cmd_dump, usage=check_dump_usage, parser=dump)
     info = sub.add_parser(
         "info",
         help="what a crashed or hung QEMU was doing: version, machine, crash, RAM, vCPUs",
@@ -575,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_program_arguments(info)
     info.add_argument("--json", action="store_true", help="print one JSON object instead")
-    info.set_defaults(func=_cmd_info)
+    info.set_defaults(func=_cmd_info, usage=check_program_usage, parser=info)
     add = sub.add_parser(
         "add-vmcoreinfo",
         help="add the guest kernel's VMCOREINFO to a vmcore that lacks it",
@@ -622,6 +670,8 @@ def report_errors(argv0: str, func: Callable[..., Optional[int]], *args: object)
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``drgn-qemu`` console script."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "usage", None) is not None:
+        args.usage(args.parser, args)
     return report_errors("drgn-qemu", args.func, args)
 
 

@@ -9,6 +9,7 @@ The ``drgn_qemu.dump`` module is the library behind every entry point
 as an ELF vmcore laid out like QEMU's own ``dump-guest-memory`` output.
 """
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple, Union
@@ -173,8 +174,34 @@ def format_blocks(blocks: List[GuestPhysBlock], sources: Optional[List[BlockSour
 
 
 def format_plan(plan: DumpPlan) -> str:
-    """Return the dump summary: blocks, vCPUs and VMCOREINFO."""
-    lines = [format_blocks(plan.blocks, plan.sources), "vCPUs:"]
+    """
+    Return the dump summary: blocks (with ``--begin/--length``, the part of
+    each in the window), vCPUs and VMCOREINFO.
+    """
+    begin, length = plan.options.begin, plan.options.length
+    if begin is None or length is None:
+        lines = [format_blocks(plan.blocks, plan.sources)]
+    else:
+        end = begin + length
+        window, sources = [], []
+        for source in plan.sources:
+            b = source.block
+            start, stop = max(b.target_start, begin), min(b.target_end, end)
+            if start < stop:
+                clipped = dataclasses.replace(
+                    b,
+                    target_start=start,
+                    target_end=stop,
+                    host_addr=b.host_addr + start - b.target_start,
+                )
+                window.append(clipped)
+                sources.append(dataclasses.replace(source, block=clipped))
+        lines = [
+            format_blocks(window, sources),
+            f"  (the window --begin 0x{begin:x} --length 0x{length:x} of "
+            f"{len(plan.blocks)} block{'s' if len(plan.blocks) != 1 else ''})",
+        ]
+    lines.append("vCPUs:")
     stale = []
     for cpu in plan.cpus:
         lines.append(

@@ -71,6 +71,10 @@ class OutputError(DrgnQemuError):
     """The output file cannot be created or written."""
 
 
+class UsageError(DrgnQemuError):
+    """Options that do not go together, or a value no option allows: the command line's fault."""
+
+
 #: What reading a damaged QEMU raises besides drgn's FaultError: a member
 #: of a damaged object absent or out of bounds, drgn's refusal of bad data
 #: (a note it cannot parse), and values out of every range they could have

@@ -24,6 +24,7 @@ from drgn_qemu.elf import read_elf_headers, read_elf_section, struct_order
 from drgn_qemu.errors import DrgnQemuError, reading
 from drgn_qemu.helpers.machine import machine_state
 from drgn_qemu.helpers.qom import object_get_typename
+from drgn_qemu.program import QEMU_BANNER
 from drgn_qemu.reader import MemoryReader
 
 __all__ = ("CrashInfo", "QemuInfo", "format_info", "qemu_crash", "qemu_info", "qemu_version")
@@ -33,7 +34,7 @@ _NT_PRSTATUS = 1
 #: ``struct elf_prstatus`` of x86_64, arm64, ppc64 and s390x hosts: the
 #: signal at offset 12 (``pr_cursig``), the thread at 32 (``pr_pid``).
 _PR_CURSIG, _PR_PID = 12, 32
-_VERSION_PREFIX = b"QEMU emulator version "
+_VERSION_PREFIX = QEMU_BANNER + b" "
 
 
 @dataclass

@@ -12,6 +12,8 @@ describe the options without loading the writers.
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+from drgn_qemu.ranges import MAX_GUEST_PHYS_ADDR
+
 __all__ = (
     "CHUNK_SIZE",
     "DumpOptions",
@@ -69,24 +71,29 @@ class DumpOptions:
     ram_files: Dict[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        from drgn_qemu.errors import DrgnQemuError
+        from drgn_qemu.errors import UsageError
 
         if self.format not in FORMATS:
-            raise DrgnQemuError(f"unknown format {self.format!r} (one of {', '.join(FORMATS)})")
+            raise UsageError(f"unknown format {self.format!r} (one of {', '.join(FORMATS)})")
         if self.elf_layout not in ELF_LAYOUTS:
-            raise DrgnQemuError(
+            raise UsageError(
                 f"unknown ELF layout {self.elf_layout!r} (one of {', '.join(ELF_LAYOUTS)})"
             )
         if (self.begin is None) != (self.length is None):
-            raise DrgnQemuError("--begin and --length go together")
+            raise UsageError("--begin and --length go together")
         if self.length is not None and (self.length <= 0 or (self.begin or 0) < 0):
-            raise DrgnQemuError("--length must be positive and --begin not negative")
+            raise UsageError("--length must be positive and --begin not negative")
+        if self.length is not None and (self.begin or 0) + self.length > MAX_GUEST_PHYS_ADDR:
+            raise UsageError(
+                f"--begin 0x{self.begin or 0:x} --length 0x{self.length:x} ends past "
+                f"0x{MAX_GUEST_PHYS_ADDR:x}, beyond the widest guest-physical address (52 bits)"
+            )
         if self.begin is not None and self.format != "elf":
             # QMP dump-guest-memory refuses a window with the kdump formats too.
-            raise DrgnQemuError("--begin and --length only work with --format elf")
+            raise UsageError("--begin and --length only work with --format elf")
         if self.elf_layout != "qemu" and self.format != "elf":
-            raise DrgnQemuError(f"--elf-layout {self.elf_layout} only works with --format elf")
+            raise UsageError(f"--elf-layout {self.elf_layout} only works with --format elf")
         if self.threads is not None and self.threads < 1:
-            raise DrgnQemuError("--threads must be at least 1")
+            raise UsageError("--threads must be at least 1")
         if self.chunk_size < 1:
-            raise DrgnQemuError("--chunk-size must be positive")
+            raise UsageError("--chunk-size must be positive")

@@ -27,6 +27,7 @@ from drgn_qemu.elf import (
     read_core_notes,
     read_debuglink,
     read_elf_headers,
+    read_elf_section,
 )
 from drgn_qemu.errors import DebugInfoError, NotQemuError, ProgramError
 
@@ -38,6 +39,7 @@ __all__ = (
     "drgn_logging_silenced",
     "load_qemu_debug_info",
     "open_qemu_program",
+    "QEMU_BANNER",
     "printed_format",
     "read_constant",
     "read_constant_string",
@@ -166,6 +168,11 @@ def load_qemu_debug_info(
     for path in symbols:
         if not os.path.exists(path):
             raise DebugInfoError(f"debug info file {path} does not exist")
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise DebugInfoError(f"cannot read debug info file {path}: {e.strerror}") from None
     if debug_directories:
         options = prog.debug_info_options
         options.directories = tuple(debug_directories) + tuple(options.directories)
@@ -197,7 +204,9 @@ def load_qemu_debug_info(
             candidate = os.path.join(d, link)
             if os.path.isfile(candidate):
                 main.try_file(candidate)
+    _check_symbols_used(prog, symbols)
     if main.wants_debug_file():
+        _check_executable(main)
         build_id = main.build_id.hex() if main.build_id else "none"
         places = [*symbols, *(f"{d}/.build-id" for d in prog.debug_info_options.directories)]
         if link is not None:
@@ -217,6 +226,92 @@ def load_qemu_debug_info(
         )
         raise DebugInfoError(
             f"no debug info for {main.name} (build ID {build_id}); tried {tried}: {hint}"
+        )
+
+
+def _build_id(path: str) -> Optional[bytes]:
+    """The GNU build ID of an ELF file (its ``.note.gnu.build-id``), or None."""
+    note = read_elf_section(path, ".note.gnu.build-id")
+    if note is None or len(note) < 16:
+        return None
+    namesz, descsz = struct.unpack_from("<II", note)  # the note's own byte order is the file's
+    if namesz > 16 or descsz > 64:
+        namesz, descsz = struct.unpack_from(">II", note)
+    start = 12 + (namesz + 3) // 4 * 4
+    return note[start : start + descsz]
+
+
+def _check_symbols_used(prog: Program, symbols: Sequence[str]) -> None:
+    """
+    Refuse a ``-s`` file that is neither QEMU's executable or debug info
+    nor any library's (its build ID is none of the program's modules'):
+    drgn would pass it over in silence and take the debug info from
+    elsewhere, and a user who named the wrong file would not know.
+
+    :raises DebugInfoError: naming the file and what it is not
+    """
+    modules = list(prog.modules())
+    used = {os.path.realpath(p) for m in modules for p in (m.loaded_file_path,
+            m.debug_file_path) if p}  # fmt: skip
+    build_ids = {m.build_id for m in modules if m.build_id}
+    for path in symbols:
+        if os.path.realpath(path) in used:
+            continue
+        try:
+            build_id = _build_id(path)
+        except ValueError:
+            raise DebugInfoError(
+                f"-s {path} is not an ELF file (QEMU's executable or its debug info)"
+            ) from None
+        except OSError as e:
+            raise DebugInfoError(f"cannot read debug info file {path}: {e.strerror}") from None
+        if build_id is None or build_id not in build_ids:
+            main = prog.main_module()
+            theirs = main.build_id.hex() if main.build_id else "none"
+            raise DebugInfoError(
+                f"-s {path} (build ID {build_id.hex() if build_id else 'none'}) is not the debug "
+                f"info of {main.name} (build ID {theirs}) nor of a library it loaded: give "
+                "the QEMU binary that ran, or leave -s out"
+            )
+
+
+#: A string every QEMU system emulator has (its ``--version`` banner).
+QEMU_BANNER = b"QEMU emulator version"
+
+
+def _check_executable(main: drgn.MainModule) -> None:
+    """
+    When the debug info of the program's executable is missing, say first
+    what is wrong with the executable, if anything: it cannot be read, or it
+    is not QEMU (no :data:`QEMU_BANNER` in it, or, unread, no "qemu" in its name).
+
+    :raises DebugInfoError: if the executable cannot be read
+    :raises NotQemuError: if it is not QEMU
+    """
+    import mmap
+
+    name = main.name
+    path = main.loaded_file_path or name
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            if m.find(QEMU_BANNER) < 0:
+                raise NotQemuError(
+                    f"{name} is not QEMU (its executable {path} has no "
+                    f"'{QEMU_BANNER.decode()}' string): give the core, or -p PID, of a "
+                    "qemu-system-* process"
+                )
+            return
+    except PermissionError as e:
+        raise DebugInfoError(
+            f"cannot read QEMU's executable {path}: {e.strerror}; run as a user who can "
+            "read it, or give a readable copy with -s PATH"
+        ) from None
+    except (OSError, ValueError):
+        pass  # gone since, or empty: the name is all there is
+    if "qemu" not in os.path.basename(name).lower():
+        raise NotQemuError(
+            f"{name} does not look like QEMU (its executable cannot be read and its name is "
+            "not qemu-*): give the core, or -p PID, of a qemu-system-* process"
         )
 
 

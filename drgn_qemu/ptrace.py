@@ -71,6 +71,9 @@ class ProcessStopped:
         self._start = 0.0
         #: Seconds the process was stopped, once resumed.
         self.seconds = 0.0
+        #: Whether the process was stopped already (SIGSTOP, a job-control
+        #: stop) before :meth:`stop`: it stays stopped after :meth:`resume`.
+        self.was_stopped = False
 
     @property
     def threads(self) -> int:
@@ -79,7 +82,16 @@ class ProcessStopped:
     def _tasks(self) -> List[int]:
         return sorted(int(t) for t in os.listdir(f"/proc/{self.pid}/task"))
 
+    def _state(self) -> str:
+        """The process's state letter in ``/proc/PID/stat`` (``T``: stopped)."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return "?"
+
     def stop(self) -> "ProcessStopped":
+        self.was_stopped = self._state() == "T"
         self._start = time.monotonic()
         seen: Dict[int, bool] = {}
         try:

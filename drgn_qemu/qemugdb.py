@@ -117,11 +117,17 @@ def qemu_bt(prog: Program, thread: Optional[Thread] = None) -> str:
     threads = [thread] if thread is not None else list(prog.threads())
     lines = []
     for t in threads:
+        why = None
         try:
             stack = t.stack_trace()
         except (ValueError, LookupError, FaultError) as e:
+            why = str(e)
+        else:
+            if not len(stack) or not stack[0].pc:
+                why = "its program counter is 0 (a call through a null pointer?)"
+        if why is not None:
             lines += [f"Thread {t.tid}" + (f" ({t.name})" if t.name else "") + ":",
-                      f"  (no stack to unwind: {e})", ""]  # fmt: skip
+                      f"  (no stack to unwind: {why})", ""]  # fmt: skip
             continue
         current = None
         if tls is not None:

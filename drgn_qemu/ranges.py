@@ -13,7 +13,11 @@ plan starts from.)
 
 from dataclasses import dataclass
 
-__all__ = ("GuestRange",)
+__all__ = ("MAX_GUEST_PHYS_ADDR", "GuestRange")
+
+#: Guest-physical memory ends below this: 52 bits is the widest physical
+#: address of any architecture QEMU emulates (x86-64, AArch64 with LPA).
+MAX_GUEST_PHYS_ADDR = 1 << 52
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def test_debug_info_missing(binaries: Dict[str, Path], tmp_path: Path) -> None:
     r = run_cli(
         "dump-guest-memory", "-c", str(c.core), "-s", str(binaries["not_qemu"]), str(tmp_path / "o")
     )
-    assert_error(r, "the file given with -s does not match it")
+    assert_error(r, f"-s {binaries['not_qemu']} (build ID ", f"is not the debug info of {binary}")
     r = run_cli(
         "dump-guest-memory",
         "-c",
@@ -131,9 +131,31 @@ def test_output_is_directory_or_in_missing_directory(cored: GetCore, tmp_path: P
     assert_error(dump(c, tmp_path / "no" / "such" / "out"), "does not exist")
 
 
+def assert_usage_error(r: "subprocess.CompletedProcess[str]", message: str) -> None:
+    """argparse's way: the usage line, one error line, status 2."""
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("usage: drgn-qemu "), r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("drgn-qemu ") and ": error: " in last and message in last, last
+
+
 def test_begin_length_errors(cored: GetCore, tmp_path: Path) -> None:
     c = cored("MODERN")
-    assert_error(dump(c, tmp_path / "o", "--begin", "0x1000"), "--begin and --length go together")
+    assert_usage_error(
+        dump(c, tmp_path / "o", "--begin", "0x1000"), "--begin and --length go together"
+    )
+    assert_usage_error(
+        dump(c, tmp_path / "o", "--length", "16M"), "--begin and --length go together"
+    )
+    assert_usage_error(
+        dump(c, tmp_path / "o", "--begin", "0", "--length", "0"), "--length must be positive"
+    )
+    assert_usage_error(
+        dump(c, tmp_path / "o", "--begin", "0", "--length", str(1 << 64)),
+        "ends past 0x10000000000000, beyond the widest guest-physical address",
+    )
+    assert_usage_error(dump(c, tmp_path / "o", "--threads", "0"), "--threads must be at least 1")
     assert_error(
         dump(c, tmp_path / "o", "--begin", "0x50000000", "--length", "16M"),
         "no guest memory to dump in that window",
@@ -452,3 +474,100 @@ def test_guest_vmcore_given_as_core(cored: GetCore, tmp_path: Path) -> None:
                          "open it with drgn or crash directly")  # fmt: skip
             assert "coredump_filter" not in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_options_without_effect(cored: GetCore, tmp_path: Path) -> None:
+    """An option that does nothing in a combination is refused (usage) or warned about."""
+    c = cored("MODERN")
+    assert_usage_error(dump(c, tmp_path / "o", "--no-stop"), "--no-stop only works with -p PID")
+    r = run_cli("info", "-p", str(os.getpid()), "--tmpdir", str(tmp_path))
+    assert_usage_error(r, "--tmpdir only works with -c CORE")
+    # A core that is not compressed has nothing to unpack in --tmpdir.
+    r = dump(c, tmp_path / "o", "--tmpdir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert f"warning: --tmpdir has no effect: {c.core} is not compressed" in r.stderr.splitlines()
+    # --no-sparse with kdump writes the zero page the others share: it does something.
+    help_text = " ".join(run_cli("dump-guest-memory", "--help").stdout.split())
+    assert "in a kdump file, the one zero page they all share" in help_text
+
+
+def test_window_table_is_the_window(cored: GetCore, tmp_path: Path) -> None:
+    """--begin/--length prints the part of each block in the window, not the whole table."""
+    r = dump(cored("MODERN"), tmp_path / "o", "--begin", "0x300000", "--length", "0x200000")
+    assert r.returncode == 0, r.stderr
+    rows = [line.split()[:2] for line in r.stdout.splitlines() if line.startswith("0x")]
+    assert rows == [["0x0000000000300000", "0x0000000000400000"],
+                    ["0x0000000000400000", "0x0000000000420000"],
+                    ["0x0000000000420000", "0x0000000000430000"]]  # fmt: skip
+    assert "(the window --begin 0x300000 --length 0x200000 of 5 blocks)" in r.stdout
+    assert [(s.paddr, s.paddr + s.filesz) for s in loads(tmp_path / "o")] == [
+        (int(a, 16), int(b, 16)) for a, b in rows
+    ]
+
+
+def test_wrong_symbols_refused(cored: GetCore, binaries: Dict[str, Path], tmp_path: Path) -> None:
+    """-s naming a file that is not this QEMU's is an error, even where drgn finds the right one."""
+    c = cored("MODERN")
+    r = dump(CoredProgram(Path("/etc/passwd"), c.core), tmp_path / "o")
+    assert_error(r, "-s /etc/passwd is not an ELF file")
+    r = dump(CoredProgram(binaries["not_qemu"], c.core), tmp_path / "o")
+    assert_error(r, f"-s {binaries['not_qemu']} (build ID ", f"is not the debug info of {c.binary}")
+    assert not (tmp_path / "o").exists()
+
+
+def test_not_qemu_named(tmp_path: Path) -> None:
+    """The core (or process) of another program is called what it is, not QEMU without debug info."""
+    sleep = subprocess.Popen(["sleep", "300"])
+    try:
+        core = tmp_path / "sleep.core"
+        from harness import gcore
+
+        gcore(sleep.pid, core)
+        for args in (["-c", str(core)], ["-c", str(core), "-s", shutil.which("sleep") or "sleep"],
+                     ["-p", str(sleep.pid)]):  # fmt: skip
+            r = run_cli("dump-guest-memory", *args, str(tmp_path / "o"))
+            assert_error(r, "sleep is not QEMU (its executable", "'QEMU emulator version'")
+            assert "no debug info" not in r.stderr
+    finally:
+        sleep.kill()
+        sleep.wait()
+    assert not (tmp_path / "o").exists()
+
+
+def test_unreadable_executable(binaries: Dict[str, Path], tmp_path: Path) -> None:
+    """QEMU's executable that cannot be read is named, with the reason, not a missing debug link."""
+    binary = tmp_path / "qemu-system-x86_64"
+    shutil.copy(binaries["MODERN"], binary)
+    c = run_and_core(binary, tmp_path / "qemu.core")
+    binary.chmod(0)
+    # Root reads any file: run without the capabilities that let it.
+    setpriv = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    r = subprocess.run([*setpriv, *drgn_qemu_command(), "dump-guest-memory", "-c", str(c.core),
+                        str(tmp_path / "o")], capture_output=True, text=True)  # fmt: skip
+    assert_error(r, f"cannot read QEMU's executable {binary}: Permission denied")
+    assert ".gnu_debuglink" not in r.stderr
+    r = subprocess.run([*setpriv, *drgn_qemu_command(), "dump-guest-memory", "-c", str(c.core),
+                        "-s", str(binary), str(tmp_path / "o")], capture_output=True, text=True)  # fmt: skip
+    assert_error(r, f"cannot read debug info file {binary}: Permission denied")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bt_of_a_thread_at_pc_0(binaries: Dict[str, Path], tmp_path: Path) -> None:
+    """%qemu bt says a stack whose program counter is 0 cannot be unwound (no bare '#0 0x0')."""
+    from harness import DRGN
+
+    proc = subprocess.Popen([str(binaries["MODERN"])], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        core = tmp_path / "pc0.core"
+        subprocess.run(["timeout", "120", "gdb", "-p", str(proc.pid), "-batch", "-ex", "set $pc=0",
+                        "-ex", f"gcore {core}"], check=True, capture_output=True)  # fmt: skip
+    finally:
+        proc.kill()
+        proc.wait()
+    script = 'from drgn.commands import run_command; run_command(prog, "qemu bt")'
+    r = subprocess.run([DRGN, "-q", "-c", str(core), "-s", str(binaries["MODERN"]), "-e", script],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "(no stack to unwind: its program counter is 0" in r.stdout, r.stdout
+    assert "#0  0x0" not in r.stdout and "#0 0x0" not in r.stdout

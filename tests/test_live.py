@@ -124,6 +124,7 @@ def test_json_says_how_long_stopped(counting: Counting, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert 0 < doc["stopped_seconds"] <= doc["seconds"] + 1
+    assert doc["was_stopped"] is False
     r = counting.dump(tmp_path / "n.vmcore", "--json", "--no-stop")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["stopped_seconds"] is None
@@ -134,10 +135,18 @@ def test_stopped_qemu_stays_stopped(counting: Counting, tmp_path: Path) -> None:
     os.kill(pid, signal.SIGSTOP)
     try:
         wait_for(lambda: all(s.startswith("T") for s in thread_states(pid)), "SIGSTOP")
-        r = counting.dump(tmp_path / "s.vmcore", "-q")
+        r = counting.dump(tmp_path / "s.vmcore")
         assert r.returncode == 0, r.stderr
+        # What happened: it was stopped already, not stopped for the dump.
+        assert "QEMU was stopped already (SIGSTOP) and stays stopped" in r.stdout
+        assert "QEMU was stopped for" not in r.stdout
         a, b = (struct.unpack("<I", read_phys(tmp_path / "s.vmcore", x, 4))[0] for x in (A, B))
         assert a - b in (0, 1)
+        import json
+
+        r = counting.dump(tmp_path / "j.vmcore", "--json")
+        doc = json.loads(r.stdout)
+        assert doc["was_stopped"] is True and doc["stopped_seconds"] is None
         # Still stopped, by its SIGSTOP, not traced.
         assert all(s == "T0" for s in thread_states(pid)), thread_states(pid)
     finally:

@@ -160,8 +160,8 @@ def test_json_summary(cored: GetCore, tmp_path: Path) -> None:
     doc = json.loads(r.stdout)
     assert set(doc) == {"input", "architecture", "blocks", "vcpus", "vmcoreinfo", "warnings",
                         "output", "format", "guest_bytes", "size_apparent", "size_on_disk",
-                        "seconds", "stopped_seconds"}  # fmt: skip
-    assert doc["stopped_seconds"] is None  # a core: nothing to stop
+                        "seconds", "stopped_seconds", "was_stopped"}  # fmt: skip
+    assert doc["stopped_seconds"] is None and doc["was_stopped"] is None  # a core: nothing to stop
     assert doc["input"] == {"core": str(c.core), "pid": None, "qemu": str(c.binary)}
     assert doc["architecture"] == "x86_64" and doc["format"] == "elf"
     assert doc["output"] == str(out)
@@ -198,7 +198,8 @@ def test_meaningless_option_combinations(
     extra: List[str], message: str, cored: GetCore, tmp_path: Path
 ) -> None:
     r = dump_fixture(cored("MODERN"), tmp_path / "x", *extra)
-    assert r.returncode == 1 and r.stderr == f"drgn-qemu: error: {message}\n"
+    assert r.returncode == 2 and r.stderr.startswith("usage: drgn-qemu dump-guest-memory [-h]")
+    assert r.stderr.endswith(f"\ndrgn-qemu dump-guest-memory: error: {message}\n")
     assert list(tmp_path.iterdir()) == []
 
 

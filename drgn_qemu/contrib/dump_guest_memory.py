@@ -23,7 +23,13 @@ except ImportError:  # Run from a checkout without drgn-qemu installed.
 
 from drgn import Program
 
-from drgn_qemu.cli import DUMP_DESCRIPTION, add_dump_arguments, report_errors, run_dump
+from drgn_qemu.cli import (
+    DUMP_DESCRIPTION,
+    add_dump_arguments,
+    check_dump_usage,
+    report_errors,
+    run_dump,
+)
 from drgn_qemu.program import check_qemu_program
 
 
@@ -35,6 +41,7 @@ def main(prog: Program, argv: "list[str]") -> int:
     )
     add_dump_arguments(parser)
     args = parser.parse_args(argv)
+    check_dump_usage(parser, args)
 
     def dump() -> int:
         check_qemu_program(prog)

@@ -35,6 +35,7 @@ from drgn_qemu.helpers.memory import (
 from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename, qom_type_names
 from drgn_qemu.helpers.ramblock import ramblock_name, ramblock_ptr, ramblock_used_length
 from drgn_qemu.helpers.virtio_mem import ram_discard_manager_replay_populated
+from drgn_qemu.ranges import MAX_GUEST_PHYS_ADDR
 
 __all__ = (
     "GuestPhysBlock",
@@ -47,9 +48,6 @@ __all__ = (
 
 #: A FlatRange larger than this (2^52 bytes, 4 PiB) is taken as corrupt.
 MAX_GUEST_PHYS_SIZE = 1 << 52
-#: Guest-physical RAM ends below this: 52 bits is the widest physical
-#: address of any architecture QEMU emulates (x86-64, AArch64 with LPA).
-MAX_GUEST_PHYS_ADDR = 1 << 52
 
 
 @dataclass
