@@ -27,6 +27,7 @@ from drgn_qemu.errors import (
     translate_errors,
 )
 from drgn_qemu.helpers.cpu import check_cpu_list
+from drgn_qemu.helpers.dump import dump_writes_section_headers
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock, guest_phys_blocks, guest_phys_read
 from drgn_qemu.options import DumpOptions
 from drgn_qemu.output import atomic_output, files_open_for_reading
@@ -306,7 +307,9 @@ def plan_dump(
             info.endian,
             notes,
             segments,
-            phdrs_first=options.elf_layout == "kernel",
+            # QEMU's layout is the one the QEMU in hand writes; the kernel's
+            # /proc/vmcore one is what QEMU wrote before 7.2.
+            phdrs_first=options.elf_layout == "kernel" or not dump_writes_section_headers(prog),
         )
     else:
         # The kdump writer (and numpy) only when used.

@@ -210,7 +210,7 @@ class ElfCoreLayout:
             self._ehdr.size,
             self._phdr.size,
             min(self.phnum, PN_XNUM),
-            self._shdr.size,
+            self._shdr.size if self.shnum else 0,  # as Linux and QEMU before 7.2: none, none
             self.shnum,
             1 if self.shnum == 2 else 0,  # e_shstrndx
         )

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Build qemu-system-* with debug info from Debian's qemu source package.
 #
-#   scripts/build-qemu.sh 7.2|10.0|10.2 [TARGET...]
+#   scripts/build-qemu.sh 5.2|7.2|10.0|10.2 [TARGET...]
 #
 # TARGET is x86_64 (the default), aarch64, ppc64, s390x, riscv64 or
 # loongarch64; the targets named are built by one configure (their common
 # code compiled once). Prints the path of each built binary, one per line,
 # in the order given. x86_64 is built with lzo and snappy, so that QEMU's
-# own kdump-lzo and kdump-snappy files can be compared with ours.
+# own kdump-lzo and kdump-snappy files can be compared with ours. 5.2 (Debian
+# bullseye's, as users still run it) is built for x86_64 only, with its
+# default devices and meson 0.59 from PyPI: it predates --without-default-features
+# and the device files the newer builds use.
 #
 # Builds are cached under ${DRGN_QEMU_CACHE:-~/.cache/drgn-qemu} (outside the
 # checkout) in a directory whose name includes a hash of this script, so a
@@ -16,7 +19,7 @@
 # run it as root on a fresh Debian machine.
 set -euo pipefail
 
-series=${1:?usage: build-qemu.sh 7.2|10.0|10.2 [TARGET...]}
+series=${1:?usage: build-qemu.sh 5.2|7.2|10.0|10.2 [TARGET...]}
 shift
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(x86_64)
@@ -27,11 +30,15 @@ for t in "${targets[@]}"; do
   esac
 done
 case "$series" in
+  5.2)  suite=bullseye ;;
   7.2)  suite=bookworm ;;
   10.0) suite=trixie ;;
   10.2) suite=sid ;;
-  *) echo "build-qemu.sh: unknown QEMU series '$series' (7.2, 10.0 or 10.2)" >&2; exit 2 ;;
+  *) echo "build-qemu.sh: unknown QEMU series '$series' (5.2, 7.2, 10.0 or 10.2)" >&2; exit 2 ;;
 esac
+if [ "$series" = 5.2 ] && [ "${targets[*]}" != x86_64 ]; then
+  echo "build-qemu.sh: QEMU 5.2 is built for x86_64 only" >&2; exit 2
+fi
 
 cache=${DRGN_QEMU_CACHE:-$HOME/.cache/drgn-qemu}
 recipe=$(sha256sum "$0" | cut -c1-12)
@@ -61,12 +68,12 @@ export PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
 export DEBIAN_FRONTEND=noninteractive
 
 src_list=/etc/apt/sources.list.d/drgn-qemu-src.sources
-if ! grep -qx "Suites: bookworm trixie sid" "$src_list" 2>/dev/null; then
-  log "adding deb-src entries for bookworm, trixie and sid ($src_list)"
+if ! grep -qx "Suites: bullseye bookworm trixie sid" "$src_list" 2>/dev/null; then
+  log "adding deb-src entries for bullseye, bookworm, trixie and sid ($src_list)"
   cat > "$src_list" <<'SRC'
 Types: deb-src
 URIs: http://deb.debian.org/debian
-Suites: bookworm trixie sid
+Suites: bullseye bookworm trixie sid
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
@@ -115,22 +122,36 @@ target_list=()
 ninja_targets=()
 device_args=()
 for t in "${targets[@]}"; do
-  echo "${devices[$t]}" > "$srcdir/configs/devices/$t-softmmu/drgn-qemu.mak"
   target_list+=("$t-softmmu")
   ninja_targets+=("qemu-system-$t")
-  device_args+=("--with-devices-$t=drgn-qemu")
+  if [ "$series" != 5.2 ]; then
+    echo "${devices[$t]}" > "$srcdir/configs/devices/$t-softmmu/drgn-qemu.mak"
+    device_args+=("--with-devices-$t=drgn-qemu")
+  fi
 done
 
 build=$out.build
 rm -rf "$build" "$out"
 mkdir -p "$build"
-args=(--target-list="$(IFS=,; echo "${target_list[*]}")" --without-default-features
-      --without-default-devices "${device_args[@]}" --enable-tcg --enable-debug-info
+args=(--target-list="$(IFS=,; echo "${target_list[*]}")" --enable-tcg --enable-debug-info
       --disable-docs --disable-tools --disable-werror --disable-strip)
+if [ "$series" != 5.2 ]; then
+  args+=(--without-default-features --without-default-devices "${device_args[@]}")
+fi
 # KVM only serves the host's own architecture; lzo and snappy for QEMU's
 # kdump-lzo and kdump-snappy, compared with ours on x86.
 if [[ " ${targets[*]} " == *" x86_64 "* ]]; then args+=(--enable-kvm --enable-lzo --enable-snappy); fi
-if [ -d "$srcdir/python/scripts" ] && grep -q "disable-download" "$srcdir/configure"; then
+if [ "$series" = 5.2 ]; then
+  # QEMU 5.2's meson.build wants meson 0.55 to 0.59; Debian 12's is 1.0.
+  venv=$cache/meson-0.59-venv
+  if [ ! -x "$venv/bin/meson" ]; then
+    log "creating $venv with meson 0.59 from PyPI"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'meson>=0.59,<0.60' >&2
+  fi
+  args+=(--meson="$venv/bin/meson")
+elif [ -d "$srcdir/python/scripts" ] && grep -q "disable-download" "$srcdir/configure"; then
   # QEMU >= 8.1: needs a meson newer than Debian bookworm's; use one from PyPI.
   venv=$cache/meson-venv
   if [ ! -x "$venv/bin/meson" ]; then
