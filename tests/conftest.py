@@ -1,13 +1,31 @@
 """Fixtures shared by the test modules: the C fixture programs, built and cored once."""
 
+import functools
+import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, Tuple
 
 import pytest
 
 # Let tests import harness.py, vmcore.py and fixture_programs.py.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+#: Seconds any external tool a test runs (gdb's gcore, crash, makedumpfile,
+#: drgn-qemu itself...) may take unless the call says otherwise: a hang is
+#: a failure naming the command, not a CI run stalled until its limit.
+#: (pytest-timeout bounds each test as a whole: pyproject.toml.)
+TOOL_TIMEOUT = 900
+
+
+@functools.wraps(subprocess.run)
+def _run_with_timeout(*args: Any, **kwargs: Any) -> "subprocess.CompletedProcess[Any]":
+    kwargs.setdefault("timeout", TOOL_TIMEOUT)
+    return _subprocess_run(*args, **kwargs)
+
+
+_subprocess_run = subprocess.run
+subprocess.run = _run_with_timeout
 
 from fixture_programs import (  # noqa: E402
     LAYOUT_DEFINES,
@@ -60,3 +78,25 @@ def _remove_large_outputs(tmp_path: Path) -> Iterator[None]:
     for path in tmp_path.rglob("*"):
         if path.is_file() and not path.is_symlink() and path.stat().st_size > (16 << 20):
             path.unlink()
+
+
+@pytest.fixture
+def plain_core_pattern() -> Iterator[str]:
+    """
+    The kernel's core_pattern, made to write a core file in the crashing
+    process's directory for the test: where systemd-coredump or apport pipe
+    cores away ("|..."), or it names another directory, it is set to "core"
+    (the tests run as root) and put back after. Its value is returned.
+    """
+    path = Path("/proc/sys/kernel/core_pattern")
+    old = path.read_text().rstrip("\n")
+    if old.startswith("|") or "/" in old:
+        try:
+            path.write_text("core\n")
+        except OSError as e:
+            pytest.fail(f"core_pattern {old!r} sends cores elsewhere and cannot be set: {e}")
+    try:
+        yield path.read_text().strip()
+    finally:
+        if path.read_text().rstrip("\n") != old:
+            path.write_text(old + "\n")

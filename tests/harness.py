@@ -31,6 +31,7 @@ def cached_artifacts(script: str, series: str, *args: str) -> List[Path]:
         check=True,
         stdout=subprocess.PIPE,
         text=True,
+        timeout=3600,  # a QEMU build on a loaded machine
     ).stdout
     return [Path(line) for line in out.strip().splitlines()]
 
@@ -89,6 +90,7 @@ def gcore(pid: int, path: Path) -> Path:
     subprocess.run(
         ["gdb", "-nx", "-batch", "-p", str(pid), "-ex", f"gcore {path}", "-ex", "detach"],
         check=True,
+        timeout=900,  # gcore has no timeout of its own
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

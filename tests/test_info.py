@@ -110,7 +110,7 @@ def test_info_without_guest_ram(tmp_path: Path) -> None:
     assert f"dump: not possible: {doc['dump']['error']}" in text
 
 
-def test_kernel_written_crash_core(tmp_path: Path) -> None:
+def test_kernel_written_crash_core(tmp_path: Path, plain_core_pattern: str) -> None:
     """
     A QEMU killed by SIGABRT and cored by the kernel (RLIMIT_CORE
     unlimited, core_pattern a file), as a real crash is: the signal, the
@@ -119,8 +119,6 @@ def test_kernel_written_crash_core(tmp_path: Path) -> None:
     """
     import signal
 
-    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
-    assert not pattern.startswith("|"), f"core_pattern pipes cores away: {pattern}"
     binary = qemu_binary(SERIES[-1])
     cwd = tmp_path / "cwd"
     cwd.mkdir()

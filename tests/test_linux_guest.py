@@ -131,20 +131,24 @@ def test_drgn_opens_it(linux_dump: LinuxDump) -> None:
         assert drgn_kernel_facts(d.theirs, d.kernel.vmlinux) == facts
 
 
+#: The cases crash can read: Debian's crash 8.0.2 cannot load 6.12 kernels
+#: at all (QEMU's own dump of the guest included), so for 6.12 drgn is the
+#: oracle (test_drgn_opens_it, test_kdump_drgn_reads_every_page).
+CRASH_CASES = [c for c in cases() if c[1] == "6.1"]
+
+
+def _ids(c: Tuple[str, str, bool]) -> str:
+    return f"qemu{c[0]}-linux{c[1]}-{'device' if c[2] else 'nodevice'}"
+
+
+@pytest.mark.parametrize("linux_dump", CRASH_CASES, indirect=True, ids=_ids)
 def test_crash_opens_it(linux_dump: LinuxDump) -> None:
     d = linux_dump
     ours = crash_output(d.ours, d.kernel.vmlinux).replace(str(d.ours), "VMCORE")
     theirs = crash_output(d.theirs, d.kernel.vmlinux).replace(str(d.theirs), "VMCORE")
-    if d.kernel.release.startswith("6.1.0-"):
-        assert f"RELEASE: {d.kernel.release}" in ours
-        assert re.search(r"^\s+PID\s+PPID\s+CPU\s+TASK", ours, re.M)
-    else:
-        # Debian's crash 8.0.2 cannot load 6.12 kernels at all, QEMU's own
-        # dump included. Without the device only ours has VMCOREINFO, which
-        # takes crash further before it gives up, so the outputs differ.
-        assert "RELEASE:" not in ours and "RELEASE:" not in theirs
-        if not d.device:
-            return
+    assert f"RELEASE: {d.kernel.release}" in ours
+    assert re.search(r"^\s+PID\s+PPID\s+CPU\s+TASK", ours, re.M)
+    assert re.search(rf"\s{CANARY}$", ours, re.M), ours
     # Only the DUMPFILE line may differ.
     strip = re.compile(r"^\s*DUMPFILE: .*$", re.M)
     assert strip.sub("", ours) == strip.sub("", theirs)
@@ -191,35 +195,43 @@ def test_kdump_drgn_reads_every_page(linux_dump: LinuxDump, fmt: str, tmp_path: 
           f"{d.ours.stat().st_blocks * 512 / (1 << 20):.1f} MiB on disk")  # fmt: skip
 
 
+@pytest.mark.parametrize("linux_dump", CRASH_CASES, indirect=True, ids=_ids)
 @pytest.mark.parametrize("fmt", KDUMP_FORMATS)
 def test_kdump_crash_opens_it(linux_dump: LinuxDump, fmt: str, tmp_path: Path) -> None:
     d = linux_dump
     out = our_kdump(d, fmt, tmp_path)
     text = crash_output(out, d.kernel.vmlinux)
     elf_text = crash_output(d.ours, d.kernel.vmlinux)
-    if d.kernel.release.startswith("6.1.0-"):
-        assert f"RELEASE: {d.kernel.release}" in text, text
-        assert re.search(r"^\s+PID\s+PPID\s+CPU\s+TASK", text, re.M)
-        # crash sees the same system in both files (DUMPFILE names the file
-        # and says [PARTIAL DUMP] for a kdump file).
-        strip = re.compile(r"^\s*DUMPFILE: .*$", re.M)
-        assert strip.sub("", text) == strip.sub("", elf_text)
-    else:
-        # Debian's crash 8.0.2 cannot load 6.12 kernels at all (see above).
-        assert "RELEASE:" not in text and "RELEASE:" not in elf_text
+    assert f"RELEASE: {d.kernel.release}" in text, text
+    assert re.search(r"^\s+PID\s+PPID\s+CPU\s+TASK", text, re.M)
+    assert CANARY in text
+    # crash sees the same system in both files (DUMPFILE names the file
+    # and says [PARTIAL DUMP] for a kdump file).
+    strip = re.compile(r"^\s*DUMPFILE: .*$", re.M)
+    assert strip.sub("", text) == strip.sub("", elf_text)
 
 
 def test_kdump_against_qemu(linux_dump: LinuxDump, tmp_path: Path) -> None:
+    """
+    Ours against QEMU's kdump-zlib of the same guest: its flattened file
+    (every series) unflattened as makedumpfile -R does, and its
+    kdump-raw-zlib (QEMU 8.2 and later).
+    """
     d = linux_dump
-    if d.theirs_kdump is None:
-        # QEMU 7.2 writes only the flattened kdump-zlib; test_kdump.py
-        # compares with it on a firmware guest.
-        assert d.series == "7.2"
-        return
     out = our_kdump(d, "kdump-zlib", tmp_path)
-    sizes = f"ours {out.stat().st_size}, QEMU's {d.theirs_kdump.stat().st_size} bytes"
+    theirs = [unflatten(d.theirs_flat, tmp_path / "theirs-flat.kdump")]
+    if d.theirs_kdump is not None:
+        theirs.append(d.theirs_kdump)
+    else:
+        assert d.series == "7.2"  # QEMU 8.2 brought kdump-raw-*
+    for their_file in theirs:
+        _against_qemus_kdump(d, out, their_file)
+
+
+def _against_qemus_kdump(d: LinuxDump, out: Path, their_file: Path) -> None:
+    sizes = f"ours {out.stat().st_size}, QEMU's {their_file.stat().st_size} bytes"
     print(f"\nkdump-zlib: {sizes}")
-    ours_k, theirs_k = open_kdump(out), open_kdump(d.theirs_kdump)
+    ours_k, theirs_k = open_kdump(out), open_kdump(their_file)
     # QEMU leaves utsname empty but for machine ("Unknown", see
     # assert_same_kdump_but_machine); we copy the kernel's, as makedumpfile
     # does: libkdumpfile (drgn) learns the architecture from it.
@@ -233,7 +245,7 @@ def test_kdump_against_qemu(linux_dump: LinuxDump, tmp_path: Path) -> None:
         phys_base = int(re.search(r"^NUMBER\(phys_base\)=(-?\d+)$", text, re.M).group(1))  # type: ignore[union-attr]
         assert ours_k.sub["phys_base"] == phys_base & (2**64 - 1)
         phys_base_field = slice(4096, 4104)
-        assert_same_kdump_except(out, d.theirs_kdump, UTSNAME, phys_base_field)
+        assert_same_kdump_except(out, their_file, UTSNAME, phys_base_field)
     else:
         # Without the device QEMU has no VMCOREINFO; the pages are the same.
         assert theirs_k.sub["size_vmcoreinfo"] == 0 and ours_k.sub["size_vmcoreinfo"] > 0
@@ -263,6 +275,11 @@ def test_makedumpfile_filters_our_vmcore(linux_dump: LinuxDump, tmp_path: Path) 
                        capture_output=True, text=True)  # fmt: skip
     seconds = time.monotonic() - t0
     assert r.returncode == 0, r.stdout + r.stderr
+    # Every page makedumpfile kept is the guest's page, whatever it left out.
+    k = open_kdump(out)
+    counts = assert_pages_equal_elf(k, d.ours, every=False)
+    assert 0 < counts["pages"] < sum(s.filesz for s in loads(d.ours)) // 4096
+    assert k.vmcoreinfo.startswith(f"OSRELEASE={d.kernel.release}\n".encode())
     if d.kernel.release.startswith("6.1.0-"):
         facts = drgn_kernel_facts(out, d.kernel.vmlinux)
         assert facts["release"] == d.kernel.release and CANARY in facts["comms"]  # type: ignore[operator]
@@ -288,20 +305,17 @@ def test_registers_equal_hmp(linux_dump: LinuxDump) -> None:
     assert "RIP=ffffffff" in r.stdout and "CS64 [-RA]" in r.stdout
 
 
+@pytest.mark.parametrize("linux_dump", [("10.0", "6.1", True)], indirect=True, ids=_ids)
 def test_crash_partial_dump_mark_is_qemus(linux_dump: LinuxDump, tmp_path: Path) -> None:
     """
     crash's DUMPFILE line says [PARTIAL DUMP] of our kdump files, and of
     QEMU's own of the same guest too: the header stays QEMU's (dump_level 1
-    in the sub-header, as QEMU writes it). Checked where crash can open
-    QEMU's file (it has VMCOREINFO: -device vmcoreinfo).
+    in the sub-header, as QEMU writes it). Only where crash can open QEMU's
+    file: its kdump-raw-zlib (QEMU 8.2 and later) with VMCOREINFO (the
+    device), of a 6.1 kernel (crash 8.0.2 cannot read 6.12).
     """
     d = linux_dump
-    if d.theirs_kdump is None or not d.device or not d.kernel.release.startswith("6.1.0-"):
-        # Elsewhere crash cannot open QEMU's file (QEMU 7.2 writes no raw
-        # kdump, no VMCOREINFO without the device, crash 8 and Linux 6.12):
-        # the QEMU 10.0, Linux 6.1, -device vmcoreinfo case checks it.
-        assert not (d.series == "10.0" and d.device and d.kernel.release.startswith("6.1.0-"))
-        return
+    assert d.theirs_kdump is not None
     ours = crash_output(our_kdump(d, "kdump-zlib", tmp_path), d.kernel.vmlinux)
     theirs = crash_output(d.theirs_kdump, d.kernel.vmlinux)
     line = re.compile(r"^\s*DUMPFILE: .*$", re.M)
