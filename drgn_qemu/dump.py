@@ -243,8 +243,22 @@ def _guest_arch(prog: Program, name: Optional[str]) -> GuestArch:
 
 
 @translate_errors("QEMU's data structures")
+def _missing_error(missing: List[BlockSource], skipping: bool) -> GuestMemoryError:
+    """One line for guest RAM that is nowhere: the first block and why, and every other one."""
+    text = missing[0].describe()
+    if len(missing) > 1:
+        text += "; also missing: " + ", ".join(s.block.mr_name or "RAM" for s in missing[1:])
+    if skipping:
+        return GuestMemoryError("no guest memory to dump: all of it is missing: " + text)
+    return GuestMemoryError(text + "; or pass --skip-missing to dump the rest")
+
+
 def plan_dump(
-    prog: Program, options: Optional[DumpOptions] = None, reader: Optional[MemoryReader] = None
+    prog: Program,
+    options: Optional[DumpOptions] = None,
+    reader: Optional[MemoryReader] = None,
+    *,
+    empty: bool = False,
 ) -> DumpPlan:
     """
     Work out what :func:`dump_guest_memory` will write, without writing:
@@ -253,6 +267,9 @@ def plan_dump(
 
     :param options: what to dump and how (default: all guest RAM, ELF)
     :param reader: how to read QEMU's memory (default: through drgn)
+    :param empty: plan even when no guest memory is left to dump (with
+        ``options.skip_missing``, what ``info`` shows of a core without
+        guest RAM)
     """
     options = options if options is not None else DumpOptions()
     guest_arch = _guest_arch(prog, options.arch)
@@ -275,12 +292,14 @@ def plan_dump(
     missing = sources.missing
     if missing and not options.skip_missing:
         _close_backed(sources.reader)
-        raise GuestMemoryError(missing[0].describe() + "; or pass --skip-missing to dump the rest")
+        raise _missing_error(missing, skipping=False)
     for source in missing:
         warnings.append("left out: " + source.describe())
     segments = guest_ranges(blocks, options.begin, options.length, missing)
-    if not segments:
+    if not segments and not empty:
         _close_backed(sources.reader)
+        if missing and guest_ranges(blocks, options.begin, options.length):
+            raise _missing_error(missing, skipping=True)  # there was some: all of it missing
         raise GuestMemoryError(
             "no guest memory to dump" + (" in that window" if options.begin is not None else "")
         )

@@ -21,9 +21,10 @@ from typing import Any, Dict, List, Optional
 from drgn import Program, ProgramFlags
 
 from drgn_qemu.elf import read_elf_headers, read_elf_section, struct_order
-from drgn_qemu.errors import DrgnQemuError, reading
+from drgn_qemu.errors import DrgnQemuError, GuestMemoryError, reading
 from drgn_qemu.helpers.machine import machine_state
 from drgn_qemu.helpers.qom import object_get_typename
+from drgn_qemu.options import DumpOptions
 from drgn_qemu.program import QEMU_BANNER
 from drgn_qemu.reader import MemoryReader
 
@@ -206,15 +207,26 @@ def qemu_info(
         crash,
         build=qemu_build_info(prog, executable),
     )
+    error = None
     try:
         plan = plan_dump(prog, reader=reader)
+    except GuestMemoryError as e:
+        # Guest RAM missing from the core: all the rest can still be shown,
+        # the blocks with where each is (or why it is not).
+        error = str(e)
+        try:
+            plan = plan_dump(prog, DumpOptions(skip_missing=True), reader, empty=True)
+        except DrgnQemuError:
+            info.dump = {"possible": False, "error": error}
+            return info
     except DrgnQemuError as e:
         info.dump = {"possible": False, "error": str(e)}
-    else:
-        plan.close()
-        vmci = plan.vmcoreinfo
-        info.dump = {
-            "possible": True,
+        return info
+    plan.close()
+    vmci = plan.vmcoreinfo
+    info.dump = {"possible": True} if error is None else {"possible": False, "error": error}
+    info.dump.update(
+        {
             "guest_bytes": plan.guest_bytes,
             "blocks": [
                 {
@@ -230,9 +242,10 @@ def qemu_info(
             "vmcoreinfo": None
             if vmci is None
             else {"source": vmci.source, "osrelease": vmci.osrelease},
-            "warnings": plan.warnings,
+            "warnings": [w for w in plan.warnings if not w.startswith("left out: ")],
         }
-        info.summary = format_plan(plan)
+    )
+    info.summary = format_plan(plan)
     return info
 
 
@@ -279,12 +292,13 @@ def format_info(info: QemuInfo) -> str:
         c = info.crash
         lines.append(f"crash: signal {c.signal} ({c.name}) in thread {c.thread}")
         lines.append(c.backtrace.rstrip("\n"))
-    if info.dump.get("possible"):
+    if info.summary:
         lines.append(info.summary)
+    if info.dump.get("possible"):
         lines.append(
             f"dump: possible, {info.dump['guest_bytes'] / (1 << 20):.1f} MiB of guest memory"
         )
-        lines += [f"warning: {w}" for w in info.dump["warnings"]]
     else:
         lines.append(f"dump: not possible: {info.dump.get('error')}")
+    lines += [f"warning: {w}" for w in info.dump.get("warnings", ())]
     return "\n".join(lines) + "\n"

@@ -106,8 +106,21 @@ def test_info_without_guest_ram(tmp_path: Path) -> None:
         core = guest.gcore(tmp_path / "qemu.core")
     text, doc = info("-c", str(core), "-s", str(binary))
     assert doc["dump"]["possible"] is False
-    assert "QEMU ran with -machine dump-guest-core=off" in doc["dump"]["error"]
-    assert f"dump: not possible: {doc['dump']['error']}" in text
+    error = doc["dump"]["error"]
+    assert "QEMU ran with -machine dump-guest-core=off" in error
+    assert f"dump: not possible: {error}" in text
+    # All the rest is shown: machine, the vCPUs, and every block, each missing.
+    assert doc["machine"].startswith("pc-i440fx-") and doc["run_state"] == "paused"
+    blocks = doc["dump"]["blocks"]
+    names = [b["memory_region"] for b in blocks]
+    assert names[0] == "pc.ram" and names[-1] == "pc.bios", names
+    assert {b["source"] for b in blocks} == {"missing"}
+    assert [c["index"] for c in doc["dump"]["vcpus"]] == [0]
+    assert "\nvCPUs:\n  0: " in text and text.count(" missing  ") == len(blocks)
+    # The error names every block, the first with its reason.
+    assert error.startswith("guest RAM pc.ram ") and error.endswith(
+        f"; also missing: {', '.join(names[1:])}; or pass --skip-missing to dump the rest"
+    )
 
 
 def test_kernel_written_crash_core(tmp_path: Path, plain_core_pattern: str) -> None:

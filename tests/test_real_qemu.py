@@ -8,6 +8,7 @@ Debug builds of QEMU 7.2 and 10.0 from Debian's source package come from
 scripts/build-qemu.sh (cached outside the checkout).
 """
 
+import re
 import subprocess
 import sys
 import time
@@ -225,6 +226,15 @@ def test_dump_guest_core_off(tmp_path: Path) -> None:
     # laid where it belongs: libvirt turns it off, QEMU's default is on.
     assert "QEMU ran with -machine dump-guest-core=off (libvirt sets it" in r.stderr
     assert "(the default)" not in r.stderr
+    assert re.search(r"; also missing: (\S+, )*pc\.bios; or pass --skip-missing", r.stderr)
+    assert not (tmp_path / "out.vmcore").exists()
+    # --skip-missing with nothing left says why.
+    r = run([*drgn_qemu_command(), "dump-guest-memory", "--skip-missing", "-c", str(core), "-s",
+             str(binary), str(tmp_path / "out.vmcore")])  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("drgn-qemu: error: no guest memory to dump: all of it is missing: ")
+    assert "dump-guest-core=off" in last and re.search(r"also missing: (\S+, )*pc\.bios$", last)
     assert not (tmp_path / "out.vmcore").exists()
 
 
