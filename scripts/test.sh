@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 scripts/bootstrap.sh
 # QEMU 10.0's x86_64 and the other targets by one configure (as tests/harness.py).
-for series in 7.2 10.2; do
+for series in 5.2 7.2 10.2; do
   echo "test.sh: QEMU $series: $(scripts/build-qemu.sh "$series")"
 done
 echo "test.sh: QEMU 10.0:" $(scripts/build-qemu.sh 10.0 x86_64 aarch64 ppc64 s390x riscv64 loongarch64)
