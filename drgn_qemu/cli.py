@@ -271,6 +271,13 @@ def check_program_usage(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error("--tmpdir only works with -c CORE (a compressed core is unpacked there)")
 
 
+def check_guest_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 (see :func:`check_dump_usage`) for ``guest`` options that do not go together."""
+    check_program_usage(parser, args)
+    if args.stop and args.pid is None:
+        parser.error("--stop only works with -p PID (a core does not run)")
+
+
 def check_dump_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """
     Exit with *parser*'s usage line and status 2, as argparse does for a
@@ -472,47 +479,77 @@ def _warn_tmpdir_unused(args: argparse.Namespace) -> None:
         print(f"warning: --tmpdir has no effect: {args.core} is not compressed", file=sys.stderr)
 
 
-def _cmd_dump(args: argparse.Namespace) -> int:
+class Target:
+    """A QEMU opened from parsed program arguments (see :func:`open_target`)."""
+
+    def __init__(
+        self, prog: Program, core: Optional[str], reader: MemoryReader, unpacked_in: float
+    ) -> None:
+        self.prog = prog
+        #: The core file opened (a compressed core's unpacked copy), or None for a process.
+        self.core = core
+        #: How to read QEMU's memory (see :func:`drgn_qemu.reader.open_reader`).
+        self.reader = reader
+        #: Seconds spent unpacking a compressed core (0 for a plain one).
+        self.unpacked_in = unpacked_in
+
+
+def open_target(
+    args: argparse.Namespace, stack: contextlib.ExitStack, unpack_dir: str, quiet: bool = False
+) -> Target:
+    """
+    Open the QEMU that parsed ``-c``/``-p``, ``-s``, ``--debug-directory`` and
+    ``--tmpdir`` name, for as long as *stack* lasts: a compressed core is
+    unpacked in ``--tmpdir`` or *unpack_dir*, with progress on a terminal
+    unless *quiet*, and removed when *stack* closes; the reader is closed
+    then too.
+    """
     from drgn_qemu.compressed import uncompressed_core
-    from drgn_qemu.output import check_output
     from drgn_qemu.program import open_qemu_program
     from drgn_qemu.progress import Progress
     from drgn_qemu.reader import open_reader
 
-    check_output(args.output, args.force, named_inputs(args))
+    core = args.core
     unpacked_in = 0.0
-    with contextlib.ExitStack() as stack:
-        core = args.core
-        if core is not None:
-            # A compressed core is unpacked next to the output (or in
-            # --tmpdir), and removed after.
-            start = time.monotonic()
-            unpacking = Progress(0, "unpacking core: ", enabled=False if args.quiet else None)
-            stack.callback(unpacking.close)
-            directory = args.tmpdir or os.path.dirname(os.path.abspath(args.output))
-            core = stack.enter_context(uncompressed_core(core, directory, unpacking.update))
-            unpacking.close()
-            if core != args.core:
-                unpacked_in = time.monotonic() - start
-            elif args.tmpdir is not None:
-                _warn_tmpdir_unused(args)
-        prog = open_qemu_program(
-            core=core,
-            pid=args.pid,
-            symbols=args.symbols,
-            debug_directories=args.debug_directory,
-            # Name the user's file, not our temporary copy of it.
-            core_name=args.core if core == args.core else f"{args.core} (unpacked)",
+    if core is not None:
+        start = time.monotonic()
+        unpacking = Progress(0, "unpacking core: ", enabled=False if quiet else None)
+        stack.callback(unpacking.close)
+        core = stack.enter_context(
+            uncompressed_core(core, args.tmpdir or unpack_dir, unpacking.update)
         )
-        reader = open_reader(prog, core, args.pid, args.io)
-        stack.callback(reader.close)
+        unpacking.close()
+        if core != args.core:
+            unpacked_in = time.monotonic() - start
+        elif args.tmpdir is not None:
+            _warn_tmpdir_unused(args)
+    prog = open_qemu_program(
+        core=core,
+        pid=args.pid,
+        symbols=args.symbols,
+        debug_directories=args.debug_directory,
+        # Name the user's file, not our temporary copy of it.
+        core_name=args.core if core == args.core else f"{args.core} (unpacked)",
+    )
+    reader = open_reader(prog, core, args.pid, getattr(args, "io", "auto"))
+    stack.callback(reader.close)
+    return Target(prog, core, reader, unpacked_in)
+
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    from drgn_qemu.output import check_output
+
+    check_output(args.output, args.force, named_inputs(args))
+    with contextlib.ExitStack() as stack:
+        # A compressed core is unpacked next to the output.
+        target = open_target(args, stack, os.path.dirname(os.path.abspath(args.output)), args.quiet)
         stopped = None
         if args.pid is not None and not args.no_stop:
             from drgn_qemu.ptrace import stop_process
 
             # As QMP's dump stops the VM: memory and vCPUs from one moment.
             stopped = stack.enter_context(stop_process(args.pid))
-        run_dump(prog, args, reader, unpacked_in, stopped)
+        run_dump(target.prog, args, target.reader, target.unpacked_in, stopped)
     return 0
 
 
@@ -525,33 +562,93 @@ class _ContribPath(argparse.Action):
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from drgn_qemu.compressed import uncompressed_core
     from drgn_qemu.info import format_info, info_json, qemu_info
-    from drgn_qemu.program import open_qemu_program
-    from drgn_qemu.reader import open_reader
 
     with contextlib.ExitStack() as stack:
-        core = args.core
-        if core is not None:
-            directory = args.tmpdir or os.path.dirname(os.path.abspath(core))
-            core = stack.enter_context(uncompressed_core(core, directory))
-            if core == args.core and args.tmpdir is not None:
-                _warn_tmpdir_unused(args)
-        prog = open_qemu_program(
-            core=core,
-            pid=args.pid,
-            symbols=args.symbols,
-            debug_directories=args.debug_directory,
-            core_name=args.core if core == args.core else f"{args.core} (unpacked)",
-        )
-        reader = open_reader(prog, core, args.pid)
-        stack.callback(reader.close)
-        info = qemu_info(prog, core, reader)
+        # A compressed core is unpacked next to it.
+        unpack_dir = os.path.dirname(os.path.abspath(args.core or "."))
+        target = open_target(args, stack, unpack_dir, quiet=True)
+        info = qemu_info(target.prog, target.core, target.reader)
     if args.json:
         print(json.dumps(info_json(info), indent=2))
     else:
         print(format_info(info), end="")
     return 0
+
+
+GUEST_DESCRIPTION = """\
+Open drgn on the Linux kernel of the guest of a QEMU core (or of a live QEMU,
+-p PID), in place: no vmcore is written. Guest RAM is read where QEMU holds
+it (the core, the file a RAM block was mapped from, --ram-file, the live
+process) only when drgn reads it, so opening costs the same for any guest
+size; the vCPUs' registers and the kernel's VMCOREINFO are the notes a vmcore
+would carry. With no SCRIPT and no -e, drgn's REPL opens on the guest's
+kernel (prog), with drgn's helpers and commands (%crash included).
+
+-p PID reads a live QEMU as it runs (drgn's is_live): a production guest
+is not held up while you type, and there are no vCPU registers (the tasks
+on the vCPUs move on). --stop stops QEMU's threads for the whole session
+instead (ptrace, as a dump does): a still picture, with the vCPUs'
+registers; they run on when drgn exits."""
+
+GUEST_EPILOG = """\
+examples:
+  drgn-qemu guest -c qemu.core -s /usr/bin/qemu-system-x86_64 -g vmlinux
+  drgn-qemu guest -c qemu.core -g vmlinux -e 'print(prog["init_uts_ns"].name.release)'
+  drgn-qemu guest -p $(pidof qemu-system-x86_64) --stop -g vmlinux tasks.py"""
+
+
+def _cmd_guest(args: argparse.Namespace) -> int:
+    from drgn_qemu.guest import guest_plan, guest_program, load_guest_debug_info
+
+    with contextlib.ExitStack() as stack:
+        unpack_dir = os.path.dirname(os.path.abspath(args.core or "."))
+        target = open_target(args, stack, unpack_dir, args.quiet)
+        if args.pid is not None and args.stop:
+            from drgn_qemu.ptrace import stop_process
+
+            stack.enter_context(stop_process(args.pid))
+        options = DumpOptions(
+            vmcoreinfo=args.vmcoreinfo,
+            skip_missing=args.skip_missing,
+            ram_files=dict(args.ram_file),
+        )
+        live = args.pid is not None and not args.stop
+        guest = guest_program(target.prog, options, target.reader, live=live)
+        plan = guest_plan(guest)
+        stack.callback(plan.close)
+        warnings = [*plan.warnings, *load_guest_debug_info(guest, args.guest_symbols)]
+        if not args.quiet:
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+        _run_drgn(guest, args.exec, args.args)
+    return 0
+
+
+def _run_drgn(prog: Program, code: Optional[str], script_args: Sequence[str]) -> None:
+    """Run *code* (``-e``), a script and its arguments, or drgn's REPL on *prog*, as drgn does."""
+    import drgn
+    import drgn.cli
+
+    drgn.set_default_prog(prog)
+    if code is not None:
+        sys.argv = ["-e", *script_args]
+        exec(code, drgn.cli.default_globals(prog))
+    elif script_args:
+        import runpy
+
+        sys.argv = list(script_args)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(script_args[0])))
+        runpy.run_path(script_args[0], init_globals={"prog": prog}, run_name="__main__")
+    elif sys.stdin.isatty():
+        drgn.cli.run_interactive(
+            prog,
+            banner_func=lambda banner: (
+                banner + "\n>>> # prog: the guest's Linux kernel, read in place from QEMU"
+            ),
+        )
+    else:
+        exec(compile(sys.stdin.read(), "<stdin>", "exec"), drgn.cli.default_globals(prog))
 
 
 def _cmd_add_vmcoreinfo(args: argparse.Namespace) -> int:
@@ -624,6 +721,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_program_arguments(info)
     info.add_argument("--json", action="store_true", help="print one JSON object instead")
     info.set_defaults(func=_cmd_info, usage=check_program_usage, parser=info)
+    guest = sub.add_parser(
+        "guest",
+        help="drgn on the guest's Linux kernel, in place: no vmcore written",
+        description=GUEST_DESCRIPTION,
+        epilog=GUEST_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_program_arguments(guest)
+    guest.add_argument(
+        "--stop",
+        action="store_true",
+        help="with -p: stop QEMU for the session (a still picture, with the vCPUs' registers)",
+    )
+    guest.add_argument(
+        "-g",
+        "--guest-symbols",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="the guest kernel's vmlinux, or a module's .ko (repeatable); drgn's standard "
+        "places (/usr/lib/debug, debuginfod) are searched too",
+    )
+    for option in ("--vmcoreinfo", "--ram-file", "--skip-missing"):
+        ((flags, kwargs),) = [(f, k) for f, k in DUMP_ARGUMENTS if f[0] == option]
+        guest.add_argument(*flags, **kwargs)
+    guest.add_argument("-q", "--quiet", action="store_true", help="print no warnings")
+    guest.add_argument(
+        "-e", dest="exec", metavar="CODE", help="run CODE (with prog the guest's kernel) and exit"
+    )
+    guest.add_argument(
+        "args", metavar="SCRIPT [ARG...]", nargs=argparse.REMAINDER,
+        help="a drgn script to run on the guest's kernel, and its arguments",
+    )  # fmt: skip
+    guest.set_defaults(func=_cmd_guest, usage=check_guest_usage, parser=guest)
     add = sub.add_parser(
         "add-vmcoreinfo",
         help="add the guest kernel's VMCOREINFO to a vmcore that lacks it",

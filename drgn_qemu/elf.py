@@ -63,6 +63,7 @@ __all__ = (
     "note_align",
     "parse_notes",
     "process_core_notes",
+    "read_build_id",
     "read_core_notes",
     "struct_order",
     "read_core_file_info",
@@ -668,6 +669,24 @@ def read_elf_section(path: str, section: str, limit: int = 1 << 16) -> Optional[
             if names[name : name + len(wanted)] == wanted:
                 f.seek(offset)
                 return f.read(min(size, limit))
+    return None
+
+
+def read_build_id(path: str) -> Optional[bytes]:
+    """
+    The GNU build ID of an ELF file (its ``NT_GNU_BUILD_ID`` note, in
+    ``.note.gnu.build-id``, or in a Linux ``vmlinux``'s ``.notes``), or None.
+
+    :raises ValueError: if the file is not an ELF file
+    :raises OSError: if it cannot be read
+    """
+    with open(path, "rb") as f:
+        endian = f.read(6)[5:6]
+    for section in (".note.gnu.build-id", ".notes"):
+        data = read_elf_section(path, section)
+        for name, kind, desc in parse_notes(data or b"", endian[0] if endian else ELFDATA2LSB):
+            if name == b"GNU" and kind == 3:  # NT_GNU_BUILD_ID
+                return desc
     return None
 
 

@@ -79,6 +79,50 @@ def _qemu_cmd_dump_guest_memory(
     run_dump(prog, args)
 
 
+@qemu_command(
+    description="bind the guest's Linux kernel, as a drgn Program, to a variable",
+    long_description="Open the Linux kernel of this QEMU's guest in place (no vmcore "
+    "written: guest RAM is read from this program where QEMU holds it) as a drgn Program, "
+    "and bind it to NAME (default 'guest') in this session, to look at QEMU and its guest "
+    "side by side: guest.stack_trace(cpu_curr(guest, 0)), for_each_task(guest)...",
+    arguments=(
+        argument(
+            "name",
+            metavar="NAME",
+            nargs="?",
+            default="guest",
+            help="the variable to bind (default: guest)",
+        ),  # fmt: skip
+        argument(
+            "-g",
+            "--guest-symbols",
+            metavar="PATH",
+            action="append",
+            default=[],
+            help="the guest kernel's vmlinux, or a module's .ko (repeatable)",
+        ),  # fmt: skip
+        argument(
+            "--vmcoreinfo",
+            metavar="FILE",
+            help="the guest kernel's VMCOREINFO, where QEMU and guest RAM have none",
+        ),  # fmt: skip
+    ),
+)
+def _qemu_cmd_guest(
+    prog: Program, name: str, args: argparse.Namespace, *, globals: Dict[str, Any], **kwargs: Any
+) -> None:
+    from drgn_qemu.guest import guest_program, load_guest_debug_info
+    from drgn_qemu.options import DumpOptions
+
+    live = bool(prog.flags & ProgramFlags.IS_LIVE)
+    guest = guest_program(prog, DumpOptions(vmcoreinfo=args.vmcoreinfo), live=live)
+    for warning in load_guest_debug_info(guest, args.guest_symbols):
+        print(f"warning: {warning}")
+    globals[args.name] = guest
+    release = guest["init_uts_ns"].name.release.string_().decode(errors="replace")
+    print(f"{args.name}: the guest's Linux {release}" + (" (live)" if live else ""))
+
+
 @qemu_command(description="the RAM blocks, as HMP 'info ramblock'")
 def _qemu_cmd_ramblocks(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
     from drgn_qemu.monitor import hmp_info_ramblock
@@ -248,7 +292,7 @@ def _subcommand_help(prog: Program, words: str) -> None:
     usage="**qemu** *SUBCOMMAND* [*OPTION*...]",
     long_description="Subcommands: dump-guest-memory, ramblocks, memory-devices, cpus, "
     "registers, mtree, "
-    "qom-tree, timers, coroutine, bt. "
+    "qom-tree, timers, coroutine, bt, guest. "
     "Run '%qemu help SUBCOMMAND' for each one's options.",
     arguments=(argument("subcommand", help="a subcommand; '%qemu help' lists them"),),
     enabled=is_qemu_program,

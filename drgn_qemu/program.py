@@ -23,11 +23,11 @@ from drgn_qemu.elf import (
     core_lacks_private_memory,
     core_segments_damage,
     process_core_notes,
+    read_build_id,
     read_core_file_info,
     read_core_notes,
     read_debuglink,
     read_elf_headers,
-    read_elf_section,
 )
 from drgn_qemu.errors import DebugInfoError, NotQemuError, ProgramError
 
@@ -229,18 +229,6 @@ def load_qemu_debug_info(
         )
 
 
-def _build_id(path: str) -> Optional[bytes]:
-    """The GNU build ID of an ELF file (its ``.note.gnu.build-id``), or None."""
-    note = read_elf_section(path, ".note.gnu.build-id")
-    if note is None or len(note) < 16:
-        return None
-    namesz, descsz = struct.unpack_from("<II", note)  # the note's own byte order is the file's
-    if namesz > 16 or descsz > 64:
-        namesz, descsz = struct.unpack_from(">II", note)
-    start = 12 + (namesz + 3) // 4 * 4
-    return note[start : start + descsz]
-
-
 def _check_symbols_used(prog: Program, symbols: Sequence[str]) -> None:
     """
     Refuse a ``-s`` file that is neither QEMU's executable or debug info
@@ -258,7 +246,7 @@ def _check_symbols_used(prog: Program, symbols: Sequence[str]) -> None:
         if os.path.realpath(path) in used:
             continue
         try:
-            build_id = _build_id(path)
+            build_id = read_build_id(path)
         except ValueError:
             raise DebugInfoError(
                 f"-s {path} is not an ELF file (QEMU's executable or its debug info)"

@@ -65,6 +65,8 @@ class Vmcoreinfo:
     note: bytes
     #: The ``KEY=value`` lines.
     fields: Dict[str, str]
+    #: The text itself (what drgn's ``set_linux_kernel_custom()`` takes).
+    text: bytes = b""
 
     @property
     def osrelease(self) -> str:
@@ -105,7 +107,7 @@ def vmcoreinfo_from_text(text: bytes, source: str, endian: int) -> Optional[Vmco
     if fields is None:
         return None
     # As Linux's append_elf_note(): name "VMCOREINFO", type 0, the text.
-    return Vmcoreinfo(source, elf_note(b"VMCOREINFO", 0, text, endian), fields)
+    return Vmcoreinfo(source, elf_note(b"VMCOREINFO", 0, text, endian), fields, text)
 
 
 def _text_note(text: bytes, source: str, endian: int) -> Vmcoreinfo:
@@ -157,7 +159,7 @@ def vmcoreinfo_from_device(
         note[desc_at + descsz] = 0
     fields = parse_vmcoreinfo(text.rstrip(b"\0")) or {}
     return Vmcoreinfo(f"vmcoreinfo device (guest note at 0x{paddr:x})", bytes(note[:note_size]),
-                      fields), None  # fmt: skip
+                      fields, text.rstrip(b"\0")), None  # fmt: skip
 
 
 def _page_starts_with(data: memoryview, key: bytes, first: int, page_size: int) -> List[int]:

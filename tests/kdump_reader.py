@@ -87,7 +87,12 @@ def decompress(data: bytes, flags: int, page_size: int) -> bytes:
     return out
 
 
-def open_kdump(path: Path) -> KdumpFile:
+def open_kdump(path: Path, filtered: bool = False) -> KdumpFile:
+    """
+    Read a kdump-compressed file's headers. QEMU's (and ours) have two
+    equal bitmaps; a *filtered* one (makedumpfile -d) dumps, in its second
+    bitmap, a part of the pages its first says exist.
+    """
     data = path.read_bytes()[: 1 << 16]
     assert data[:8] == b"KDUMP   ", "not a kdump-compressed file"
     # The header's byte order is the guest's; the version field tells it.
@@ -124,7 +129,10 @@ def open_kdump(path: Path) -> KdumpFile:
         f.seek((1 + sub_hdr) * block)
         bitmap1 = f.read(half)
         bitmap2 = f.read(half)
-    assert bitmap1 == bitmap2, "QEMU-style dumps have the same two bitmaps"
+    if filtered:
+        assert all(b & ~a == 0 for a, b in zip(bitmap1, bitmap2)), "dumped pages that do not exist"
+    else:
+        assert bitmap1 == bitmap2, "QEMU-style dumps have the same two bitmaps"
     desc_offset = (1 + sub_hdr + bitmap_blocks) * block
     return KdumpFile(path, order, header, sub, bitmap2, desc_offset)
 

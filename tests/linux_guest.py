@@ -91,6 +91,7 @@ def boot_linux(
     vmcoreinfo_device: bool,
     memory: str = "1G",
     extra_args: Sequence[str] = (),
+    smp: int = 1,
 ) -> QemuGuest:
     """Start QEMU on the kernel (TCG, KASLR on) and wait until /init says it is up."""
     initrd = build_initramfs(work / "initrd.gz", kernel)
@@ -106,7 +107,7 @@ def boot_linux(
         extra += ["-device", "vmcoreinfo"]
     extra += list(extra_args)
     guest = QemuGuest(binary, work, "tcg", memory=memory, machine_opts="dump-guest-core=on",
-                      extra_args=extra).start()  # fmt: skip
+                      extra_args=extra, smp=smp).start()  # fmt: skip
     deadline = time.monotonic() + 180
     while READY not in (console.read_text(errors="replace") if console.exists() else ""):
         if guest.proc is not None and guest.proc.poll() is not None:
