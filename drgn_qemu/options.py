@@ -15,7 +15,9 @@ from typing import Dict, Optional
 from drgn_qemu.ranges import MAX_GUEST_PHYS_ADDR
 
 __all__ = (
+    "ARCH_NAMES",
     "CHUNK_SIZE",
+    "IO_MODES",
     "DumpOptions",
     "ELF_LAYOUTS",
     "FORMATS",
@@ -37,6 +39,14 @@ FORMATS = ("elf", *KDUMP_FORMATS)
 #: ELF layouts: QEMU's (section headers first), or the kernel's
 #: ``/proc/vmcore`` one (program headers first), which makedumpfile needs.
 ELF_LAYOUTS = ("qemu", "kernel")
+
+#: How a dump reads QEMU's memory (:func:`drgn_qemu.reader.open_reader`).
+IO_MODES = ("auto", "copy-file-range", "pread", "program")
+
+#: The guest architectures (``--arch``), one module each in
+#: ``drgn_qemu/arch/``: named here so that declaring the option imports
+#: none of them (a test checks the list against the modules).
+ARCH_NAMES = ("aarch64", "loongarch64", "ppc64", "riscv64", "s390x", "x86_64")
 
 
 @dataclass(frozen=True)

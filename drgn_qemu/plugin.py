@@ -33,9 +33,8 @@ from drgn.commands import (
     raw_command,
 )
 
-from drgn_qemu.cli import DUMP_ARGUMENTS, DUMP_DESCRIPTION
 from drgn_qemu.errors import DrgnQemuError, NotFoundError, reading
-from drgn_qemu.program import check_qemu_program
+from drgn_qemu.frontend import DUMP_ARGUMENTS, DUMP_DESCRIPTION
 
 __all__ = (
     "QEMU_COMMAND_NAMESPACE",
@@ -54,6 +53,8 @@ qemu_command = functools.partial(command, namespace=QEMU_COMMAND_NAMESPACE)
 
 def is_qemu_program(prog: Program) -> bool:
     """Return whether *prog* is a QEMU system emulator (has ``address_space_memory``)."""
+    from drgn_qemu.program import check_qemu_program
+
     try:
         check_qemu_program(prog)
     except DrgnQemuError:
@@ -74,7 +75,7 @@ def drgn_prog_set(prog: Program) -> None:
 def _qemu_cmd_dump_guest_memory(
     prog: Program, name: str, args: argparse.Namespace, **kwargs: Any
 ) -> None:
-    from drgn_qemu.cli import run_dump
+    from drgn_qemu.frontend import run_dump
 
     run_dump(prog, args)
 

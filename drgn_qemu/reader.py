@@ -32,6 +32,7 @@ import drgn
 from drgn import Program
 
 from drgn_qemu.elf import CoreSegment, read_core_file_info
+from drgn_qemu.options import IO_MODES
 from drgn_qemu.ranges import GuestRange
 
 __all__ = (
@@ -641,10 +642,6 @@ class BackedReader(MemoryReader):
         for fd in self._fds:
             os.close(fd)
         self._fds = []
-
-
-#: The ``io`` choices of :func:`open_reader`.
-IO_MODES = ("auto", "copy-file-range", "pread", "program")
 
 
 def open_reader(

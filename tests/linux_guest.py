@@ -92,8 +92,14 @@ def boot_linux(
     memory: str = "1G",
     extra_args: Sequence[str] = (),
     smp: int = 1,
+    accel: str = "tcg",
+    **guest_args: object,
 ) -> QemuGuest:
-    """Start QEMU on the kernel (TCG, KASLR on) and wait until /init says it is up."""
+    """
+    Start QEMU on the kernel (TCG unless *accel*, KASLR on) and wait until
+    /init says it is up; *guest_args* go to :class:`QemuGuest` (cwd,
+    core_limit).
+    """
     initrd = build_initramfs(work / "initrd.gz", kernel)
     console = work / "console.log"
     extra = [
@@ -106,8 +112,8 @@ def boot_linux(
     if vmcoreinfo_device:
         extra += ["-device", "vmcoreinfo"]
     extra += list(extra_args)
-    guest = QemuGuest(binary, work, "tcg", memory=memory, machine_opts="dump-guest-core=on",
-                      extra_args=extra, smp=smp).start()  # fmt: skip
+    guest = QemuGuest(binary, work, accel, memory=memory, machine_opts="dump-guest-core=on",
+                      extra_args=extra, smp=smp, **guest_args).start()  # type: ignore[arg-type]  # fmt: skip
     deadline = time.monotonic() + 180
     while READY not in (console.read_text(errors="replace") if console.exists() else ""):
         if guest.proc is not None and guest.proc.poll() is not None:

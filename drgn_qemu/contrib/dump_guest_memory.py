@@ -23,7 +23,7 @@ except ImportError:  # Run from a checkout without drgn-qemu installed.
 
 from drgn import Program
 
-from drgn_qemu.cli import (
+from drgn_qemu.frontend import (
     DUMP_DESCRIPTION,
     add_dump_arguments,
     check_dump_usage,

@@ -1,0 +1,114 @@
+"""
+The package's shape: imports that run one way (no cycle among the modules
+of drgn_qemu/, found from their source, nothing run), a drgn plugin that
+costs drgn's start-up little, and the names the front end declares without
+importing what they name.
+"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Set
+
+PACKAGE = Path(__file__).resolve().parent.parent / "drgn_qemu"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def import_graph(top_level_only: bool) -> Dict[str, Set[str]]:
+    """Module -> the drgn_qemu modules it imports (with *top_level_only*, at import time)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: Dict[str, Set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        nodes = ast.walk(tree) if not top_level_only else _import_time(tree.body)
+        deps: Set[str] = set()
+        for node in nodes:
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            deps |= {t for t in targets if t in modules and t != name}
+        graph[name] = deps
+    return graph
+
+
+def _import_time(body: List[ast.stmt]) -> List[ast.AST]:
+    """The import statements run when a module is imported (not in functions, not TYPE_CHECKING)."""
+    out: List[ast.AST] = []
+    for node in body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.append(node)
+        elif isinstance(node, ast.If) and not ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            out += _import_time(node.body) + _import_time(node.orelse)
+        elif isinstance(node, ast.Try):
+            out += _import_time(node.body)
+    return out
+
+
+def _cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    found: List[List[str]] = []
+    state: Dict[str, int] = {}
+    stack: List[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                found.append(stack[stack.index(dep) :] + [dep])
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_cycle_finder_finds_cycles() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_at_import_time() -> None:
+    """No module needs, to be imported, a module that needs it (a package's own __init__ aside)."""
+    graph = import_graph(top_level_only=True)
+    assert "drgn_qemu.frontend" in graph and graph["drgn_qemu.cli"]
+    cycles = [c for c in _cycles(graph) if not any(m == "drgn_qemu.helpers" for m in c)]
+    assert cycles == []
+
+
+def test_plugin_import_is_light() -> None:
+    """Loading the drgn plugin imports no architecture, file format, writer, reader or numpy."""
+    code = (
+        "import sys\nimport drgn_qemu.plugin\n"
+        "print('\\n'.join(m for m in sys.modules if m.startswith(('drgn_qemu', 'numpy'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()  # fmt: skip
+    assert "drgn_qemu.plugin" in out
+    heavy = [m for m in out if m.startswith(("drgn_qemu.arch", "numpy")) or m in (
+        "drgn_qemu.elf", "drgn_qemu.kdump", "drgn_qemu.pipeline", "drgn_qemu.reader",
+        "drgn_qemu.dump", "drgn_qemu.cli")]  # fmt: skip
+    assert heavy == []
+
+
+def test_arch_names_are_the_modules() -> None:
+    from drgn_qemu.arch import supported_arches
+    from drgn_qemu.options import ARCH_NAMES
+
+    assert list(ARCH_NAMES) == supported_arches()
+    assert sorted(p.stem for p in (PACKAGE / "arch").glob("*.py") if p.stem != "__init__") == list(
+        ARCH_NAMES
+    )
