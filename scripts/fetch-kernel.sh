@@ -2,19 +2,26 @@
 # Fetch a Debian cloud kernel for the Linux guest tests and print the
 # directory holding it:
 #
-#   scripts/fetch-kernel.sh 6.1|6.12
+#   scripts/fetch-kernel.sh 6.1|6.12 [amd64|arm64]
 #
 # The directory (under ${DRGN_QEMU_CACHE:-~/.cache/drgn-qemu}/kernels, outside
 # the checkout) holds vmlinuz, vmlinux (debug info, from the -dbg package),
 # the modules the guest loads, qemu_fw_cfg.ko and virtio_mem.ko
-# (uncompressed), and RELEASE. Fetched once, then reused. Picks the newest
-# build of the series whose -dbg package is in the archive.
+# (uncompressed; an arm64 kernel has no virtio_mem), and RELEASE; for arm64
+# also busybox, Debian's busybox-static for arm64, for the guest's
+# initramfs. Fetched once, then reused. Picks the newest build of the
+# series whose -dbg package is in the archive.
 set -euo pipefail
 
-series=${1:?usage: fetch-kernel.sh 6.1|6.12}
+series=${1:?usage: fetch-kernel.sh 6.1|6.12 [amd64|arm64]}
+arch=${2:-amd64}
+case "$arch" in
+  amd64|arm64) ;;
+  *) echo "fetch-kernel.sh: unknown architecture '$arch' (amd64 or arm64)" >&2; exit 2 ;;
+esac
 case "$series" in
-  6.1)  release_re='6\.1\.0-[0-9]+-cloud-amd64' ;;
-  6.12) release_re='6\.12\.[0-9]+\+deb12-cloud-amd64' ;;
+  6.1)  release_re="6\\.1\\.0-[0-9]+-cloud-$arch" ;;
+  6.12) release_re="6\\.12\\.[0-9]+\\+deb12-cloud-$arch" ;;
   *) echo "fetch-kernel.sh: unknown series '$series' (6.1 or 6.12)" >&2; exit 2 ;;
 esac
 cache=${DRGN_QEMU_CACHE:-$HOME/.cache/drgn-qemu}/kernels
@@ -22,6 +29,13 @@ export DEBIAN_FRONTEND=noninteractive
 log() { echo "fetch-kernel.sh: $*" >&2; }
 
 MODULES="qemu_fw_cfg virtio_mem"
+pkgarch=""  # the host's packages; another architecture's are named pkg:ARCH
+if [ "$arch" != amd64 ]; then MODULES="qemu_fw_cfg"; pkgarch=":$arch"; fi
+if [ "$arch" != amd64 ] && ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+  log "adding the $arch architecture to dpkg, for its kernel and busybox packages"
+  dpkg --add-architecture "$arch"
+  apt-get update -q >&2
+fi
 # Uncompress the modules of an unpacked linux-image package into the current directory.
 take_modules() {
   for name in $MODULES; do
@@ -41,7 +55,7 @@ module_paths() {
 # guest needed virtio_mem.ko gets it from its image package.
 cached=$(ls "$cache" 2>/dev/null | grep -E "^$release_re\$" | sort -V | tail -n1 || true)
 if [ -n "$cached" ] && [ -f "$cache/$cached/RELEASE" ]; then
-  if [ ! -f "$cache/$cached/virtio_mem.ko" ]; then
+  if [ "$arch" = amd64 ] && [ ! -f "$cache/$cached/virtio_mem.ko" ]; then
     log "adding virtio_mem.ko to $cache/$cached"
     tmp=$(mktemp -d)
     (cd "$tmp" && apt-get download -q "linux-image-$cached-unsigned" >&2 &&
@@ -62,7 +76,7 @@ fi
 release=
 for pkg in $(grep -E "$pattern" <<<"$names" | sort -V -r); do
   rel=${pkg#linux-image-}; rel=${rel%-unsigned}
-  if apt-cache show "linux-image-$rel-dbg" >/dev/null 2>&1; then
+  if apt-cache show "linux-image-$rel-dbg$pkgarch" >/dev/null 2>&1; then
     release=$rel
     break
   fi
@@ -78,7 +92,7 @@ rm -rf "$tmp"
 mkdir -p "$tmp"
 cd "$tmp"
 log "downloading linux-image-$release-unsigned and -dbg (about 300 MB)"
-apt-get download -q "linux-image-$release-unsigned" "linux-image-$release-dbg" >&2
+apt-get download -q "linux-image-$release-unsigned$pkgarch" "linux-image-$release-dbg$pkgarch" >&2
 dpkg-deb --fsys-tarfile linux-image-"$release"-unsigned_*.deb \
   | tar -x --wildcards "./boot/vmlinuz-$release" $(module_paths "$release")
 dpkg-deb --fsys-tarfile linux-image-"$release"-dbg_*.deb \
@@ -86,6 +100,12 @@ dpkg-deb --fsys-tarfile linux-image-"$release"-dbg_*.deb \
 mv "boot/vmlinuz-$release" vmlinuz
 mv "usr/lib/debug/boot/vmlinux-$release" vmlinux
 take_modules
+if [ "$arch" != amd64 ]; then
+  apt-get download -q "busybox-static:$arch" >&2
+  dpkg-deb --fsys-tarfile busybox-static_*.deb | tar -x ./bin/busybox
+  mv bin/busybox busybox
+  rm -rf bin
+fi
 rm -rf boot usr lib ./*.deb
 echo "$release" > RELEASE
 cd /

@@ -15,6 +15,7 @@ echo "test.sh: QEMU 10.0:" $(scripts/build-qemu.sh 10.0 x86_64 aarch64 ppc64 s39
 for series in 6.1 6.12; do
   echo "test.sh: Linux $series guest kernel: $(scripts/fetch-kernel.sh "$series")"
 done
+echo "test.sh: Linux 6.1 arm64 guest kernel: $(scripts/fetch-kernel.sh 6.1 arm64)"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

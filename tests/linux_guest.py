@@ -21,17 +21,21 @@ CANARY = "drgn-canary"
 READY = "drgn-qemu guest up"
 BUSYBOX = Path("/bin/busybox")
 
-INIT = f"""#!/bin/busybox sh
+
+def init_script(modules: Sequence[str], console: str) -> str:
+    """The guest's /init: mounts, *modules* loaded, the canary started, READY on *console*."""
+    insmod = "".join(f"/bin/busybox insmod /{m}.ko\n" for m in modules)
+    return f"""#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
-/bin/busybox insmod /qemu_fw_cfg.ko
-/bin/busybox insmod /virtio_mem.ko
-/bin/{CANARY} &
-echo "{READY}: $(/bin/busybox uname -r)" > /dev/ttyS0
+{insmod}/bin/{CANARY} &
+echo "{READY}: $(/bin/busybox uname -r)" > /dev/{console}
 while :; do /bin/busybox sleep 3600; done
 """
+
+
 CANARY_SCRIPT = "#!/bin/busybox sh\nwhile :; do /bin/busybox sleep 3600; done\n"
 
 
@@ -42,17 +46,35 @@ class Kernel:
     vmlinux: Path
     fw_cfg_module: Path
     virtio_mem_module: Path
+    #: Debian's architecture name: amd64, or arm64.
+    arch: str = "amd64"
+
+    @property
+    def busybox(self) -> Path:
+        """busybox-static of the kernel's architecture: the host's, or fetched with it."""
+        return BUSYBOX if self.arch == "amd64" else self.vmlinuz.parent / "busybox"
+
+    @property
+    def modules(self) -> List[Path]:
+        """The modules /init loads: qemu_fw_cfg, and virtio_mem where the kernel has it."""
+        return [m for m in (self.fw_cfg_module, self.virtio_mem_module) if m.exists()]
+
+    @property
+    def console(self) -> str:
+        """The serial console of the machine the tests boot it on (pc; virt's PL011)."""
+        return "ttyS0" if self.arch == "amd64" else "ttyAMA0"
 
 
-def fetch_kernel(series: str) -> Kernel:
-    """A Debian cloud kernel of a series (6.1 or 6.12), fetched once and cached."""
-    d = cached_artifact("fetch-kernel.sh", series)
+def fetch_kernel(series: str, arch: str = "amd64") -> Kernel:
+    """A Debian cloud kernel of a series (6.1 or 6.12) and architecture, fetched once and cached."""
+    d = cached_artifact("fetch-kernel.sh", series, arch)
     return Kernel(
         (d / "RELEASE").read_text().strip(),
         d / "vmlinuz",
         d / "vmlinux",
         d / "qemu_fw_cfg.ko",
         d / "virtio_mem.ko",
+        arch,
     )
 
 
@@ -72,13 +94,13 @@ def _cpio_newc(entries: List[Tuple[str, int, bytes]]) -> bytes:
 def build_initramfs(path: Path, kernel: Kernel) -> Path:
     dirs = ["bin", "proc", "sys", "dev", "tmp"]
     entries = [(d, 0o40755, b"") for d in dirs]
+    init = init_script([m.stem for m in kernel.modules], kernel.console)
     entries += [
-        ("bin/busybox", 0o100755, BUSYBOX.read_bytes()),
+        ("bin/busybox", 0o100755, kernel.busybox.read_bytes()),
         ("bin/sh", 0o120777, b"busybox"),
         (f"bin/{CANARY}", 0o100755, CANARY_SCRIPT.encode()),
-        ("init", 0o100755, INIT.encode()),
-        ("qemu_fw_cfg.ko", 0o100644, kernel.fw_cfg_module.read_bytes()),
-        ("virtio_mem.ko", 0o100644, kernel.virtio_mem_module.read_bytes()),
+        ("init", 0o100755, init.encode()),
+        *[(m.name, 0o100644, m.read_bytes()) for m in kernel.modules],
     ]
     path.write_bytes(gzip.compress(_cpio_newc(entries), compresslevel=1))
     return path
@@ -105,7 +127,7 @@ def boot_linux(
     extra = [
         "-kernel", str(kernel.vmlinuz),
         "-initrd", str(initrd),
-        "-append", "console=ttyS0 panic=-1 loglevel=4",
+        "-append", f"console={kernel.console} panic=-1 loglevel=4",
         "-no-reboot",
         "-serial", f"file:{console}",
     ]  # fmt: skip

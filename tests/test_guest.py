@@ -1,6 +1,6 @@
 """
 drgn on the guest's kernel in place (drgn-qemu guest, drgn_qemu.guest): a
-Linux guest (Debian's 6.1 without -device vmcoreinfo, 6.12 with it; QEMU
+Linux guest (Debian's 6.1 without -device vmcoreinfo, 6.12 with it, and an arm64 6.1 without it; QEMU
 10.0, TCG, 2 vCPUs), stopped. One drgn script (init_uts_ns, every task's
 pid, comm, state and stack, on-CPU tasks included, the module list, the
 slab caches and the RAM the kernel counts) prints the same on:
@@ -18,7 +18,7 @@ And each error a user can meet is one line and exit 1.
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
 from harness import DRGN, QemuGuest, cross_qemu_binary, drgn_qemu_command, qemu_binary
@@ -94,19 +94,34 @@ def _run(command: List[str]) -> str:
     return r.stdout
 
 
-@pytest.fixture(scope="module", params=[("6.1", False), ("6.12", True)],
-                ids=["linux6.1-nodevice", "linux6.12-device"])  # fmt: skip
+#: (kernel series, -device vmcoreinfo, Debian architecture): x86-64 with and
+#: without the device, and an arm64 guest (virt, Cortex-A57).
+CASES = [("6.1", False, "amd64"), ("6.12", True, "amd64"), ("6.1", False, "arm64")]
+
+
+def _id(case: Tuple[str, bool, str]) -> str:
+    series, device, arch = case
+    suffix = "" if arch == "amd64" else "-arm64"
+    return f"linux{series}-{'device' if device else 'nodevice'}{suffix}"
+
+
+@pytest.fixture(scope="module", params=CASES, ids=_id)
 def guest(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Guest]:
-    series, device = request.param
-    binary = qemu_binary("10.0")
-    kernel = fetch_kernel(series)
-    work = tmp_path_factory.mktemp(f"guest{series}")
+    series, device, arch = request.param
+    kernel = fetch_kernel(series, arch)
+    work = tmp_path_factory.mktemp(f"guest{series}-{arch}")
     script = _script(work)
     sock = work / "drgn.sock"
-    running = boot_linux(binary, work, kernel, device, smp=2,
-                         extra_args=["-qmp", f"unix:{sock},server=on,wait=off"])  # fmt: skip
+    extra = ["-qmp", f"unix:{sock},server=on,wait=off"]
+    if arch == "amd64":
+        binary = qemu_binary("10.0")
+        running = boot_linux(binary, work, kernel, device, smp=2, extra_args=extra)
+    else:
+        binary = cross_qemu_binary("aarch64")
+        running = boot_linux(binary, work, kernel, device, smp=2, machine="virt",
+                             extra_args=[*extra, "-cpu", "cortex-a57"])  # fmt: skip
     out: Dict[str, str] = {}
     try:
         running.stop()
@@ -170,7 +185,7 @@ def test_live_equals_core_but_registers(guest: Guest) -> None:
     assert guest.out["core --no-on-cpu"] != guest.out["core"]
 
 
-@pytest.mark.parametrize("guest", [("6.12", True)], indirect=True, ids=["linux6.12-device"])
+@pytest.mark.parametrize("guest", [CASES[1]], indirect=True, ids=_id)
 def test_drgn_qemu_qmp_equals_core(guest: Guest) -> None:
     """drgn's own --qemu on the running QEMU (it needs -device vmcoreinfo) sees the same."""
     assert guest.out["drgn --qemu"] == guest.out["core --no-on-cpu"]
@@ -186,7 +201,7 @@ def _error(command: List[str]) -> str:
 
 
 def test_wrong_vmlinux(guest: Guest) -> None:
-    other = fetch_kernel("6.12" if guest.kernel.release.startswith("6.1.0-") else "6.1")
+    other = fetch_kernel("6.12" if guest.kernel.release.startswith("6.1.0-") else "6.1", "amd64")
     line = _error(_guest_cmd("-c", str(guest.core), "-s", str(guest.binary), "-g",
                              str(other.vmlinux), "-e", "pass"))  # fmt: skip
     assert f"{other.vmlinux} (build ID " in line
@@ -274,7 +289,7 @@ def test_usage(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("guest", [("6.1", False)], indirect=True, ids=["linux6.1-nodevice"])
+@pytest.mark.parametrize("guest", [CASES[0]], indirect=True, ids=_id)
 def test_readme_transcript(guest: Guest, tmp_path: Path) -> None:
     """The README's guest transcript, run as written on this guest, compared but for counts."""
     from test_linux_guest import _run_readme_block, _vary
