@@ -460,18 +460,21 @@ def test_readme_repl_transcript(linux_dump: LinuxDump, tmp_path: Path) -> None:
     thread IDs and timer deadlines are the moment's); of 'timers', which
     timers are armed is too, so only its first line is compared.
     """
-    from test_readme import README, repl
+    from test_readme import README, normalized, repl, split_banner
 
     d = linux_dump
     body = README.split("The same on the core of the Linux 6.1 guest above", 1)[1]
     block = body.split("```\n", 2)[1]
     command, *session = block.rstrip("\n").splitlines()
     assert command == "$ drgn -q -c qemu.core -s qemu-system-x86_64"
+    banner, session = split_banner(session)
     inputs = [line[4:] for line in session if line.startswith(">>> ")]
     (tmp_path / "qemu.core").symlink_to(d.core)
     got = repl([str(Path(sys.executable).parent / "drgn"), "-q", "-c", "qemu.core", "-s",
                 str(d.binary)], inputs, tmp_path)  # fmt: skip
-    got = got[got.index(">>> " + inputs[0]) :].rstrip("> \n")
+    at = got.index(">>> " + inputs[0])
+    assert normalized(got[:at].rstrip("\n").splitlines()) == normalized(banner)
+    got = got[at:].rstrip("> \n")
 
     def shape(lines: List[str]) -> List[str]:
         out, in_timers = [], False

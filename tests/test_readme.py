@@ -45,6 +45,8 @@ FACTS_OF_THE_DAY = [
     (r"(?:~|/root|/home/[^/\s]+)/\.cache/drgn-qemu/[^/\s]+/", "CACHE/"),
     (r"\bversion \d+\.\d+\.\d+\b", "version V"),
     (r"GCC: \(Debian [^)]*\) [\d.]+", "GCC: (Debian V) V"),
+    # drgn's greeting: the drgn PyPI serves, and the libraries it was built with.
+    (r"^drgn \d+\.\d+\.\d+ \(using .*\)$", "drgn V (using ...)"),
 ]  # fmt: skip
 
 
@@ -160,11 +162,14 @@ def test_repl_transcript(demo_core: Tuple[Path, Path], tmp_path: Path) -> None:
     block = body.split("```\n", 2)[1]
     command, *session = block.rstrip("\n").splitlines()
     assert command == "$ drgn -q -c qemu.core"
+    banner, session = split_banner(session)
     inputs = [line[4:] for line in session if line.startswith(">>> ")]
     (tmp_path / "qemu.core").symlink_to(core)
     got = repl([DRGN, "-q", "-c", "qemu.core", "-s", str(binary)], inputs, tmp_path)
-    # From the first command typed on: drgn's own greeting and imports before it.
-    got = got[got.index(">>> " + inputs[0]) :].rstrip("> \n")
+    # drgn's own greeting and imports, then what was typed.
+    at = got.index(">>> " + inputs[0])
+    assert normalized(got[:at].rstrip("\n").splitlines()) == normalized(banner)
+    got = got[at:].rstrip("> \n")
 
     def norm(text: str) -> List[str]:
         return [
@@ -172,6 +177,13 @@ def test_repl_transcript(demo_core: Tuple[Path, Path], tmp_path: Path) -> None:
         ]
 
     assert norm(got) == norm("\n".join(session))
+
+
+def split_banner(session: List[str]) -> Tuple[List[str], List[str]]:
+    """A README REPL session's drgn greeting (to its last import line), and the rest."""
+    assert session[0].startswith("drgn 0.") and session[1] == "For help, type help(drgn)."
+    end = session.index(">>> from drgn.helpers.common import *") + 1
+    return session[:end], session[end:]
 
 
 def test_transcript_comparison_ignores_facts_of_the_day() -> None:
@@ -189,14 +201,17 @@ def test_transcript_comparison_ignores_facts_of_the_day() -> None:
         today = [line.replace(release, other) for line in recorded]
         assert today != recorded
         assert _vary(today) == _vary(recorded), other
-    # The build cache's directory is named after a hash of the build recipe.
+    # The build cache's directory is named after a hash of the build recipe:
+    # a run on one day's build and on another's compare equal.
     info = README.split("\n### Triage a crashed QEMU: `info`\n", 1)[1].split("```\n", 2)[1]
-    recorded = info.splitlines()
-    cache = re.search(r"~/\.cache/drgn-qemu/([^/]+)/", info)
-    assert cache is not None
+    assert "/usr/bin/qemu-system-x86_64" in info
+
+    def run_on(build: str) -> List[str]:
+        return info.replace("/usr/bin/", f"/root/.cache/drgn-qemu/{build}/").splitlines()
+
+    recorded = run_on("qemu-10.2-25be1a043834")
     for other in ("qemu-10.2-0123456789ab", "qemu-10.2-ffffffffffff"):
-        today = [line.replace(cache.group(1), other) for line in recorded]
-        today = [line.replace("~/.cache", "/root/.cache") for line in today]
+        today = run_on(other)
         assert today != recorded
         assert normalized(today) == normalized(recorded), other
     # What the guest is made of is not a fact of the day.
