@@ -244,39 +244,36 @@ def test_qemu_repl_binds_the_guest(guest: Guest) -> None:
     assert lines[-2] == trace[1].strip()
 
 
-def test_no_linux_kernel(tmp_path: Path) -> None:
-    """A firmware-only guest: no VMCOREINFO, and --vmcoreinfo named as the way out."""
-    binary = qemu_binary("10.0")
-    with QemuGuest(binary, tmp_path, memory="128M") as running:
+def _firmware_guest_error(tmp_path: Path, binary: Path, *args: str, **guest: object) -> str:
+    """The error of drgn-qemu guest ARGS on the core of a stopped firmware-only guest."""
+    with QemuGuest(binary, tmp_path, memory="128M", **guest) as running:  # type: ignore[arg-type]
         running.stop()
         core = running.gcore(tmp_path / "qemu.core")
-    line = _error(_guest_cmd("-c", str(core), "-s", str(binary), "-e", "pass"))
+    return _error(_guest_cmd("-c", str(core), "-s", str(binary), *args, "-e", "pass"))
+
+
+def test_no_linux_kernel(tmp_path: Path) -> None:
+    """A firmware-only guest: no VMCOREINFO, and --vmcoreinfo named as the way out."""
+    line = _firmware_guest_error(tmp_path, qemu_binary("10.0"))
     assert "no Linux kernel's VMCOREINFO in the guest" in line and "--vmcoreinfo FILE" in line
 
 
 def test_no_guest_ram(tmp_path: Path) -> None:
     """dump-guest-core=off: the reason a dump gives, for every block."""
-    binary = qemu_binary("10.0")
-    with QemuGuest(binary, tmp_path, memory="128M", machine_opts="dump-guest-core=off") as running:
-        running.stop()
-        core = running.gcore(tmp_path / "qemu.core")
-    line = _error(_guest_cmd("-c", str(core), "-s", str(binary), "-e", "pass"))
+    line = _firmware_guest_error(tmp_path, qemu_binary("10.0"),
+                                 machine_opts="dump-guest-core=off")  # fmt: skip
     assert "is not in the core" in line and "dump-guest-core=off" in line
 
 
 def test_architecture_drgn_cannot_debug(tmp_path: Path) -> None:
     """A riscv64 guest: drgn walks no RISC-V page tables; the dump route is named instead."""
-    binary = cross_qemu_binary("riscv64")
-    with QemuGuest(binary, tmp_path, memory="128M", machine="virt", machine_opts="",
-                   extra_args=["-bios", "none"]) as running:  # fmt: skip
-        running.stop()
-        core = running.gcore(tmp_path / "qemu.core")
     vmcoreinfo = tmp_path / "vmcoreinfo"  # past the check for a Linux kernel
     vmcoreinfo.write_text(
         "OSRELEASE=6.12.0\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffffffff81000000\n"
     )
-    line = _error(_guest_cmd("-c", str(core), "-s", str(binary), "--vmcoreinfo", str(vmcoreinfo),
-                             "-e", "pass"))  # fmt: skip
+    line = _firmware_guest_error(tmp_path, cross_qemu_binary("riscv64"), "--vmcoreinfo",
+                                 str(vmcoreinfo), machine="virt", machine_opts="",
+                                 extra_args=["-bios", "none"])  # fmt: skip
     assert "drgn cannot debug the Linux kernel of this riscv64 guest" in line
     assert "drgn-qemu dump-guest-memory" in line
 

@@ -11,10 +11,10 @@ checks (drgn, crash, makedumpfile) are in test_linux_guest.py.
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator
 
 import pytest
-from harness import SERIES, QemuGuest, drgn_qemu_command, qemu_binary, write_blob
+from harness import SERIES, QemuGuest, drgn_qemu_command, qemu_binary
 from kdump_reader import (
     FLAG_LZO,
     FLAG_SNAPPY,
@@ -25,7 +25,7 @@ from kdump_reader import (
     open_kdump,
     unflatten,
 )
-from test_real_qemu import BLOBS, run
+from test_real_qemu import load_blobs, run
 from vmcore import note_bytes, notes
 
 FORMATS = {"kdump-zlib": FLAG_ZLIB, "kdump-zstd": FLAG_ZSTD, "kdump-snappy": FLAG_SNAPPY,
@@ -53,11 +53,7 @@ def stopped(
     series = request.param
     binary = qemu_binary(series)
     work = tmp_path_factory.mktemp(f"kdump-qemu{series}")
-    extra: List[str] = []
-    for addr, size, seed in BLOBS:
-        path = work / f"blob-{addr:x}.bin"
-        write_blob(path, size, seed)
-        extra += ["-device", f"loader,file={path},addr={addr:#x},force-raw=on"]
+    extra, _ = load_blobs(work)
     # Two vCPUs: two CORE and two QEMU notes in the sub-header.
     with QemuGuest(binary, work, extra_args=extra, smp=2) as guest:
         time.sleep(0.5)

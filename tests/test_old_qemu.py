@@ -13,12 +13,12 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator
 
 import pytest
-from harness import DRGN, QemuGuest, drgn_qemu_command, qemu_binary, write_blob
+from harness import DRGN, QemuGuest, drgn_qemu_command, qemu_binary
 from kdump_reader import assert_same_kdump_but_machine, unflatten
-from test_real_qemu import BLOBS, run
+from test_real_qemu import load_blobs, run
 from vmcore import notes
 
 SERIES = "5.2"
@@ -44,11 +44,7 @@ def stopped(
     machine = request.param
     binary = qemu_binary(SERIES)
     work = tmp_path_factory.mktemp(f"qemu5.2-{machine}")
-    extra: List[str] = []
-    for addr, size, seed in BLOBS:
-        path = work / f"blob-{addr:x}.bin"
-        write_blob(path, size, seed)
-        extra += ["-device", f"loader,file={path},addr={addr:#x},force-raw=on"]
+    extra, _ = load_blobs(work)
     with QemuGuest(binary, work, machine=machine, extra_args=extra, smp=2) as guest:
         guest.stop()
         hmp = {view: guest.hmp(command).replace("\r\n", "\n") for view, command in VIEWS.items()}

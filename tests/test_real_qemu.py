@@ -36,6 +36,16 @@ from drgn_qemu.reader import IO_MODES
 BLOBS = [(0x1000000, 4 << 20, 1), (0x100200000, 3 << 20, 2)]
 
 
+def load_blobs(work: Path) -> Tuple[List[str], Dict[int, bytes]]:
+    """QEMU's arguments loading :data:`BLOBS` (files written in *work*), and their bytes."""
+    blobs, extra = {}, []
+    for addr, size, seed in BLOBS:
+        path = work / f"blob-{addr:x}.bin"
+        blobs[addr] = write_blob(path, size, seed)
+        extra += ["-device", f"loader,file={path},addr={addr:#x},force-raw=on"]
+    return extra, blobs
+
+
 @dataclass
 class StoppedGuest:
     series: str
@@ -63,12 +73,7 @@ def stopped(
         pytest.skip("/dev/kvm is not usable on this machine (the TCG cases still run)")
     binary = qemu_binary(series)
     work = tmp_path_factory.mktemp(f"qemu{series}-{accel}-smp{smp}")
-    blobs = {}
-    extra = []
-    for addr, size, seed in BLOBS:
-        path = work / f"blob-{addr:x}.bin"
-        blobs[addr] = write_blob(path, size, seed)
-        extra += ["-device", f"loader,file={path},addr={addr:#x},force-raw=on"]
+    extra, blobs = load_blobs(work)
     guest = QemuGuest(binary, work, accel, extra_args=extra, smp=smp).start()
     try:
         time.sleep(0.5)  # let the firmware run and write to RAM
