@@ -13,6 +13,7 @@ bug and keeps its traceback. Damaged QEMU memory is input, not a bug:
 """
 
 import functools
+import re
 import struct
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar, cast
@@ -90,6 +91,14 @@ _DAMAGE_ERRORS = (
 )
 
 
+#: drgn's messages for a member a type does not have (``Object.member_``,
+#: attribute access), or an Object that is no structure at all (a member
+#: whose type changed).
+_DRGN_NO_MEMBER = re.compile(
+    r"has no member '|is not a structure, union, or class|^'_drgn\.Object' object has no attribute"
+)
+
+
 @contextmanager
 def reading(what: str) -> Iterator[None]:
     """
@@ -108,8 +117,15 @@ def reading(what: str) -> Iterator[None]:
         ) from None
     except _DAMAGE_ERRORS as e:
         raise CorruptStructureError(f"{what} looks damaged: {e}") from None
-    except (AttributeError, LookupError) as e:
-        # A member or type drgn-qemu expects is not in this QEMU's debug info.
+    except AttributeError as e:
+        # drgn's Object says a member drgn-qemu expects is not in this QEMU's
+        # debug info ("'struct CPUState' has no member 'thread_id'"); any
+        # other AttributeError is a bug of ours, and keeps its traceback.
+        if not _DRGN_NO_MEMBER.search(str(e)):
+            raise
+        raise UnsupportedError(f"unsupported QEMU data structure layout ({what}): {e}") from None
+    except LookupError as e:
+        # A type or variable drgn-qemu expects is not in this QEMU's debug info.
         raise UnsupportedError(f"unsupported QEMU data structure layout ({what}): {e}") from None
 
 

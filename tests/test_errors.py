@@ -571,3 +571,18 @@ def test_bt_of_a_thread_at_pc_0(binaries: Dict[str, Path], tmp_path: Path) -> No
     assert r.returncode == 0, r.stderr
     assert "(no stack to unwind: its program counter is 0" in r.stdout, r.stdout
     assert "#0  0x0" not in r.stdout and "#0 0x0" not in r.stdout
+
+
+def test_reading_keeps_our_bugs(cored: GetCore) -> None:
+    """reading() turns drgn's missing members into one line, and leaves our own bugs' tracebacks."""
+    from test_synthetic import open_fixture
+
+    from drgn_qemu.errors import UnsupportedError, reading
+
+    prog = open_fixture(cored("MODERN"))
+    with pytest.raises(UnsupportedError, match=r"layout \(MR\): 'MemoryRegion' has no member 'x'"):
+        with reading("MR"):
+            prog["mr_ram"].x  # noqa: B018
+    with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'size'"):
+        with reading("MR"):
+            None.size  # type: ignore[attr-defined]  # noqa: B018
