@@ -14,6 +14,7 @@ from drgn import Object, Program, cast
 
 from drgn_qemu.arch import detect_arch
 from drgn_qemu.errors import CorruptStructureError, NotFoundError, translate_errors
+from drgn_qemu.helpers.accel import kvm_enabled
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu, qemu_get_cpu
 from drgn_qemu.helpers.glib import DirectHashTable
 from drgn_qemu.helpers.int128 import int128_get, int128_get64
@@ -294,10 +295,7 @@ def _mtree_info_flatview(prog: Program, only: Optional[str]) -> List[str]:
             spaces = []
             views.insert(view, spaces)
         spaces.append(as_)
-    try:
-        kvm = bool(prog["kvm_allowed"])
-    except KeyError:
-        kvm = False
+    kvm = kvm_enabled(prog)
     lines: List[str] = []
     for counter, (view_addr, spaces) in enumerate(views.items()):
         if only is not None and only not in _names(spaces):

@@ -16,6 +16,7 @@ from drgn import Object, PlatformFlags, Program, cast, container_of, sizeof
 from drgn_qemu.arch import ArchDumpInfo, GuestArch, enumerator_name
 from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, elf_note, struct_order
 from drgn_qemu.errors import UnsupportedError
+from drgn_qemu.helpers.accel import kvm_enabled
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
@@ -149,13 +150,6 @@ def cpu_ppc_load_decr(cpu: Object, now: int) -> int:
     return decr & 0xFFFFFFFF
 
 
-def _kvm_enabled(prog: Program) -> bool:
-    try:
-        return bool(prog["kvm_allowed"].value_())
-    except KeyError:
-        return False
-
-
 def ppc_cpu_dump_state(cpu: Object) -> str:
     """
     The registers of a POWER vCPU as QEMU's ``ppc_cpu_dump_state()`` prints
@@ -182,7 +176,7 @@ def ppc_cpu_dump_state(cpu: Object) -> str:
     out.append(f"MSR {env.msr.value_():016x} HID0 {spr[SPR_HID0].value_():016x}  HF "
                f"{hflags & 0xFFFFFFFF:08x} iidx {iidx} didx {didx}\n")  # fmt: skip
     if env.tb_env:
-        if _kvm_enabled(prog):
+        if kvm_enabled(prog):
             tbl, decr = spr[SPR_TBL].value_(), spr[SPR_DECR].value_()
         else:
             now = qemu_clock_get_ns_virtual(prog)
@@ -191,7 +185,7 @@ def ppc_cpu_dump_state(cpu: Object) -> str:
                     "the VM was running: its time base at the time of the core is not known"
                 )
             tbl, decr = cpu_ppc_load_tbl(env, now), cpu_ppc_load_decr(cpu, now)
-        tbu = (spr[SPR_TBU].value_() if _kvm_enabled(prog) else tbl >> 32) & 0xFFFFFFFF
+        tbu = (spr[SPR_TBU].value_() if kvm_enabled(prog) else tbl >> 32) & 0xFFFFFFFF
         out.append(f"TB {tbu:08d} {tbl & u64:08d} DECR {decr & u64}\n")
     spe = env.flags.value_() & prog["POWERPC_FLAG_SPE"].value_()
     for i in range(32):

@@ -18,6 +18,7 @@ from drgn import Object, Program, cast, container_of, sizeof
 from drgn_qemu.arch import ArchDumpInfo, GuestArch, enumerator_name
 from drgn_qemu.elf import ELFCLASS64, ELFDATA2MSB, elf_note
 from drgn_qemu.errors import UnsupportedError
+from drgn_qemu.helpers.accel import tcg_enabled
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
@@ -110,17 +111,10 @@ def calc_cc(env: Object) -> int:
     )
 
 
-def _tcg_enabled(prog: Program) -> bool:
-    try:
-        return bool(prog["tcg_allowed"].value_())
-    except KeyError:  # a QEMU built without TCG
-        return False
-
-
 def s390_cpu_get_psw_mask(env: Object) -> int:
     """The PSW mask with TCG's condition code put in (``s390_cpu_get_psw_mask()``)."""
     mask = _u64(env.psw.mask)
-    if _tcg_enabled(env.prog_):
+    if tcg_enabled(env.prog_):
         mask = (mask & ~PSW_MASK_CC) | (calc_cc(env) << 44)
     return mask
 
@@ -156,7 +150,7 @@ def s390_cpu_dump_state(cpu: Object, first: Object) -> str:
     prog = cpu.prog_
     out = [f"PSW=mask {s390_cpu_get_psw_mask(env):016x} addr {_u64(env.psw.addr):016x}"]
     op = env.cc_op.value_()
-    if not _tcg_enabled(prog):
+    if not tcg_enabled(prog):
         out.append("\n")
     elif op > 3:
         out.append(f" cc {cc_op_name(prog, op):>15}\n")

@@ -14,6 +14,7 @@ from drgn import Object, Program, container_of, sizeof
 
 from drgn_qemu.arch import ArchDumpInfo, GuestArch, enum_constant
 from drgn_qemu.elf import ELFCLASS32, ELFCLASS64, ELFDATA2LSB, elf_note
+from drgn_qemu.helpers.accel import kvm_enabled
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 from drgn_qemu.program import printed_format
@@ -213,11 +214,11 @@ class X86_64(GuestArch):
 
     def cpu_registers_stale(self, cpu: Object) -> bool:
         # Under KVM, QEMU holds the registers as of its last synchronization.
-        try:
-            kvm = bool(cpu.prog_["kvm_allowed"])
-        except KeyError:
-            return False
-        return kvm and cpu.type_.type.has_member("vcpu_dirty") and not cpu.vcpu_dirty
+        return (
+            kvm_enabled(cpu.prog_)
+            and cpu.type_.type.has_member("vcpu_dirty")
+            and not cpu.vcpu_dirty
+        )
 
 
 # include/target/i386/cpu.h

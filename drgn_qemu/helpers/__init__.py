@@ -15,6 +15,7 @@ import pkgutil
 from typing import TYPE_CHECKING, Any, List
 
 if TYPE_CHECKING:  # the same names, for type checkers (a test checks the list)
+    from drgn_qemu.helpers.accel import *  # noqa: F401,F403
     from drgn_qemu.helpers.coroutine import *  # noqa: F401,F403
     from drgn_qemu.helpers.cpu import *  # noqa: F401,F403
     from drgn_qemu.helpers.dump import *  # noqa: F401,F403
