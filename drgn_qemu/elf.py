@@ -53,6 +53,9 @@ __all__ = (
     "PT_LOAD",
     "PT_NOTE",
     "PT_TLS",
+    "NT_FPREGSET",
+    "NT_PRFPREG",
+    "NT_PRSTATUS",
     "PROCESS_CORE_NOTES",
     "core_file_mappings",
     "core_lacks_private_memory",
@@ -557,6 +560,11 @@ def core_file_mappings(path: str) -> List[FileMapping]:
         return out
     return []
 
+
+#: ``n_type`` of the ``CORE`` notes of a vCPU's (or a thread's) registers:
+#: general, and floating-point (``NT_FPREGSET`` on s390x).
+NT_PRSTATUS = 1
+NT_PRFPREG = NT_FPREGSET = 2
 
 #: ``n_type`` of the ``CORE`` notes that only the core of a process has
 #: (Linux's ``fs/binfmt_elf.c`` and gdb's ``gcore`` write them): a guest

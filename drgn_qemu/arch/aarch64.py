@@ -19,7 +19,16 @@ from typing import Dict, List, Optional, Tuple
 from drgn import Object, Program, container_of
 
 from drgn_qemu.arch import ArchDumpInfo, GuestArch, enum_constant
-from drgn_qemu.elf import ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, elf_note, struct_order
+from drgn_qemu.elf import (
+    ELFCLASS32,
+    ELFCLASS64,
+    ELFDATA2LSB,
+    ELFDATA2MSB,
+    NT_PRFPREG,
+    NT_PRSTATUS,
+    elf_note,
+    struct_order,
+)
 from drgn_qemu.errors import UnsupportedError
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
@@ -43,8 +52,6 @@ __all__ = (
 )
 
 EM_AARCH64 = 183
-NT_PRSTATUS = 1
-NT_PRFPREG = 2
 NT_ARM_SVE = 0x405
 NT_ARM_VFP = 0x400
 EM_ARM = 40

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple
 from drgn import Object, Program, container_of
 
 from drgn_qemu.arch import ArchDumpInfo, GuestArch
-from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, elf_note, struct_order
+from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, NT_PRFPREG, NT_PRSTATUS, elf_note, struct_order
 from drgn_qemu.helpers.cpu import for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
@@ -26,8 +26,6 @@ __all__ = (
 )
 
 EM_LOONGARCH = 258
-NT_PRSTATUS = 1
-NT_PRFPREG = 2
 # loongarch_elf_prstatus: pad1[32], pr_pid, pad2[76], gpr[32], pad1[1],
 # csr_era, csr_badv, pad2[10], pr_fpvalid, pad3[4].
 _PRSTATUS = "32xI76x32Q8xQQ80xI4x"

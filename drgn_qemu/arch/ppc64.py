@@ -14,7 +14,15 @@ from typing import Dict, List, Optional, Tuple
 from drgn import Object, PlatformFlags, Program, cast, container_of, sizeof
 
 from drgn_qemu.arch import ArchDumpInfo, GuestArch, enumerator_name
-from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, elf_note, struct_order
+from drgn_qemu.elf import (
+    ELFCLASS64,
+    ELFDATA2LSB,
+    ELFDATA2MSB,
+    NT_PRFPREG,
+    NT_PRSTATUS,
+    elf_note,
+    struct_order,
+)
 from drgn_qemu.errors import UnsupportedError
 from drgn_qemu.helpers.accel import kvm_enabled
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
@@ -32,8 +40,6 @@ __all__ = (
 )
 
 EM_PPC64 = 21
-NT_PRSTATUS = 1
-NT_PRFPREG = 2
 NT_PPC_VMX = 0x100
 NT_PPC_SPE = 0x101
 NT_PPC_VSX = 0x102

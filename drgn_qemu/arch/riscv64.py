@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Tuple
 from drgn import Object, Program, container_of, sizeof
 
 from drgn_qemu.arch import ArchDumpInfo, GuestArch
-from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, elf_note, struct_order
+from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, NT_PRSTATUS, elf_note, struct_order
 from drgn_qemu.errors import UnsupportedError
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
@@ -20,7 +20,6 @@ from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 __all__ = ("EM_RISCV", "RISCV64", "riscv_cpu", "riscv_cpu_dump_state", "riscv_csrr")
 
 EM_RISCV = 243
-NT_PRSTATUS = 1
 #: ``MSTATUS_UBE``: user-mode accesses big-endian (QEMU's choice of byte order).
 MSTATUS_UBE = 0x40
 # riscv64_elf_prstatus: pad1[32], pr_pid, pad2[76], pc, regs[31], pad3[8].

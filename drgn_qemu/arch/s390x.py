@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 from drgn import Object, Program, cast, container_of, sizeof
 
 from drgn_qemu.arch import ArchDumpInfo, GuestArch, enumerator_name
-from drgn_qemu.elf import ELFCLASS64, ELFDATA2MSB, elf_note
+from drgn_qemu.elf import ELFCLASS64, ELFDATA2MSB, NT_FPREGSET, NT_PRSTATUS, elf_note
 from drgn_qemu.errors import UnsupportedError
 from drgn_qemu.helpers.accel import tcg_enabled
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
@@ -33,8 +33,6 @@ __all__ = (
 )
 
 EM_S390 = 22
-NT_PRSTATUS = 1
-NT_FPREGSET = 2
 NT_S390_TIMER = 0x301
 NT_S390_TODCMP = 0x302
 NT_S390_TODPREG = 0x303

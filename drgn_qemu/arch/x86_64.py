@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple
 from drgn import Object, Program, container_of, sizeof
 
 from drgn_qemu.arch import ArchDumpInfo, GuestArch, enum_constant
-from drgn_qemu.elf import ELFCLASS32, ELFCLASS64, ELFDATA2LSB, elf_note
+from drgn_qemu.elf import ELFCLASS32, ELFCLASS64, ELFDATA2LSB, NT_PRSTATUS, elf_note
 from drgn_qemu.helpers.accel import kvm_enabled
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
@@ -23,7 +23,6 @@ __all__ = ("EM_386", "EM_X86_64", "X86_64", "HF_LMA_MASK", "x86_cpu")
 
 EM_386 = 3
 EM_X86_64 = 62
-NT_PRSTATUS = 1
 #: ``hflags`` bit: long mode active (``HF_LMA_SHIFT`` 14).
 HF_LMA_MASK = 1 << 14
 #: ``CPU_NB_REGS`` of the 64-bit target.
