@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Tuple
 
 import pytest
 from harness import SERIES, QemuGuest, drgn_qemu_command, kvm_usable, qemu_binary
@@ -200,6 +200,32 @@ def qmp_elf_headers(guest: QemuGuest) -> bytes:
     return data[:need]
 
 
+def peak_rss_kinds(pid: int) -> Dict[str, int]:
+    """The peaks (KiB) of RssAnon and RssFile of process *pid*, sampled until it exits."""
+    import threading
+
+    peak = {"RssAnon": 0, "RssFile": 0}
+
+    def sample() -> None:
+        while True:
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        key, _, value = line.partition(":")
+                        if key in peak:
+                            peak[key] = max(peak[key], int(value.split()[0]))
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    return  # exited, not reaped yet
+            except (OSError, ValueError, IndexError):
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    thread.join(timeout=900)
+    return peak
+
+
 def test_kernel_core_of_idle_16g_guest(tmp_path: Path, plain_core_pattern: str) -> None:
     """
     An idle 16 GiB guest's QEMU killed by SIGABRT, cored by the kernel
@@ -225,12 +251,17 @@ def test_kernel_core_of_idle_16g_guest(tmp_path: Path, plain_core_pattern: str) 
     out = tmp_path / "ours.vmcore"
     proc = subprocess.Popen([*drgn_qemu_command(), "dump-guest-memory", "-q", "-c", str(core),
                              "-s", str(binary), str(out)])  # fmt: skip
+    peak = peak_rss_kinds(proc.pid)
     _, status, usage = os.wait4(proc.pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    print(f"\npeak RSS of the dump: {usage.ru_maxrss >> 10} MiB")
-    # KiB: flat, far from the guest's 16 GiB (87-101 MiB run alone; 362 MiB once in a
-    # full suite run on a loaded machine, not explained yet).
-    assert usage.ru_maxrss < 512 << 10
+    print(f"\npeak RSS of the dump: {usage.ru_maxrss >> 10} MiB; sampled peaks: anonymous "
+          f"{peak['RssAnon'] >> 10} MiB, the core's mapped pages {peak['RssFile'] >> 10} MiB")  # fmt: skip
+    # KiB: what the dump allocates is flat, far from the guest's 16 GiB. Its
+    # peak RSS also counts the core's page-cache pages it maps, which the
+    # kernel may fault in by the large folio: 87-101 MiB run alone, 362 MiB
+    # and 1678 MiB in two full-suite runs, not explained yet; so the bound
+    # is on anonymous memory, sampled (a sample can miss a peak, never add one).
+    assert peak["RssAnon"] < 256 << 10
     (phoff,) = struct.unpack_from("<Q", headers, 32)
     (phnum,) = struct.unpack_from("<H", headers, 56)
 
