@@ -3,7 +3,7 @@
 """
 drgn on a guest's Linux kernel, measured in one run: Debian's 6.12 cloud
 kernel with -device vmcoreinfo, 2 vCPUs, booted in a 512 MiB and a 16 GiB
-guest (KVM where usable, else TCG), each stopped, then killed with SIGABRT
+guest (TCG), each stopped, then killed with SIGABRT
 so the kernel writes QEMU's core (sparse). For each, the time and peak RSS
 (the process and its children) of:
 
@@ -74,17 +74,20 @@ def free_port() -> int:
 
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from harness import DRGN, drgn_qemu_command, kvm_usable, qemu_binary
+    from harness import DRGN, drgn_qemu_command, qemu_binary
     from linux_guest import boot_linux, fetch_kernel
 
     binary = qemu_binary("10.0")
     kernel = fetch_kernel("6.12")
-    accel = "kvm" if kvm_usable() else "tcg"
+    # TCG, as the tests: under this machine's nested KVM the 6.12 kernel
+    # needs -cpu host, which its KVM refuses (an MSR it cannot set).
+    accel = "tcg"
     vmlinux = str(kernel.vmlinux)
     pattern = Path("/proc/sys/kernel/core_pattern")
     old_pattern = pattern.read_text()
     pattern.write_text("core\n")  # the kernel writes the core next to QEMU
     rows: Dict[str, Dict[str, Tuple[float, int, str]]] = {}
+    tcp_note: List[str] = []  # the sizes where drgn --qemu over TCP found no kernel
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for size in SIZES:
@@ -119,8 +122,12 @@ def main() -> int:
                                     "vmcoreinfo.text)"], check=True)  # fmt: skip
                     # Over TCP drgn cannot find VMCOREINFO itself: given, as a user would.
                     tcp += ["--vmcoreinfo", str(vmci)]
-                    r["open: drgn --qemu (TCP)"] = median([*tcp, "-e", "pass"], 1)
-                    r["tasks: drgn --qemu (TCP)"] = median([*tcp, str(script)], 1)
+                    check = "prog['init_uts_ns']"
+                    if subprocess.run([*tcp, "-e", check], capture_output=True).returncode == 0:
+                        r["open: drgn --qemu (TCP)"] = median([*tcp, "-e", "pass"], 1)
+                        r["tasks: drgn --qemu (TCP)"] = median([*tcp, str(script)], 1)
+                    else:
+                        tcp_note.append(size)
                     assert guest.proc is not None
                     guest.proc.send_signal(signal.SIGABRT)
                     guest.proc.wait()
@@ -158,12 +165,20 @@ def main() -> int:
     lines = [f"| what | {' | '.join(SIZES)} | 16G / 512M | peak RSS MiB ({' / '.join(SIZES)}) |",
              "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for key in rows[SIZES[0]]:
+        if key not in rows[SIZES[1]]:
+            continue
         a, b = rows[SIZES[0]][key], rows[SIZES[1]][key]
         if key.startswith("core size"):
             lines.append(f"| {key} | {a[0]:.0f} | {b[0]:.0f} | | |")
             continue
         lines.append(f"| {key} | {a[0]:.2f} s | {b[0]:.2f} s | {b[0] / a[0]:.2f}x | "
                      f"{a[1] >> 10} / {b[1] >> 10} |")  # fmt: skip
+    if tcp_note:
+        lines.append(
+            f"\ndrgn --qemu over TCP ({', '.join(tcp_note)}): drgn 0.3 did not open the guest's "
+            "kernel (`init_uts_ns` not found, with `--vmcoreinfo` given too): it tells a Linux "
+            "guest only over the Unix socket, so no TCP row."
+        )
     table = "\n".join(lines)
     print(table)
     if "--write" in sys.argv:
