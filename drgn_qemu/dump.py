@@ -438,11 +438,14 @@ def write_dump(
     memory use does not grow with the guest. *progress* is called with the
     bytes of each chunk done.
     """
+    # The writers bring numpy and the compressors: loaded when a dump is written.
+    from drgn_qemu.writer import write_layout
+
     start = time.monotonic()
     reader = reader if reader is not None else plan.reader or ProgramReader(plan.prog)
     with atomic_output(output, plan.options.force, _inputs(plan, reader)) as f:
         try:
-            size = plan.layout.write(f.fileno(), reader, plan.options, progress)
+            size = write_layout(plan.layout, f.fileno(), reader, plan.options, progress)
         except MemoryFault as e:
             raise _fault_error(plan, e) from None
         except OSError as e:

@@ -22,7 +22,8 @@ import drgn
 from drgn import Program
 
 from drgn_qemu.dump import DumpPlan, plan_dump
-from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, ElfCoreLayout, read_build_id
+from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, ElfCoreLayout
+from drgn_qemu.elffile import read_build_id
 from drgn_qemu.errors import DebugInfoError, DrgnQemuError, UnsupportedError
 from drgn_qemu.options import DumpOptions
 from drgn_qemu.reader import MemoryFault, MemoryReader

@@ -20,7 +20,8 @@ from typing import Any, Dict, List, Optional
 
 from drgn import Program, ProgramFlags
 
-from drgn_qemu.elf import read_elf_headers, read_elf_section, struct_order
+from drgn_qemu.elf import read_elf_headers, struct_order
+from drgn_qemu.elffile import read_elf_section
 from drgn_qemu.errors import DrgnQemuError, GuestMemoryError, reading
 from drgn_qemu.helpers.machine import machine_state
 from drgn_qemu.helpers.qom import object_get_typename

@@ -23,29 +23,21 @@ shared zero page.
 
 import os
 import struct
-import threading
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from drgn_qemu.elf import ELFCLASS64, note_align, struct_order
-from drgn_qemu.fileio import pwrite_all
-from drgn_qemu.options import KDUMP_FORMATS, DumpOptions
-from drgn_qemu.pipeline import ChunkPipeline, default_threads
 from drgn_qemu.ranges import GuestRange
-from drgn_qemu.reader import MemoryReader
 
 __all__ = (
     "COMPRESSION_FLAGS",
-    "KDUMP_FORMATS",
     "KdumpHeader",
     "KdumpLayout",
     "PageRun",
     "PartialPage",
-    "compress_pages",
-    "get_compressor",
     "page_descriptors",
     "pages_of_segments",
 )
@@ -67,7 +59,6 @@ COMPRESSION_FLAGS: Dict[str, int] = {
     "kdump-snappy": DUMP_DH_COMPRESSED_SNAPPY,
     "kdump-lzo": DUMP_DH_COMPRESSED_LZO,
 }
-assert KDUMP_FORMATS == tuple(COMPRESSION_FLAGS)
 
 _UTSNAME_FIELD = 65
 # disk_dump_header: signature, header_version, new_utsname (6 x 65 bytes),
@@ -80,6 +71,46 @@ _DISK_DUMP_HEADER = {ELFCLASS64: "8sI390s22s10I", 1: "8sI390s10s10I"}
 # offset_vmcoreinfo, size_vmcoreinfo, offset_note, note_size,
 # offset_eraseinfo, size_eraseinfo, start_pfn_64, end_pfn_64, max_mapnr_64.
 _KDUMP_SUB_HEADER = {ELFCLASS64: "QIIQQQQQQQQQQQ", 1: "IIIIIQIQIQIQQQ"}
+#: The fields of disk_dump_header and kdump_sub_header, in order.
+DISK_DUMP_HEADER_FIELDS = (
+    "signature", "header_version", "utsname", "timestamp", "status", "block_size",
+    "sub_hdr_size", "bitmap_blocks", "max_mapnr", "total_ram_blocks", "device_blocks",
+    "written_blocks", "current_cpu", "nr_cpus",
+)  # fmt: skip
+KDUMP_SUB_HEADER_FIELDS = (
+    "phys_base", "dump_level", "split", "start_pfn", "end_pfn", "offset_vmcoreinfo",
+    "size_vmcoreinfo", "offset_note", "note_size", "offset_eraseinfo", "size_eraseinfo",
+    "start_pfn_64", "end_pfn_64", "max_mapnr_64",
+)  # fmt: skip
+
+HeaderFields = Mapping[str, Union[int, bytes]]
+
+
+def disk_dump_header_struct(order: str, elf_class: int) -> struct.Struct:
+    """disk_dump_header of a byte order and ELF class."""
+    return struct.Struct(order + _DISK_DUMP_HEADER[elf_class])
+
+
+def kdump_sub_header_struct(order: str, elf_class: int) -> struct.Struct:
+    """kdump_sub_header of a byte order and ELF class."""
+    return struct.Struct(order + _KDUMP_SUB_HEADER[elf_class])
+
+
+def pack_disk_dump_header(order: str, elf_class: int, fields: HeaderFields) -> bytes:
+    """
+    Encode a disk_dump_header from its fields by name
+    (:data:`DISK_DUMP_HEADER_FIELDS`); a field not given is 0 (or empty).
+    """
+    zero = {"signature": KDUMP_SIGNATURE, "header_version": KDUMP_HEADER_VERSION,
+            "utsname": b"", "timestamp": b""}  # fmt: skip
+    values = [fields.get(f, zero.get(f, 0)) for f in DISK_DUMP_HEADER_FIELDS]
+    return disk_dump_header_struct(order, elf_class).pack(*values)
+
+
+def pack_kdump_sub_header(order: str, elf_class: int, fields: HeaderFields) -> bytes:
+    """Encode a kdump_sub_header from its fields by name; a field not given is 0."""
+    values = [fields.get(f, 0) for f in KDUMP_SUB_HEADER_FIELDS]
+    return kdump_sub_header_struct(order, elf_class).pack(*values)
 
 
 def _div_round_up(n: int, d: int) -> int:
@@ -197,17 +228,17 @@ class KdumpLayout:
         # QEMU's get_max_mapnr(): the page frame of the end of the last block.
         self.max_mapnr = self.segments[-1].end // page_size
         self.len_bitmap = page_size * _div_round_up(_div_round_up(self.max_mapnr, 8), page_size)
-        self._sub = struct.Struct(self.order + _KDUMP_SUB_HEADER[elf_class])
-        self.sub_hdr_blocks = _div_round_up(self._sub.size + len(notes), page_size)
+        sub_size = kdump_sub_header_struct(self.order, elf_class).size
+        self.sub_hdr_blocks = _div_round_up(sub_size + len(notes), page_size)
         self.bitmap_blocks = 2 * (self.len_bitmap // page_size)
-        self.note_offset = page_size + self._sub.size
+        self.note_offset = page_size + sub_size
         self.bitmap_offset = (1 + self.sub_hdr_blocks) * page_size
         self.desc_offset = self.bitmap_offset + self.bitmap_blocks * page_size
         self.pages = 0
         for item in pages_of_segments(self.segments, page_size):
             self.pages += item.count if isinstance(item, PageRun) else 1
         #: Offset of the shared zero page, the first page data.
-        self.data_offset = self.desc_offset + _PAGE_DESC_SIZE * self.pages
+        self.data_offset = self.desc_offset + PAGE_DESC_SIZE * self.pages
 
     def header(self) -> bytes:
         """Return the disk_dump_header and kdump_sub_header blocks, with the notes."""
@@ -217,44 +248,29 @@ class KdumpLayout:
         else:
             machine = self.machine.encode()[: _UTSNAME_FIELD - 1]
             utsname[4 * _UTSNAME_FIELD : 4 * _UTSNAME_FIELD + len(machine)] = machine
-        dh = struct.pack(
-            self.order + _DISK_DUMP_HEADER[self.elf_class],
-            KDUMP_SIGNATURE,
-            KDUMP_HEADER_VERSION,
-            bytes(utsname),
-            b"",  # timestamp
-            COMPRESSION_FLAGS[self.compression],  # status
-            self.page_size,
-            self.sub_hdr_blocks,
-            self.bitmap_blocks,
-            min(self.max_mapnr, 0xFFFFFFFF),
-            0,  # total_ram_blocks
-            0,  # device_blocks
-            0,  # written_blocks
-            0,  # current_cpu
-            self.nr_cpus,
-        )
+        dh = pack_disk_dump_header(self.order, self.elf_class, {
+            "utsname": bytes(utsname),
+            "status": COMPRESSION_FLAGS[self.compression],
+            "block_size": self.page_size,
+            "sub_hdr_size": self.sub_hdr_blocks,
+            "bitmap_blocks": self.bitmap_blocks,
+            "max_mapnr": min(self.max_mapnr, 0xFFFFFFFF),
+            "nr_cpus": self.nr_cpus,
+        })  # fmt: skip
         offset_vmcoreinfo = size_vmcoreinfo = 0
         if self.vmcoreinfo_note is not None:
             namesz, descsz = struct.unpack_from(self.order + "II", self.notes, self.vmcoreinfo_note)
             offset_vmcoreinfo = self.note_offset + self.vmcoreinfo_note + 12 + note_align(namesz)
             size_vmcoreinfo = descsz
-        kh = self._sub.pack(
-            self.phys_base,
-            DUMP_LEVEL,
-            0,  # split
-            0,  # start_pfn
-            0,  # end_pfn
-            offset_vmcoreinfo,
-            size_vmcoreinfo,
-            self.note_offset,
-            len(self.notes),
-            0,  # offset_eraseinfo
-            0,  # size_eraseinfo
-            0,  # start_pfn_64
-            0,  # end_pfn_64
-            self.max_mapnr,
-        )
+        kh = pack_kdump_sub_header(self.order, self.elf_class, {
+            "phys_base": self.phys_base,
+            "dump_level": DUMP_LEVEL,
+            "offset_vmcoreinfo": offset_vmcoreinfo,
+            "size_vmcoreinfo": size_vmcoreinfo,
+            "offset_note": self.note_offset,
+            "note_size": len(self.notes),
+            "max_mapnr_64": self.max_mapnr,
+        })  # fmt: skip
         out = bytearray(self.bitmap_offset)
         out[: len(dh)] = dh
         out[self.page_size : self.page_size + len(kh)] = kh
@@ -281,231 +297,33 @@ class KdumpLayout:
             bits[start // 8 : end // 8] = b"\xff" * ((end - start) // 8)
         return bytes(bits)
 
-    def write(
-        self,
-        fd: int,
-        reader: MemoryReader,
-        options: DumpOptions,
-        progress: Optional[Callable[[int], None]] = None,
-    ) -> int:
-        """
-        Write the file to *fd*: headers, bitmaps, then the pages, read from
-        *reader* a chunk at a time and compressed by ``options.threads``
-        threads (default: one per CPU for the compressions where that is
-        faster, :data:`PARALLEL_COMPRESSIONS`) while the next chunk is read;
-        descriptors and data are written in page order, so the file does not
-        depend on the number of threads. With ``options.sparse``, the shared
-        zero page is a hole. *progress* is called with the bytes of each
-        chunk done. Returns the file's size.
 
-        :raises MemoryFault: if *reader* cannot read the memory
-        :raises OSError: if writing fails
-        """
-        threads = options.threads or (
-            default_threads() if self.compression in PARALLEL_COMPRESSIONS else 1
-        )
-        sparse = options.sparse
-        page_size = self.page_size
-        pwrite_all(fd, memoryview(self.header()), 0)
-        bitmap = memoryview(self.bitmap())
-        pwrite_all(fd, bitmap, self.bitmap_offset)
-        pwrite_all(fd, bitmap, self.bitmap_offset + self.len_bitmap)
-        del bitmap
-        if not sparse:
-            pwrite_all(fd, memoryview(bytes(page_size)), self.data_offset)
-        compress = get_compressor(self.compression)
-        flag = COMPRESSION_FLAGS[self.compression]
-        order = self.order
-        pages_per_chunk = max(1, options.chunk_size // page_size)
-        desc_pos = self.desc_offset
-        data_pos = self.data_offset + page_size
-
-        def finish(results: List[Optional[Tuple[int, bytes]]], chunk: Tuple[int, int]) -> None:
-            nonlocal desc_pos, data_pos
-            offsets, sizes, flags, data = [], [], [], []
-            for r in results:
-                if r is None:
-                    offsets.append(self.data_offset)
-                    sizes.append(page_size)
-                    flags.append(0)
-                    continue
-                compressed, page = r
-                offsets.append(data_pos)
-                sizes.append(len(page))
-                flags.append(flag if compressed else 0)
-                data.append(page)
-                data_pos += len(page)
-            descs = page_descriptors(order, np.array(offsets), np.array(sizes), np.array(flags))
-            pwrite_all(fd, memoryview(descs), desc_pos)
-            desc_pos += len(descs)
-            if data:
-                blob = b"".join(data)
-                pwrite_all(fd, memoryview(blob), data_pos - len(blob))
-            address, size = chunk
-            if size:
-                reader.release(address, size)
-            if progress is not None:
-                progress(len(results) * page_size)
-
-        with ChunkPipeline(
-            threads, pages_per_chunk * page_size, finish, "drgn-qemu-compress"
-        ) as pipeline:
-            for item in pages_of_segments(self.segments, page_size):
-                if isinstance(item, PageRun):
-                    run = GuestRange(item.pfn * page_size, item.count * page_size, item.host_addr)
-                    # Whole pages, holes of a sparse core included: every
-                    # page gets a descriptor.
-                    for chunk in reader.chunks([run], pages_per_chunk * page_size, holes=False):
-                        buf = pipeline.buffer()
-                        view = reader.read_view(chunk.address, buf[: chunk.size])
-                        pipeline.submit((chunk.address, chunk.size), buf, compress_pages, view,
-                                        page_size, compress)  # fmt: skip
-                else:
-                    page = memoryview(bytearray(page_size))
-                    for offset, address, n in item.pieces:
-                        reader.readinto(address, page[offset : offset + n])
-                    # Read into a page of its own: nothing to release.
-                    pipeline.submit((0, 0), None, compress_pages, page, page_size, compress)
-            pipeline.finish_all()
-        os.ftruncate(fd, data_pos)
-        return data_pos
+def page_desc_dtype(order: str) -> np.dtype:
+    """makedumpfile's ``page_desc``: ``offset``, ``size``, ``flags``, ``page_flags``."""
+    return np.dtype(
+        [("offset", order + "u8"), ("size", order + "u4"),
+         ("flags", order + "u4"), ("page_flags", order + "u8")]
+    )  # fmt: skip
 
 
-_PAGE_DESC_SIZE = 24
+#: Bytes of one ``page_desc``.
+PAGE_DESC_SIZE = page_desc_dtype("<").itemsize
 
 
 def page_descriptors(
     order: str, offsets: np.ndarray, sizes: np.ndarray, flags: np.ndarray
 ) -> bytes:
     """Encode page_desc entries: offset, size, flags and page_flags (0)."""
-    desc = np.zeros(
-        len(offsets),
-        dtype=np.dtype(
-            [
-                ("offset", order + "u8"),
-                ("size", order + "u4"),
-                ("flags", order + "u4"),
-                ("page_flags", order + "u8"),
-            ]
-        ),
-    )
+    desc = np.zeros(len(offsets), dtype=page_desc_dtype(order))
     desc["offset"] = offsets
     desc["size"] = sizes
     desc["flags"] = flags
     return desc.tobytes()
 
 
-Compressor = Callable[[memoryview], bytes]
-
-
-def get_compressor(compression: str) -> Compressor:
-    """
-    Return a function that compresses one page as the kdump format
-    *compression* does: zlib at ``Z_BEST_SPEED`` (as QEMU), zstd at level 1
-    (as makedumpfile), raw snappy, LZO1X-1 with QEMU's own liblzo2. It may
-    be called from several threads.
-
-    :raises ValueError: if *compression* is unknown
-    """
-    if compression == "kdump-zlib":
-        return lambda page: zlib.compress(page, 1)
-    if compression == "kdump-zstd":
-        import zstandard
-
-        local = threading.local()
-
-        def zstd(page: memoryview) -> bytes:
-            try:
-                cctx = local.cctx
-            except AttributeError:
-                cctx = local.cctx = zstandard.ZstdCompressor(level=1)
-            return cctx.compress(page)
-
-        return zstd
-    if compression == "kdump-snappy":
-        import cramjam
-
-        return lambda page: bytes(cramjam.snappy.compress_raw(page))
-    if compression == "kdump-lzo":
-        from drgn_qemu.lzo import lzo1x_1_compress
-
-        return lzo1x_1_compress
-    raise ValueError(f"unknown kdump compression {compression!r}")
-
-
-def compress_pages(
-    data: memoryview, page_size: int, compress: Compressor
-) -> List[Optional[Tuple[int, bytes]]]:
-    """
-    Compress the pages of *data*: per page ``None`` if it is all zeros, else
-    ``(compressed, bytes)``, stored as they are when compressing does not
-    make them smaller (as QEMU's ``write_dump_pages()``).
-    """
-    pages = len(data) // page_size
-    words = np.frombuffer(data, dtype=np.uint64).reshape(pages, page_size // 8)
-    nonzero: List[bool] = np.any(words, axis=1).tolist()
-    out: List[Optional[Tuple[int, bytes]]] = []
-    for i in range(pages):
-        if not nonzero[i]:
-            out.append(None)
-            continue
-        page = data[i * page_size : (i + 1) * page_size]
-        c = compress(page)
-        if len(c) < page_size:
-            out.append((1, c))
-        else:
-            out.append((0, bytes(page)))
-    return out
-
-
-#: Compressions for which more threads make the dump faster. Measured
-#: (benchmarks/RESULTS.md): zlib at Z_BEST_SPEED spends long enough per page
-#: that two threads nearly halve the time; zstd and snappy are so fast that
-#: handing pages between threads costs more than it saves.
-PARALLEL_COMPRESSIONS = frozenset({"kdump-zlib"})
-
-
 #: makedumpfile's "flattened" stream (what QEMU writes for kdump-zlib).
 FLATTENED_SIGNATURE = b"makedumpfile"
-_FLAT_HEADER_SIZE = 4096
-_PAGE_DESC = "QIIQ"
-_DUMP_HEADER_FIELDS = (
-    "status", "block_size", "sub_hdr_size", "bitmap_blocks", "max_mapnr",
-    "total_ram_blocks", "device_blocks", "written_blocks", "current_cpu", "nr_cpus",
-)  # fmt: skip
-_SUB_HEADER_FIELDS = (
-    "phys_base", "dump_level", "split", "start_pfn", "end_pfn", "offset_vmcoreinfo",
-    "size_vmcoreinfo", "offset_note", "note_size", "offset_eraseinfo", "size_eraseinfo",
-    "start_pfn_64", "end_pfn_64", "max_mapnr_64",
-)  # fmt: skip
-
-
-def unflatten(src: BinaryIO, dst: int) -> None:
-    """
-    Turn makedumpfile's flattened stream *src* into the plain kdump file
-    *dst* (``makedumpfile -R``): records of (offset, size, data), big-endian.
-
-    :raises ValueError: if *src* is not a complete flattened stream
-    """
-    if src.read(_FLAT_HEADER_SIZE)[: len(FLATTENED_SIGNATURE)] != FLATTENED_SIGNATURE:
-        raise ValueError("not a flattened kdump file")
-    record = struct.Struct(">qq")
-    while True:
-        raw = src.read(record.size)
-        if len(raw) < record.size:
-            raise ValueError("the flattened kdump file ends before its end marker")
-        offset, size = record.unpack(raw)
-        if offset == -1 and size == -1:
-            return
-        if offset < 0 or size < 0:
-            raise ValueError("a record of the flattened kdump file is damaged")
-        while size:
-            data = src.read(min(size, 1 << 20))
-            if not data:
-                raise ValueError("the flattened kdump file ends inside a record")
-            pwrite_all(dst, memoryview(data), offset)
-            offset += len(data)
-            size -= len(data)
+FLAT_HEADER_SIZE = 4096
 
 
 class KdumpFile:
@@ -538,17 +356,16 @@ class KdumpFile:
         if not sane:
             raise ValueError("no sane block size in the kdump header")
         self.elf_class, fields = sane[0]
-        header = dict(zip(_DUMP_HEADER_FIELDS, fields[4:]))
+        header = dict(zip(DISK_DUMP_HEADER_FIELDS, fields))
         block = header["block_size"]
         self.header = header
-        self.header_struct = struct.Struct(self.order + _DISK_DUMP_HEADER[self.elf_class])
         self.utsname: bytes = fields[2]
         self.block_size = block
-        self.sub_struct = struct.Struct(self.order + _KDUMP_SUB_HEADER[self.elf_class])
+        self.sub_struct = kdump_sub_header_struct(self.order, self.elf_class)
         raw = os.pread(fd, self.sub_struct.size, block)
         if len(raw) < self.sub_struct.size:
             raise ValueError("the kdump file ends in its sub-header")
-        self.sub = dict(zip(_SUB_HEADER_FIELDS, self.sub_struct.unpack(raw)))
+        self.sub = dict(zip(KDUMP_SUB_HEADER_FIELDS, self.sub_struct.unpack(raw)))
         self.notes = os.pread(fd, self.sub["note_size"], self.sub["offset_note"])
         self.bitmap_offset = (1 + header["sub_hdr_size"]) * block
         self.len_bitmap = header["bitmap_blocks"] // 2 * block
@@ -559,8 +376,7 @@ class KdumpFile:
         bits = np.unpackbits(np.frombuffer(self.bitmap2, dtype=np.uint8), bitorder="little")
         #: The dumped page frames, in file order.
         self.pfns: np.ndarray = np.flatnonzero(bits)
-        self._desc = struct.Struct(self.order + _PAGE_DESC)
-        self.data_offset = self.desc_offset + self._desc.size * len(self.pfns)
+        self.data_offset = self.desc_offset + PAGE_DESC_SIZE * len(self.pfns)
         self._descs: Optional[np.ndarray] = None
 
     @property
@@ -576,10 +392,7 @@ class KdumpFile:
         """Every page descriptor (``offset``, ``size``, ``flags``), in file order."""
         if self._descs is not None:
             return self._descs
-        dtype = np.dtype(
-            [("offset", self.order + "u8"), ("size", self.order + "u4"),
-             ("flags", self.order + "u4"), ("page_flags", self.order + "u8")]
-        )  # fmt: skip
+        dtype = page_desc_dtype(self.order)
         raw = os.pread(self.fd, dtype.itemsize * len(self.pfns), self.desc_offset)
         if len(raw) < dtype.itemsize * len(self.pfns):
             raise ValueError("the kdump file ends in its page descriptors")

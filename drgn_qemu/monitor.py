@@ -14,6 +14,7 @@ from drgn import Object, Program, cast
 
 from drgn_qemu.arch import detect_arch
 from drgn_qemu.errors import CorruptStructureError, NotFoundError, translate_errors
+from drgn_qemu.executable import printed_format
 from drgn_qemu.helpers.accel import kvm_enabled
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu, qemu_get_cpu
 from drgn_qemu.helpers.glib import DirectHashTable
@@ -42,7 +43,7 @@ from drgn_qemu.helpers.ramblock import (
     ramblock_name,
     ramblock_used_length,
 )
-from drgn_qemu.program import printed_format
+from drgn_qemu.registers import cpu_dump_state
 
 __all__ = (
     "cpu_model_from_type",
@@ -415,7 +416,7 @@ def hmp_info_registers(prog: Program, all_cpus: bool = False, vcpu: Optional[int
         if not cpu:
             return "No CPU available\n"
         cpus = [cpu]
-    return "".join(f"\nCPU#{c.cpu_index.value_()}\n" + arch.cpu_dump_state(c) for c in cpus)
+    return "".join(f"\nCPU#{c.cpu_index.value_()}\n" + cpu_dump_state(arch, c) for c in cpus)
 
 
 @translate_errors("QEMU's memory devices")

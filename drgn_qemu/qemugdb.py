@@ -14,8 +14,9 @@ from typing import Optional
 
 from drgn import FaultError, MissingDebugInfoError, Object, Program, Thread
 
-from drgn_qemu.elf import read_tls_segment
+from drgn_qemu.elffile import read_tls_segment
 from drgn_qemu.errors import CorruptStructureError, UnsupportedError, translate_errors
+from drgn_qemu.executable import read_from_executable
 from drgn_qemu.helpers.coroutine import (
     co_tls_current,
     coroutine_frames,
@@ -25,7 +26,7 @@ from drgn_qemu.helpers.coroutine import (
     glibc_pointer_guard,
 )
 from drgn_qemu.helpers.timer import main_loop_tlg, timerlist_for_each_timer
-from drgn_qemu.program import drgn_logging_silenced, read_from_executable
+from drgn_qemu.program import drgn_logging_silenced
 
 __all__ = ("qemu_bt", "qemu_coroutine", "qemu_timers")
 

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from drgn import Object, Program
 
-from drgn_qemu.elf import FileMapping, core_file_mappings
+from drgn_qemu.elffile import FileMapping, core_file_mappings
 from drgn_qemu.errors import DrgnQemuError, GuestMemoryError, reading
 from drgn_qemu.helpers.machine import (
     machine_confidential_guest_support,

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Tuple, cast
 import drgn
 from drgn import Program
 
-from drgn_qemu.elf import CoreSegment, read_core_file_info
+from drgn_qemu.elffile import CoreSegment, read_core_file_info
 from drgn_qemu.options import IO_MODES
 from drgn_qemu.ranges import GuestRange
 

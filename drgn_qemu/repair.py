@@ -33,7 +33,6 @@ from drgn_qemu.elf import (
     ELFDATA2MSB,
     ET_CORE,
     PT_LOAD,
-    CoreSegment,
     ElfCoreLayout,
     elf_note,
     note_align,
@@ -41,6 +40,7 @@ from drgn_qemu.elf import (
     process_core_notes,
     read_elf_headers,
 )
+from drgn_qemu.elffile import CoreSegment
 from drgn_qemu.errors import DrgnQemuError, OutputError, ProgramError
 from drgn_qemu.kdump import FLATTENED_SIGNATURE, KDUMP_SIGNATURE
 from drgn_qemu.options import DumpOptions
@@ -54,6 +54,7 @@ from drgn_qemu.vmcoreinfo import (
     vmcoreinfo_from_ranges,
     vmcoreinfo_from_text,
 )
+from drgn_qemu.writer import write_elf
 
 if TYPE_CHECKING:
     from drgn_qemu.kdump import KdumpFile
@@ -201,7 +202,7 @@ def _add_vmcoreinfo_elf(
             target, force or output is None, _inputs(path, output, vmcoreinfo)
         ) as out:
             try:
-                layout.write(out.fileno(), reader, DumpOptions())
+                write_elf(layout, out.fileno(), reader, DumpOptions())
             except OSError as e:
                 raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
     finally:
@@ -241,6 +242,7 @@ def _add_vmcoreinfo_kdump(
     data are copied as they are.
     """
     from drgn_qemu import kdump
+    from drgn_qemu.writer import unflatten
 
     target = output if output is not None else path
     with contextlib.ExitStack() as stack:
@@ -251,7 +253,7 @@ def _add_vmcoreinfo_kdump(
             stack.callback(os.unlink, src)
             try:
                 with open(path, "rb") as f:
-                    kdump.unflatten(f, fd)
+                    unflatten(f, fd)
             except ValueError as e:
                 raise ProgramError(f"{path}: {e}") from None
             except OSError as e:
@@ -309,6 +311,7 @@ def _add_vmcoreinfo_kdump(
 
 def _write_kdump_with(k: "KdumpFile", fd: int, note: bytes, utsname: Optional[bytes]) -> None:
     """Write *k* to *fd* with *note* after its notes and *utsname* in its header."""
+    from drgn_qemu import kdump
     from drgn_qemu.fileio import pwrite_all
 
     block = k.block_size
@@ -323,13 +326,14 @@ def _write_kdump_with(k: "KdumpFile", fd: int, note: bytes, utsname: Optional[by
     delta = (sub_blocks - k.header["sub_hdr_size"]) * block
     if sub["offset_eraseinfo"]:
         sub["offset_eraseinfo"] += delta
-    fields = list(k.header_struct.unpack(os.pread(k.fd, k.header_struct.size, 0)))
+    header = dict(k.header, sub_hdr_size=sub_blocks)
     if utsname is not None:
-        fields[2] = utsname
-    fields[6] = sub_blocks  # sub_hdr_size
+        header["utsname"] = utsname
+    dh = kdump.pack_disk_dump_header(k.order, k.elf_class, header)
     head = bytearray((1 + sub_blocks) * block)
-    head[: k.header_struct.size] = k.header_struct.pack(*fields)
-    head[block : block + k.sub_struct.size] = k.sub_struct.pack(*sub.values())
+    head[: len(dh)] = dh
+    kh = kdump.pack_kdump_sub_header(k.order, k.elf_class, sub)
+    head[block : block + len(kh)] = kh
     head[sub["offset_note"] : sub["offset_note"] + len(notes)] = notes
     pwrite_all(fd, memoryview(head), 0)
     bitmaps = os.pread(k.fd, k.desc_offset - k.bitmap_offset, k.bitmap_offset)

@@ -17,6 +17,7 @@ from drgn_qemu.kdump import KdumpHeader, KdumpLayout, PageRun, PartialPage, page
 from drgn_qemu.options import DumpOptions
 from drgn_qemu.ranges import GuestRange
 from drgn_qemu.reader import MemoryFault, MemoryReader
+from drgn_qemu.writer import write_kdump
 
 H1, H2, H3, H4 = 0x10000, 0x20000, 0x30000, 0x40000
 # (guest-physical address, size, host address)
@@ -88,7 +89,7 @@ def test_write_kdump(tmp_path: Path, threads: int, sparse: bool) -> None:
     done: List[int] = []
     options = DumpOptions(chunk_size=5 * page, sparse=sparse, threads=threads)
     with open(out, "wb") as f:
-        size = layout.write(f.fileno(), BytesReader(memory), options, done.append)
+        size = write_kdump(layout, f.fileno(), BytesReader(memory), options, done.append)
     assert size == out.stat().st_size
     # 64 pages of the big segment, then guest pages 0x200, 0x201, 0x203-0x205.
     assert sum(done) == (64 + 5) * page
@@ -112,7 +113,9 @@ def test_big_endian_32bit_header(tmp_path: Path) -> None:
     layout = KdumpLayout(header, b"", ranges(segments))
     out = tmp_path / "k.kdump"
     with open(out, "wb") as f:
-        layout.write(f.fileno(), BytesReader(memory), DumpOptions(chunk_size=1 << 20, threads=1))
+        write_kdump(
+            layout, f.fileno(), BytesReader(memory), DumpOptions(chunk_size=1 << 20, threads=1)
+        )
     data = out.read_bytes()
     assert data[8:12] == b"\0\0\0\x06"  # header_version 6, big-endian
     # disk_dump_header32: the 10-byte timestamp, then status = zlib.

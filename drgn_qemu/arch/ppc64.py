@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 from drgn import Object, PlatformFlags, Program, cast, container_of, sizeof
 
-from drgn_qemu.arch import ArchDumpInfo, GuestArch, enumerator_name
+from drgn_qemu.arch.base import ArchDumpInfo, GuestArch
 from drgn_qemu.elf import (
     ELFCLASS64,
     ELFDATA2LSB,
@@ -24,18 +24,14 @@ from drgn_qemu.elf import (
     struct_order,
 )
 from drgn_qemu.errors import UnsupportedError
-from drgn_qemu.helpers.accel import kvm_enabled
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
 __all__ = (
     "EM_PPC64",
     "PPC64",
-    "cpu_ppc_load_decr",
-    "cpu_ppc_load_tbl",
     "cpu_read_xer",
     "powerpc_cpu",
-    "ppc_cpu_dump_state",
     "ppc_interrupts_little_endian",
 )
 
@@ -49,23 +45,19 @@ SPR_HID0 = 0x3F0
 # The other SPRs HMP prints (target/ppc/cpu.h).
 SPR_DSISR, SPR_DAR, SPR_SDR1, SPR_SRR0, SPR_SRR1 = 0x012, 0x013, 0x019, 0x01A, 0x01B
 SPR_VRSAVE, SPR_SPRG0, SPR_PVR, SPR_HSRR0, SPR_HSRR1 = 0x100, 0x110, 0x11F, 0x13A, 0x13B
-SPR_PTCR = 0x1D0
 SPR_DECR, SPR_TBL, SPR_TBU = 0x016, 0x10C, 0x10D
-#: ``PPC_TIMER_BOOKE`` of ``ppc_tb_t.flags`` (include/hw/ppc/ppc.h).
-PPC_TIMER_BOOKE = 1 << 0
 MSR_HV = 60
 MSR_ILE = 16
 
 
-def _ppc_bit(bit: int) -> int:
+def ppc_bit(bit: int) -> int:
     """QEMU's ``PPC_BIT()``: bit 0 is the most significant of 64."""
     return 1 << (63 - bit)
 
 
-HID0_HILE = _ppc_bit(19)
-HID0_POWER9_HILE = _ppc_bit(4)
-LPCR_ILE = _ppc_bit(38)
-LPCR_LD = _ppc_bit(46)
+HID0_HILE = ppc_bit(19)
+HID0_POWER9_HILE = ppc_bit(4)
+LPCR_ILE = ppc_bit(38)
 XER_SO, XER_OV, XER_CA, XER_OV32, XER_CA32 = 31, 30, 29, 19, 18
 VSCR_SAT = 0
 
@@ -78,13 +70,13 @@ def powerpc_cpu(cpu: Object) -> Object:
     return container_of(cpu, "PowerPCCPU", "parent_obj")
 
 
-def _cpu_class(cpu: Object) -> Object:
+def ppc_cpu_class(cpu: Object) -> Object:
     """``POWERPC_CPU_GET_CLASS(cpu)``: the ``PowerPCCPUClass`` of the vCPU's QOM object."""
     obj = cpu.parent_obj.parent_obj.parent_obj
     return cast("PowerPCCPUClass *", obj.member_("class"))
 
 
-def _is_isa300(flags2: int, prog: Program) -> bool:
+def is_isa300(flags2: int, prog: Program) -> bool:
     return bool(flags2 & prog["PPC2_ISA300"].value_())
 
 
@@ -92,9 +84,9 @@ def ppc_interrupts_little_endian(cpu: Object, hv: bool) -> bool:
     """Return whether the vCPU takes interrupts little-endian, as QEMU's function."""
     prog = cpu.prog_
     env = cpu.env
-    pcc = _cpu_class(cpu)
+    pcc = ppc_cpu_class(cpu)
     if hv and env.has_hv_mode:
-        hile = HID0_POWER9_HILE if _is_isa300(pcc.insns_flags2.value_(), prog) else HID0_HILE
+        hile = HID0_POWER9_HILE if is_isa300(pcc.insns_flags2.value_(), prog) else HID0_HILE
         return bool(env.spr[SPR_HID0].value_() & hile)
     if pcc.lpcr_mask.value_() & LPCR_ILE:
         return bool(env.spr[SPR_LPCR].value_() & LPCR_ILE)
@@ -105,146 +97,16 @@ def cpu_read_xer(env: Object) -> int:
     """Return XER as QEMU's ``cpu_read_xer()`` assembles it."""
     xer = env.xer.value_()
     xer |= env.so.value_() << XER_SO | env.ov.value_() << XER_OV | env.ca.value_() << XER_CA
-    if _is_isa300(env.insns_flags2.value_(), env.prog_):
+    if is_isa300(env.insns_flags2.value_(), env.prog_):
         xer |= env.ov32.value_() << XER_OV32 | env.ca32.value_() << XER_CA32
     return xer & 0xFFFFFFFFFFFFFFFF
 
 
-def _vsr_doubleword(env: Object, i: int, n: int) -> int:
+def vsr_doubleword(env: Object, i: int, n: int) -> int:
     """``env->vsr[i].VsrD(n)``: doubleword *n* in the guest's (big-endian) numbering."""
     platform = env.prog_.platform
     host_le = platform is None or bool(platform.flags & PlatformFlags.IS_LITTLE_ENDIAN)
     return int(env.vsr[i].u64[1 - n if host_le else n].value_())
-
-
-def qemu_clock_get_ns_virtual(prog: Program) -> Optional[int]:
-    """
-    ``qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL)`` of a stopped VM without icount:
-    ``timers_state.cpu_clock_offset``, frozen while the vCPUs are stopped.
-    None while the VM ran (the clock then moved on with the host's, to a
-    time the core does not say).
-    """
-    state = prog["timers_state"]
-    if state.cpu_ticks_enabled.value_():
-        return None
-    return int(state.cpu_clock_offset.value_())
-
-
-def _ns_to_tb(freq: int, ns: int) -> int:
-    return (ns * freq // 1_000_000_000) & 0xFFFFFFFFFFFFFFFF  # muldiv64()
-
-
-def cpu_ppc_load_tbl(env: Object, now: int) -> int:
-    """The time base at virtual time *now* (``cpu_ppc_load_tbl()`` under TCG)."""
-    tb_env = env.tb_env
-    return (_ns_to_tb(tb_env.tb_freq.value_(), now) + tb_env.tb_offset.value_()) & (2**64 - 1)
-
-
-def cpu_ppc_load_decr(cpu: Object, now: int) -> int:
-    """The decrementer at virtual time *now* (``cpu_ppc_load_decr()`` under TCG)."""
-    env = cpu.env
-    tb_env = env.tb_env
-    n = _ns_to_tb(tb_env.decr_freq.value_(), now)
-    nxt = tb_env.decr_next.value_() & (2**64 - 1)
-    decr = 0 if nxt < n and tb_env.flags.value_() & PPC_TIMER_BOOKE else (nxt - n) & (2**64 - 1)
-    if env.spr[SPR_LPCR].value_() & LPCR_LD:
-        bits = _cpu_class(cpu).lrg_decr_bits.value_()
-        decr &= (1 << bits) - 1
-        if decr >> (bits - 1):
-            decr = (decr - (1 << bits)) & (2**64 - 1)  # sextract64()
-        return decr
-    return decr & 0xFFFFFFFF
-
-
-def ppc_cpu_dump_state(cpu: Object) -> str:
-    """
-    The registers of a POWER vCPU as QEMU's ``ppc_cpu_dump_state()`` prints
-    them with ``CPU_DUMP_FPU`` (HMP ``info registers``), for Book3S CPUs: NIP,
-    LR, CTR, XER, MSR, HID0, hflags and MMU indexes, the time base and
-    decrementer (QEMU's virtual clock, stopped with the VM), GPRs, CR, the
-    reservation, FPRs and FPSCR, then the SPRs of the CPU's exception and
-    MMU models.
-
-    :param cpu: ``PowerPCCPU *``
-    :raises UnsupportedError: for BookE and 40x vCPUs, not printed yet
-    """
-    prog = cpu.prog_
-    env = cpu.env
-    spr = env.spr
-    u64 = 2**64 - 1
-    out = [
-        f"NIP {env.nip.value_():016x}   LR {env.lr.value_():016x} CTR {env.ctr.value_():016x} "
-        f"XER {cpu_read_xer(env):016x} CPU#{cpu.parent_obj.cpu_index.value_()}\n",
-    ]
-    hflags = env.hflags.value_()
-    iidx = (hflags >> prog["HFLAGS_IMMU_IDX"].value_()) & 7
-    didx = (hflags >> prog["HFLAGS_DMMU_IDX"].value_()) & 7
-    out.append(f"MSR {env.msr.value_():016x} HID0 {spr[SPR_HID0].value_():016x}  HF "
-               f"{hflags & 0xFFFFFFFF:08x} iidx {iidx} didx {didx}\n")  # fmt: skip
-    if env.tb_env:
-        if kvm_enabled(prog):
-            tbl, decr = spr[SPR_TBL].value_(), spr[SPR_DECR].value_()
-        else:
-            now = qemu_clock_get_ns_virtual(prog)
-            if now is None:
-                raise UnsupportedError(
-                    "the VM was running: its time base at the time of the core is not known"
-                )
-            tbl, decr = cpu_ppc_load_tbl(env, now), cpu_ppc_load_decr(cpu, now)
-        tbu = (spr[SPR_TBU].value_() if kvm_enabled(prog) else tbl >> 32) & 0xFFFFFFFF
-        out.append(f"TB {tbu:08d} {tbl & u64:08d} DECR {decr & u64}\n")
-    spe = env.flags.value_() & prog["POWERPC_FLAG_SPE"].value_()
-    for i in range(32):
-        gpr = env.gpr[i].value_() & u64
-        if spe:
-            gpr = (gpr & 0xFFFFFFFF) | (env.gprh[i].value_() & 0xFFFFFFFF) << 32
-        out.append((f"GPR{i:02d}" if i % 4 == 0 else "") + f" {gpr:016x}"
-                   + ("\n" if i % 4 == 3 else ""))  # fmt: skip
-    crf = [env.crf[i].value_() for i in range(8)]
-    marks = []
-    for c in crf:
-        a = "L" if c & 8 else "G" if c & 4 else "E" if c & 2 else "-"
-        marks.append(f" {a}{'O' if c & 1 else ' '}")
-    out.append("CR " + "".join(f"{c:01x}" for c in crf) + "  [" + "".join(marks)
-               + f" ]     RES {env.reserve_length.value_():03x}@"
-               f"{env.reserve_addr.value_() & u64:016x}\n")  # fmt: skip
-    for i in range(32):
-        fpr = _vsr_doubleword(env, i, 0)
-        out.append((f"FPR{i:02d}" if i % 4 == 0 else "") + f" {fpr:016x}"
-                   + ("\n" if i % 4 == 3 else ""))  # fmt: skip
-    out.append(f"FPSCR {env.fpscr.value_() & u64:016x}\n")
-
-    def r(n: int) -> str:
-        return f"{spr[n].value_() & u64:016x}"
-
-    out.append(f" SRR0 {r(SPR_SRR0)}  SRR1 {r(SPR_SRR1)}    PVR {r(SPR_PVR)} "
-               f"VRSAVE {r(SPR_VRSAVE)}\n")  # fmt: skip
-    out.append(f"SPRG0 {r(SPR_SPRG0)} SPRG1 {r(SPR_SPRG0 + 1)}  SPRG2 {r(SPR_SPRG0 + 2)}  "
-               f"SPRG3 {r(SPR_SPRG0 + 3)}\n")  # fmt: skip
-    out.append(f"SPRG4 {r(SPR_SPRG0 + 4)} SPRG5 {r(SPR_SPRG0 + 5)}  SPRG6 {r(SPR_SPRG0 + 6)}  "
-               f"SPRG7 {r(SPR_SPRG0 + 7)}\n")  # fmt: skip
-    excp = enumerator_name(env.excp_model.type_, env.excp_model.value_()) or ""
-    if excp in ("POWERPC_EXCP_POWER7", "POWERPC_EXCP_POWER8", "POWERPC_EXCP_POWER9",
-                "POWERPC_EXCP_POWER10", "POWERPC_EXCP_POWER11"):  # fmt: skip
-        out.append(f"HSRR0 {r(SPR_HSRR0)} HSRR1 {r(SPR_HSRR1)}\n")
-    elif excp in ("POWERPC_EXCP_BOOKE", "POWERPC_EXCP_40x"):
-        raise UnsupportedError(f"printing the registers of a {excp} vCPU is not supported yet")
-    if env.flags.value_() & prog["POWERPC_FLAG_CFAR"].value_():
-        out.append(f" CFAR {env.cfar.value_() & u64:016x}\n")
-    if env.spr_cb[SPR_LPCR].name:
-        out.append(f" LPCR {r(SPR_LPCR)}\n")
-    mmu = enumerator_name(env.mmu_model.type_, env.mmu_model.value_()) or ""
-    if mmu in ("POWERPC_MMU_32B", "POWERPC_MMU_SOFT_6xx", "POWERPC_MMU_64B", "POWERPC_MMU_2_03",
-               "POWERPC_MMU_2_06", "POWERPC_MMU_2_07", "POWERPC_MMU_3_00"):  # fmt: skip
-        line = ""
-        if env.spr_cb[SPR_SDR1].name:
-            line += f" SDR1 {r(SPR_SDR1)} "
-        if env.spr_cb[SPR_PTCR].name:
-            line += f" PTCR {r(SPR_PTCR)} "
-        out.append(line + f"  DAR {r(SPR_DAR)}  DSISR {r(SPR_DSISR)}\n")
-    elif mmu == "POWERPC_MMU_BOOKE206":
-        raise UnsupportedError("printing the registers of a BookE 2.06 vCPU is not supported yet")
-    return "".join(out)
 
 
 class PPC64(GuestArch):
@@ -302,7 +164,7 @@ class PPC64(GuestArch):
                 0,  # result
             ]
             descs = [(NT_PRSTATUS, struct.pack(order + _PRSTATUS, pid, *regs))]
-            fprs = [_vsr_doubleword(env, i, 0) for i in range(32)]
+            fprs = [vsr_doubleword(env, i, 0) for i in range(32)]
             descs.append((NT_PRFPREG, struct.pack(order + "33Q", *fprs, env.fpscr.value_())))
             vmx = b""
             for i in range(32):
@@ -315,7 +177,7 @@ class PPC64(GuestArch):
             vscr = env.vscr.value_() | ((1 if sat else 0) << VSCR_SAT)
             vmx += bytes(12) + struct.pack(order + "I", vscr) + bytes(16)  # vscr, vrsave
             descs.append((NT_PPC_VMX, vmx))
-            vsx = [_vsr_doubleword(env, i, 1) for i in range(32)]
+            vsx = [vsr_doubleword(env, i, 1) for i in range(32)]
             descs.append((NT_PPC_VSX, struct.pack(order + "32Q", *vsx)))
             spe = bytes(128) + struct.pack(
                 order + "QI", env.spe_acc.value_(), env.spe_fscr.value_()
@@ -323,9 +185,6 @@ class PPC64(GuestArch):
             descs.append((NT_PPC_SPE, spe))
             notes += [elf_note(b"CORE", t, d, info.endian) for t, d in descs]
         return b"".join(notes)
-
-    def cpu_dump_state(self, cpu: Object) -> str:
-        return ppc_cpu_dump_state(powerpc_cpu(cpu))
 
     def describe_cpu(self, cpu: Object) -> str:
         env = powerpc_cpu(cpu).env

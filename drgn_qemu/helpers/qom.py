@@ -16,6 +16,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from drgn import FaultError, Object, Program, cast
 
 from drgn_qemu.errors import CorruptStructureError, NotQemuError
+from drgn_qemu.executable import read_constant_string
 from drgn_qemu.helpers.glib import g_hash_table_foreach
 
 __all__ = (
@@ -68,8 +69,6 @@ def qom_type_names(prog: Program, qom_type: str) -> Tuple[str, ...]:
     cache = prog.cache.setdefault("drgn_qemu_qom_type_names", {})
     names = cache.get(qom_type)
     if names is None:
-        from drgn_qemu.program import read_constant_string
-
         variable, member, spellings = QOM_TYPES[qom_type]
         found: Tuple[str, ...] = ()
         try:

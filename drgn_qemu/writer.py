@@ -1,0 +1,378 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Writing dumps
+-------------
+
+The ``drgn_qemu.writer`` module writes the files that :mod:`drgn_qemu.elf`
+and :mod:`drgn_qemu.kdump` lay out, with guest memory read by a
+:class:`~drgn_qemu.reader.MemoryReader` a chunk at a time, through buffers
+that are reused, so memory use does not grow with the guest:
+
+* an ELF core: chunks copied as they are (``--no-sparse``), or scanned for
+  zero pages by threads while earlier chunks are written, zero pages left as
+  holes;
+* a kdump-compressed file: chunks compressed a page at a time by threads
+  while the next chunk is read, descriptors and data written in page order.
+"""
+
+import os
+import struct
+import threading
+import zlib
+from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+
+from drgn_qemu import kdump
+from drgn_qemu.elf import ElfCoreLayout
+from drgn_qemu.fileio import pwrite_all, pwrite_zeros
+from drgn_qemu.kdump import COMPRESSION_FLAGS, KdumpLayout, PageRun, pages_of_segments
+from drgn_qemu.options import KDUMP_FORMATS, DumpOptions
+from drgn_qemu.pipeline import ChunkPipeline, default_threads
+from drgn_qemu.ranges import GuestRange
+from drgn_qemu.reader import Chunk, MemoryReader
+from drgn_qemu.sparse import nonzero_runs
+
+__all__ = (
+    "PARALLEL_COMPRESSIONS",
+    "SCAN_THREADS",
+    "compress_pages",
+    "get_compressor",
+    "unflatten",
+    "write_elf",
+    "write_kdump",
+    "write_layout",
+)
+
+assert KDUMP_FORMATS == tuple(COMPRESSION_FLAGS)
+
+#: Most threads finding the zero pages of an ELF dump by default. Measured
+#: on a mapped 8 GiB core of zeros: one thread 1.5 s, two 1.05 s; the scan is
+#: bound by memory bandwidth, and each thread holds one more chunk mapped,
+#: so no more than two.
+SCAN_THREADS = 2
+
+
+def write_layout(
+    layout: Union[ElfCoreLayout, KdumpLayout],
+    fd: int,
+    reader: MemoryReader,
+    options: DumpOptions,
+    progress: Optional[Callable[[int], None]] = None,
+) -> int:
+    """
+    Write the file *layout* lays out (:func:`write_elf` or
+    :func:`write_kdump`) to *fd*. Returns the file's size.
+    """
+    if isinstance(layout, KdumpLayout):
+        return write_kdump(layout, fd, reader, options, progress)
+    return write_elf(layout, fd, reader, options, progress)
+
+
+def write_elf(
+    layout: ElfCoreLayout,
+    fd: int,
+    reader: MemoryReader,
+    options: DumpOptions,
+    progress: Optional[Callable[[int], None]] = None,
+) -> int:
+    """
+    Write the ELF core file *layout* lays out to *fd*: the header, every
+    segment's memory read by *reader* (with ``options.sparse``, zero pages
+    become holes), the trailer. *progress* is called with the bytes of each chunk done.
+    Returns the file's size.
+
+    :raises MemoryFault: if *reader* cannot read the memory
+    :raises OSError: if writing fails
+    """
+    pwrite_all(fd, memoryview(layout.header()), 0)
+    chunks = reader.chunks(layout.segments, options.chunk_size)
+    if options.sparse:
+        threads = options.threads or min(default_threads(), SCAN_THREADS)
+        _copy_sparse(
+            layout.segment_offsets, chunks, fd, reader, options.chunk_size, threads, progress
+        )
+    else:
+        _copy_all(layout.segment_offsets, chunks, fd, reader, options.chunk_size, progress)
+    pwrite_all(fd, memoryview(layout.trailer()), layout.shstrtab_offset)
+    os.ftruncate(fd, layout.file_size)
+    return layout.file_size
+
+
+def _copy_all(
+    offsets: List[int],
+    chunks: Iterator[Chunk],
+    fd: int,
+    reader: MemoryReader,
+    chunk_size: int,
+    progress: Optional[Callable[[int], None]],
+) -> None:
+    """Copy every byte, zeros included (``--no-sparse``)."""
+    buf = memoryview(bytearray(chunk_size))
+    zeros = memoryview(bytes(chunk_size))
+    for chunk in chunks:
+        out = offsets[chunk.index] + chunk.offset
+        if not chunk.has_data:
+            pwrite_zeros(fd, chunk.size, out, zeros)
+        elif not reader.copy(chunk.address, chunk.size, fd, out):
+            view = reader.read_view(chunk.address, buf[: chunk.size])
+            pwrite_all(fd, view, out)
+            del view
+            reader.release(chunk.address, chunk.size)
+        if progress is not None:
+            progress(chunk.size)
+
+
+def _copy_sparse(
+    offsets: List[int],
+    chunks: Iterator[Chunk],
+    fd: int,
+    reader: MemoryReader,
+    chunk_size: int,
+    threads: int,
+    progress: Optional[Callable[[int], None]],
+) -> None:
+    """
+    Copy the pages that are not all zero: chunks are read here and
+    scanned for zero pages by *threads* threads while earlier chunks'
+    non-zero runs are written, in order (numpy lets go of the GIL while
+    it scans). A chunk's buffer is reused only once the chunk is written.
+    """
+
+    def finish(runs: List[Tuple[int, int]], done: Tuple[memoryview, Chunk]) -> None:
+        view, chunk = done
+        address, out = chunk.address, offsets[chunk.index] + chunk.offset
+        for a, b in runs:
+            if not reader.copy(address + a, b - a, fd, out + a, seen=True):
+                pwrite_all(fd, view[a:b], out + a)
+        reader.release(address, chunk.size)
+        if progress is not None:
+            progress(chunk.size)
+
+    with ChunkPipeline(threads, chunk_size, finish, "drgn-qemu-scan") as pipeline:
+        for chunk in chunks:
+            if not chunk.has_data:
+                if progress is not None:
+                    progress(chunk.size)
+                continue
+            buf = pipeline.buffer()
+            view = reader.read_view(chunk.address, buf[: chunk.size])
+            pipeline.submit((view, chunk), buf, nonzero_runs, view)
+        pipeline.finish_all()
+
+
+def write_kdump(
+    layout: KdumpLayout,
+    fd: int,
+    reader: MemoryReader,
+    options: DumpOptions,
+    progress: Optional[Callable[[int], None]] = None,
+) -> int:
+    """
+    Write the kdump-compressed file *layout* lays out to *fd*: headers,
+    bitmaps, then the pages, read from *reader* a chunk at a time and compressed by ``options.threads``
+    threads (default: one per CPU for the compressions where that is
+    faster, :data:`PARALLEL_COMPRESSIONS`) while the next chunk is read;
+    descriptors and data are written in page order, so the file does not
+    depend on the number of threads. With ``options.sparse``, the shared
+    zero page is a hole. *progress* is called with the bytes of each
+    chunk done. Returns the file's size.
+
+    :raises MemoryFault: if *reader* cannot read the memory
+    :raises OSError: if writing fails
+    """
+    threads = options.threads or (
+        default_threads() if layout.compression in PARALLEL_COMPRESSIONS else 1
+    )
+    page_size = layout.page_size
+    _write_kdump_headers(layout, fd, options.sparse)
+    compress = get_compressor(layout.compression)
+    pages_per_chunk = max(1, options.chunk_size // page_size)
+    out = _KdumpPageWriter(layout, fd, reader, progress)
+    with ChunkPipeline(
+        threads, pages_per_chunk * page_size, out.finish, "drgn-qemu-compress"
+    ) as pipeline:
+        for item in pages_of_segments(layout.segments, page_size):
+            if isinstance(item, PageRun):
+                run = GuestRange(item.pfn * page_size, item.count * page_size, item.host_addr)
+                # Whole pages, holes of a sparse core included: every
+                # page gets a descriptor.
+                for chunk in reader.chunks([run], pages_per_chunk * page_size, holes=False):
+                    buf = pipeline.buffer()
+                    view = reader.read_view(chunk.address, buf[: chunk.size])
+                    pipeline.submit((chunk.address, chunk.size), buf, compress_pages, view,
+                                    page_size, compress)  # fmt: skip
+            else:
+                page = memoryview(bytearray(page_size))
+                for offset, address, n in item.pieces:
+                    reader.readinto(address, page[offset : offset + n])
+                # Read into a page of its own: nothing to release.
+                pipeline.submit((0, 0), None, compress_pages, page, page_size, compress)
+        pipeline.finish_all()
+    os.ftruncate(fd, out.data_pos)
+    return out.data_pos
+
+
+def _write_kdump_headers(layout: KdumpLayout, fd: int, sparse: bool) -> None:
+    """The headers, both bitmaps, and (unless *sparse*) the shared zero page."""
+    pwrite_all(fd, memoryview(layout.header()), 0)
+    bitmap = memoryview(layout.bitmap())
+    pwrite_all(fd, bitmap, layout.bitmap_offset)
+    pwrite_all(fd, bitmap, layout.bitmap_offset + layout.len_bitmap)
+    del bitmap
+    if not sparse:
+        pwrite_all(fd, memoryview(bytes(layout.page_size)), layout.data_offset)
+
+
+class _KdumpPageWriter:
+    """
+    Writes compressed chunks of pages in page order: their descriptors at
+    the next descriptors, their data after the data so far (an all-zero page
+    pointing to the shared zero page).
+    """
+
+    def __init__(
+        self,
+        layout: KdumpLayout,
+        fd: int,
+        reader: MemoryReader,
+        progress: Optional[Callable[[int], None]],
+    ) -> None:
+        self.layout = layout
+        self.fd = fd
+        self.reader = reader
+        self.progress = progress
+        self.flag = COMPRESSION_FLAGS[layout.compression]
+        self.desc_pos = layout.desc_offset
+        self.data_pos = layout.data_offset + layout.page_size
+
+    def finish(self, results: List[Optional[Tuple[int, bytes]]], chunk: Tuple[int, int]) -> None:
+        """Write one chunk's pages (see :func:`compress_pages`), read at *chunk*."""
+        layout, page_size = self.layout, self.layout.page_size
+        offsets, sizes, flags, data = [], [], [], []
+        for r in results:
+            if r is None:
+                offsets.append(layout.data_offset)
+                sizes.append(page_size)
+                flags.append(0)
+                continue
+            compressed, page = r
+            offsets.append(self.data_pos)
+            sizes.append(len(page))
+            flags.append(self.flag if compressed else 0)
+            data.append(page)
+            self.data_pos += len(page)
+        descs = kdump.page_descriptors(
+            layout.order, np.array(offsets), np.array(sizes), np.array(flags)
+        )
+        pwrite_all(self.fd, memoryview(descs), self.desc_pos)
+        self.desc_pos += len(descs)
+        if data:
+            blob = b"".join(data)
+            pwrite_all(self.fd, memoryview(blob), self.data_pos - len(blob))
+        address, size = chunk
+        if size:
+            self.reader.release(address, size)
+        if self.progress is not None:
+            self.progress(len(results) * page_size)
+
+
+Compressor = Callable[[memoryview], bytes]
+
+
+def get_compressor(compression: str) -> Compressor:
+    """
+    Return a function that compresses one page as the kdump format
+    *compression* does: zlib at ``Z_BEST_SPEED`` (as QEMU), zstd at level 1
+    (as makedumpfile), raw snappy, LZO1X-1 with QEMU's own liblzo2. It may
+    be called from several threads.
+
+    :raises ValueError: if *compression* is unknown
+    """
+    if compression == "kdump-zlib":
+        return lambda page: zlib.compress(page, 1)
+    if compression == "kdump-zstd":
+        import zstandard
+
+        local = threading.local()
+
+        def zstd(page: memoryview) -> bytes:
+            try:
+                cctx = local.cctx
+            except AttributeError:
+                cctx = local.cctx = zstandard.ZstdCompressor(level=1)
+            return cctx.compress(page)
+
+        return zstd
+    if compression == "kdump-snappy":
+        import cramjam
+
+        return lambda page: bytes(cramjam.snappy.compress_raw(page))
+    if compression == "kdump-lzo":
+        from drgn_qemu.lzo import lzo1x_1_compress
+
+        return lzo1x_1_compress
+    raise ValueError(f"unknown kdump compression {compression!r}")
+
+
+def compress_pages(
+    data: memoryview, page_size: int, compress: Compressor
+) -> List[Optional[Tuple[int, bytes]]]:
+    """
+    Compress the pages of *data*: per page ``None`` if it is all zeros, else
+    ``(compressed, bytes)``, stored as they are when compressing does not
+    make them smaller (as QEMU's ``write_dump_pages()``).
+    """
+    pages = len(data) // page_size
+    words = np.frombuffer(data, dtype=np.uint64).reshape(pages, page_size // 8)
+    nonzero: List[bool] = np.any(words, axis=1).tolist()
+    out: List[Optional[Tuple[int, bytes]]] = []
+    for i in range(pages):
+        if not nonzero[i]:
+            out.append(None)
+            continue
+        page = data[i * page_size : (i + 1) * page_size]
+        c = compress(page)
+        if len(c) < page_size:
+            out.append((1, c))
+        else:
+            out.append((0, bytes(page)))
+    return out
+
+
+#: Compressions for which more threads make the dump faster. Measured
+#: (benchmarks/RESULTS.md): zlib at Z_BEST_SPEED spends long enough per page
+#: that two threads nearly halve the time; zstd and snappy are so fast that
+#: handing pages between threads costs more than it saves.
+PARALLEL_COMPRESSIONS = frozenset({"kdump-zlib"})
+
+
+def unflatten(src: BinaryIO, dst: int) -> None:
+    """
+    Turn makedumpfile's flattened stream *src* into the plain kdump file
+    *dst* (``makedumpfile -R``): records of (offset, size, data), big-endian.
+
+    :raises ValueError: if *src* is not a complete flattened stream
+    """
+    if (
+        src.read(kdump.FLAT_HEADER_SIZE)[: len(kdump.FLATTENED_SIGNATURE)]
+        != kdump.FLATTENED_SIGNATURE
+    ):
+        raise ValueError("not a flattened kdump file")
+    record = struct.Struct(">qq")
+    while True:
+        raw = src.read(record.size)
+        if len(raw) < record.size:
+            raise ValueError("the flattened kdump file ends before its end marker")
+        offset, size = record.unpack(raw)
+        if offset == -1 and size == -1:
+            return
+        if offset < 0 or size < 0:
+            raise ValueError("a record of the flattened kdump file is damaged")
+        while size:
+            data = src.read(min(size, 1 << 20))
+            if not data:
+                raise ValueError("the flattened kdump file ends inside a record")
+            pwrite_all(dst, memoryview(data), offset)
+            offset += len(data)
+            size -= len(data)
