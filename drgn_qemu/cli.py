@@ -312,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_program_arguments(info)
     info.add_argument("--json", action="store_true", help="print one JSON object instead")
     info.set_defaults(func=_cmd_info, usage=check_program_usage, parser=info)
+    _add_guest_parser(sub)
+    _add_add_vmcoreinfo_parser(sub)
+    return parser
+
+
+def _add_guest_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """``drgn-qemu guest``."""
     guest = sub.add_parser(
         "guest",
         help="drgn on the guest's Linux kernel, in place: no vmcore written",
@@ -346,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a drgn script to run on the guest's kernel, and its arguments",
     )  # fmt: skip
     guest.set_defaults(func=_cmd_guest, usage=check_guest_usage, parser=guest)
+
+
+def _add_add_vmcoreinfo_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """``drgn-qemu add-vmcoreinfo``."""
     add = sub.add_parser(
         "add-vmcoreinfo",
         help="add the guest kernel's VMCOREINFO to a vmcore that lacks it",
@@ -371,7 +382,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="print one JSON object about what was done instead (its fields are in the README)",
     )
     add.set_defaults(func=_cmd_add_vmcoreinfo)
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -38,7 +38,7 @@ from drgn_qemu.reader import BackedReader, MemoryFault, MemoryReader, ProgramRea
 from drgn_qemu.vmcoreinfo import Vmcoreinfo, find_vmcoreinfo, kernel_utsname
 
 if TYPE_CHECKING:
-    from drgn_qemu.kdump import KdumpLayout
+    from drgn_qemu.kdump import KdumpHeader, KdumpLayout
 
 __all__ = (
     "DumpPlan",
@@ -274,35 +274,16 @@ def plan_dump(
     options = options if options is not None else DumpOptions()
     guest_arch = _guest_arch(prog, options.arch)
     reader = reader if reader is not None else ProgramReader(prog)
-    with reading("QEMU's memory map"):
-        blocks = guest_phys_blocks(prog, guest_arch.page_size)
-    with reading("the vCPUs' physical address width"):
-        limit = guest_arch.max_phys_addr(prog)
-    for block in blocks:
-        if limit is not None and block.target_end > limit:
-            raise CorruptStructureError(
-                f"guest RAM {block.mr_name!r} at guest-physical 0x{block.target_start:x}-"
-                f"0x{block.target_end - 1:x} lies beyond the vCPUs' physical address width "
-                f"({limit.bit_length() - 1} bits): QEMU's memory map is damaged"
-            )
-    _check_host_addresses(blocks)
+    blocks = _checked_blocks(prog, guest_arch)
     sources = resolve_ram_sources(prog, reader, blocks, options.ram_files)
     reader = sources.reader
-    warnings: List[str] = []
     missing = sources.missing
-    if missing and not options.skip_missing:
+    try:
+        segments = _segments(blocks, options, missing, empty)
+    except GuestMemoryError:
         _close_backed(sources.reader)
-        raise _missing_error(missing, skipping=False)
-    for source in missing:
-        warnings.append("left out: " + source.describe())
-    segments = guest_ranges(blocks, options.begin, options.length, missing)
-    if not segments and not empty:
-        _close_backed(sources.reader)
-        if missing and guest_ranges(blocks, options.begin, options.length):
-            raise _missing_error(missing, skipping=True)  # there was some: all of it missing
-        raise GuestMemoryError(
-            "no guest memory to dump" + (" in that window" if options.begin is not None else "")
-        )
+        raise
+    warnings = ["left out: " + source.describe() for source in missing]
     present = [s.block for s in sources.sources if not s.missing]
     with reading("QEMU's vCPU state"):
         check_cpu_list(prog)
@@ -314,9 +295,7 @@ def plan_dump(
             prog, present, guest_arch.page_size, info.endian, options.vmcoreinfo, reader=reader
         )
         warnings += found_warnings
-    vmcoreinfo_note = None
     if vmci is not None:
-        vmcoreinfo_note = len(notes)
         notes += vmci.note
     layout: Union[ElfCoreLayout, KdumpLayout]
     if options.format == "elf":
@@ -331,37 +310,107 @@ def plan_dump(
             phdrs_first=options.elf_layout == "kernel" or not dump_writes_section_headers(prog),
         )
     else:
-        # The kdump writer (and numpy) only when used.
+        # The kdump layout (and numpy) only when used.
         from drgn_qemu import kdump
 
-        fields = vmci.fields if vmci is not None else {}
-        phys_base = guest_arch.kernel_phys_base(info, fields)
         utsname = None
         if vmci is not None:
-            with reading("the guest kernel's utsname"):
-                utsname = kernel_utsname(
-                    lambda paddr, size: guest_phys_read(
-                        prog, present, paddr, size, lambda a, n: _read(reader, a, n)
-                    ),
-                    vmci,
-                    lambda vaddr: guest_arch.kernel_paddr(info, vmci.fields, phys_base, vaddr),
-                )
-        header = kdump.KdumpHeader(
-            info.elf_class,
-            info.endian,
-            info.page_size or guest_arch.page_size,
-            guest_arch.kdump_machine(info),
-            len(cpus),
-            phys_base,
-            options.format,
-            vmcoreinfo_note,
-            utsname,
-        )
+            utsname = _guest_utsname(prog, guest_arch, info, vmci, present, reader)
+        header = _kdump_header(guest_arch, info, options.format, len(cpus), vmci, notes, utsname)
         layout = kdump.KdumpLayout(header, notes, segments)
     return DumpPlan(
         prog, options, guest_arch, blocks, segments, layout, info, cpus, vmci, warnings,
         sources.sources, reader,
     )  # fmt: skip
+
+
+def _checked_blocks(prog: Program, guest_arch: GuestArch) -> List[GuestPhysBlock]:
+    """
+    The guest-physical blocks, each checked against the vCPUs' physical
+    address width and for a host address.
+    """
+    with reading("QEMU's memory map"):
+        blocks = guest_phys_blocks(prog, guest_arch.page_size)
+    with reading("the vCPUs' physical address width"):
+        limit = guest_arch.max_phys_addr(prog)
+    for block in blocks:
+        if limit is not None and block.target_end > limit:
+            raise CorruptStructureError(
+                f"guest RAM {block.mr_name!r} at guest-physical 0x{block.target_start:x}-"
+                f"0x{block.target_end - 1:x} lies beyond the vCPUs' physical address width "
+                f"({limit.bit_length() - 1} bits): QEMU's memory map is damaged"
+            )
+    _check_host_addresses(blocks)
+    return blocks
+
+
+def _segments(
+    blocks: List[GuestPhysBlock], options: DumpOptions, missing: List[BlockSource], empty: bool
+) -> List[GuestRange]:
+    """
+    The ranges to dump: the blocks in the begin/length window, without
+    *missing* (allowed only with ``options.skip_missing``).
+
+    :raises GuestMemoryError: if memory is missing, or none is left (unless *empty*)
+    """
+    if missing and not options.skip_missing:
+        raise _missing_error(missing, skipping=False)
+    segments = guest_ranges(blocks, options.begin, options.length, missing)
+    if not segments and not empty:
+        if missing and guest_ranges(blocks, options.begin, options.length):
+            raise _missing_error(missing, skipping=True)  # there was some: all of it missing
+        raise GuestMemoryError(
+            "no guest memory to dump" + (" in that window" if options.begin is not None else "")
+        )
+    return segments
+
+
+def _guest_utsname(
+    prog: Program,
+    guest_arch: GuestArch,
+    info: ArchDumpInfo,
+    vmci: Vmcoreinfo,
+    present: List[GuestPhysBlock],
+    reader: MemoryReader,
+) -> Optional[bytes]:
+    """The guest kernel's ``struct new_utsname``, read through *present* blocks."""
+    phys_base = guest_arch.kernel_phys_base(info, vmci.fields)
+    with reading("the guest kernel's utsname"):
+        return kernel_utsname(
+            lambda paddr, size: guest_phys_read(
+                prog, present, paddr, size, lambda a, n: _read(reader, a, n)
+            ),
+            vmci,
+            lambda vaddr: guest_arch.kernel_paddr(info, vmci.fields, phys_base, vaddr),
+        )
+
+
+def _kdump_header(
+    guest_arch: GuestArch,
+    info: ArchDumpInfo,
+    compression: str,
+    nr_cpus: int,
+    vmci: Optional[Vmcoreinfo],
+    notes: bytes,
+    utsname: Optional[bytes],
+) -> "KdumpHeader":
+    """
+    What the kdump file's headers say: QEMU's choices for the guest, and the
+    VMCOREINFO note, the last of *notes* when *vmci* is given.
+    """
+    from drgn_qemu.kdump import KdumpHeader
+
+    return KdumpHeader(
+        info.elf_class,
+        info.endian,
+        info.page_size or guest_arch.page_size,
+        guest_arch.kdump_machine(info),
+        nr_cpus,
+        guest_arch.kernel_phys_base(info, vmci.fields if vmci is not None else {}),
+        compression,
+        len(notes) - len(vmci.note) if vmci is not None else None,
+        utsname,
+    )
 
 
 def _read(reader: MemoryReader, address: int, size: int) -> bytes:

@@ -117,6 +117,11 @@ class FileMapping:
         """Whether the file no longer has a name (memfd, shared anonymous memory, unlinked)."""
         return self.path.endswith(" (deleted)")
 
+    @property
+    def name(self) -> str:
+        """*path* without Linux's ``" (deleted)"``."""
+        return self.path[: -len(" (deleted)")] if self.deleted else self.path
+
 
 def core_file_mappings(path: str) -> List[FileMapping]:
     """

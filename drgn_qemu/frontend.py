@@ -348,6 +348,8 @@ def run_dump(
 
 def dump_json(result: "DumpResult", args: argparse.Namespace, unpacked_in: float) -> Dict[str, Any]:
     """The ``--json`` object of a dump (its schema is in the README)."""
+    from drgn_qemu.ramsource import block_record
+
     plan = result.plan
     vmci = plan.vmcoreinfo
     st = os.stat(result.output)
@@ -358,20 +360,7 @@ def dump_json(result: "DumpResult", args: argparse.Namespace, unpacked_in: float
             "qemu": plan.prog.main_module().name,
         },
         "architecture": plan.arch.name,
-        "blocks": [
-            {
-                "target_start": s.block.target_start,
-                "target_end": s.block.target_end,
-                "host_addr": s.block.host_addr,
-                "size": s.block.size,
-                "memory_region": s.block.mr_name,
-                "source": s.kind,
-                "file": s.path,
-                "missing_bytes": sum(n for _, n in s.missing),
-                "missing_reason": s.reason,
-            }
-            for s in plan.sources
-        ],
+        "blocks": [block_record(s) for s in plan.sources],
         "vcpus": [{"index": c.index, "state": c.state, "stale": c.stale} for c in plan.cpus],
         "vmcoreinfo": None
         if vmci is None

@@ -16,7 +16,7 @@ import os
 import signal
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from drgn import Program, ProgramFlags
 
@@ -27,6 +27,7 @@ from drgn_qemu.helpers.machine import machine_state
 from drgn_qemu.helpers.qom import object_get_typename
 from drgn_qemu.options import DumpOptions
 from drgn_qemu.program import QEMU_BANNER
+from drgn_qemu.ramsource import block_record
 from drgn_qemu.reader import MemoryReader
 
 __all__ = ("CrashInfo", "QemuInfo", "format_info", "qemu_crash", "qemu_info", "qemu_version")
@@ -173,22 +174,9 @@ def qemu_info(
     file) or a live process. Damage in QEMU's structures leaves the field
     it spoils empty (the dump part says what); it does not fail.
     """
-    from drgn_qemu.dump import format_plan, plan_dump
-
     main = prog.main_module()
     executable = main.loaded_file_path or main.name
-    machine = accelerator = run_state = None
-    try:
-        with reading("QEMU's machine"):
-            state = machine_state(prog)
-            if state is not None:
-                machine = _strip(object_get_typename(state), "-machine")
-                accel = state.accelerator.read_()
-                if accel:
-                    accelerator = _strip(object_get_typename(accel), "-accel")
-            run_state = _run_state(prog)
-    except DrgnQemuError:
-        pass
+    machine, accelerator, run_state = _machine(prog)
     crash = qemu_crash(core) if core is not None else None
     if crash is not None and not prog.flags & ProgramFlags.IS_LIVE:
         from drgn_qemu.qemugdb import qemu_bt
@@ -208,6 +196,35 @@ def qemu_info(
         crash,
         build=qemu_build_info(prog, executable),
     )
+    info.dump, info.summary = _dump_info(prog, reader)
+    return info
+
+
+def _machine(prog: Program) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+    """The machine type, the accelerator and the run state, each None where damaged."""
+    machine = accelerator = run_state = None
+    try:
+        with reading("QEMU's machine"):
+            state = machine_state(prog)
+            if state is not None:
+                machine = _strip(object_get_typename(state), "-machine")
+                accel = state.accelerator.read_()
+                if accel:
+                    accelerator = _strip(object_get_typename(accel), "-accel")
+            run_state = _run_state(prog)
+    except DrgnQemuError:
+        pass
+    return machine, accelerator, run_state
+
+
+def _dump_info(prog: Program, reader: Optional[MemoryReader]) -> Tuple[Dict[str, Any], str]:
+    """
+    :attr:`QemuInfo.dump` and :attr:`QemuInfo.summary`: what a dump would
+    write, or why it cannot be written (with the blocks, where each is or
+    why it is not, when only guest RAM is missing).
+    """
+    from drgn_qemu.dump import format_plan, plan_dump
+
     error = None
     try:
         plan = plan_dump(prog, reader=reader)
@@ -218,27 +235,21 @@ def qemu_info(
         try:
             plan = plan_dump(prog, DumpOptions(skip_missing=True), reader, empty=True)
         except DrgnQemuError:
-            info.dump = {"possible": False, "error": error}
-            return info
+            return {"possible": False, "error": error}, ""
     except DrgnQemuError as e:
-        info.dump = {"possible": False, "error": str(e)}
-        return info
+        return {"possible": False, "error": str(e)}, ""
     plan.close()
     vmci = plan.vmcoreinfo
-    info.dump = {"possible": True} if error is None else {"possible": False, "error": error}
-    info.dump.update(
+    dump: Dict[str, Any] = (
+        {"possible": True} if error is None else {"possible": False, "error": error}
+    )
+    dump.update(
         {
             "guest_bytes": plan.guest_bytes,
             "blocks": [
-                {
-                    "target_start": s.block.target_start,
-                    "target_end": s.block.target_end,
-                    "size": s.block.size,
-                    "memory_region": s.block.mr_name,
-                    "source": s.kind,
-                }
+                {k: v for k, v in block_record(s).items() if k in INFO_BLOCK_FIELDS}
                 for s in plan.sources
-            ],  # fmt: skip
+            ],
             "vcpus": [{"index": c.index, "state": c.state} for c in plan.cpus],
             "vmcoreinfo": None
             if vmci is None
@@ -246,8 +257,11 @@ def qemu_info(
             "warnings": [w for w in plan.warnings if not w.startswith("left out: ")],
         }
     )
-    info.summary = format_plan(plan)
-    return info
+    return dump, format_plan(plan)
+
+
+#: The fields of :func:`~drgn_qemu.ramsource.block_record` that ``info`` shows.
+INFO_BLOCK_FIELDS = ("target_start", "target_end", "size", "memory_region", "source")
 
 
 def info_json(info: QemuInfo) -> Dict[str, Any]:

@@ -20,7 +20,7 @@ import mmap
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from drgn import Object, Program
 
@@ -48,6 +48,7 @@ from drgn_qemu.reader import BackedReader, FileBacking, MemoryReader
 __all__ = (
     "BlockSource",
     "RamSources",
+    "block_record",
     "coredump_filter_bit",
     "resolve_ram_sources",
 )
@@ -179,15 +180,13 @@ def _core_file_mappings(path: str) -> Tuple[FileMapping, ...]:
         return ()
 
 
-def _mapping_of(reader: MemoryReader, address: int) -> Optional[Tuple[str, int, bool]]:
-    """``(path, file offset, deleted)`` of the file a core says is at *address*."""
-    path = getattr(reader, "path", None)
-    if path is None:
+def _mapping_of(reader: MemoryReader, address: int) -> Optional[FileMapping]:
+    """The file a core says is mapped at *address*, from there on (its offset there)."""
+    if reader.path is None:
         return None
-    for m in _core_file_mappings(path):
+    for m in _core_file_mappings(reader.path):
         if m.start <= address < m.end:
-            name = m.path[: -len(" (deleted)")] if m.deleted else m.path
-            return name, m.offset + address - m.start, m.deleted
+            return FileMapping(address, m.end, m.offset + address - m.start, m.path)
     return None
 
 
@@ -215,7 +214,7 @@ def _check_file(path: str, offset: int, size: int) -> Optional[str]:
 def _why_missing(
     facts: Optional[RamBlockFacts],
     dump_guest_core: Optional[bool],
-    mapping: Optional[Tuple[str, int, bool]],
+    mapping: Optional[FileMapping],
     file_problem: Optional[str],
 ) -> str:
     """The reason a block's bytes are not in the core, and its fix."""
@@ -238,27 +237,29 @@ def _why_missing(
             "QEMU's host pointer is damaged; dump a live QEMU with -p PID"
         )
     if facts.shared:
-        named = mapping is not None and not mapping[2] and not mapping[0].startswith("/memfd:")
+        named = (
+            mapping is not None and not mapping.deleted and not mapping.name.startswith("/memfd:")
+        )
         if facts.hugetlb:
             kind = "hugetlb shared"
             what = "shared hugetlb memory"
         elif named:
             kind = "file-backed shared"
-            what = f"mapped shared from the file {mapping[0] if mapping else facts.mem_path}"
+            what = f"mapped shared from the file {mapping.name if mapping else facts.mem_path}"
         else:
             kind = "anonymous shared"
             what = "shared memory without a file name (memfd, share=on RAM, or a deleted file)"
-            if mapping is not None and mapping[2]:
-                what = f"mapped shared from {mapping[0]}, a file since deleted"
+            if mapping is not None and mapping.deleted:
+                what = f"mapped shared from {mapping.name}, a file since deleted"
         text = (
             f"it is {what}, which Linux leaves out of core dumps unless the process's "
             f"coredump_filter has bit 0x{coredump_filter_bit(kind):02x} ({kind}); "
         )
         if file_problem is not None:
             text += f"it cannot be read back: {file_problem}; "
-        elif mapping is not None and mapping[2]:
+        elif mapping is not None and mapping.deleted:
             text += "a deleted file cannot be read back; "
-        if named or (mapping is not None and mapping[2]) or facts.mem_path:
+        if named or (mapping is not None and mapping.deleted) or facts.mem_path:
             text += f"a copy of the file can be given with --ram-file {facts.names()[0]}=PATH; "
         return text + _FIX
     kind = "hugetlb private" if facts.hugetlb else "anonymous private"
@@ -274,6 +275,22 @@ def _why_missing(
             "guest RAM MADV_DONTDUMP: start it with -machine dump-guest-core=on; "
         )
     return text + _FIX
+
+
+def block_record(source: BlockSource) -> Dict[str, Any]:
+    """A guest-physical block and where its bytes are, as ``--json`` shows it (README)."""
+    block = source.block
+    return {
+        "target_start": block.target_start,
+        "target_end": block.target_end,
+        "host_addr": block.host_addr,
+        "size": block.size,
+        "memory_region": block.mr_name,
+        "source": source.kind,
+        "file": source.path,
+        "missing_bytes": sum(n for _, n in source.missing),
+        "missing_reason": source.reason,
+    }
 
 
 def resolve_ram_sources(
@@ -293,96 +310,132 @@ def resolve_ram_sources(
         whose file cannot hold the block
     """
     ram_files = dict(ram_files or {})
-    try:
-        with reading("the machine's confidential guest support"):
-            cgs = machine_confidential_guest_support(prog)
-    except DrgnQemuError:
-        cgs = None
-    if cgs is not None:
-        # Its memory is encrypted with keys only the CPU holds (SEV, PEF,
-        # s390 PV) or not in QEMU at all (TDX, SNP's guest_memfd): what
-        # QEMU maps would be ciphertext written as if it were the guest's.
-        reason = (
-            f"the guest is a confidential guest ({cgs}): its memory is encrypted by the "
-            "CPU or kept out of QEMU, so no dump of QEMU holds it"
-        )
-        return RamSources(reader, [
-            BlockSource(b, "missing", missing=[(b.host_addr, b.size)], reason=reason,
-                        dumpable=False)
-            for b in blocks
-        ])  # fmt: skip
-    dump_guest_core: Optional[bool] = None
-    have_setting = False
-    sources: List[BlockSource] = []
-    backings: List[FileBacking] = []
-    used: Set[str] = set()
-    for block in blocks:
-        missing = reader.missing(block.host_addr, block.size)
-        given = None
-        try:
-            with reading(f"the RAMBlock of {block.mr_name}"):
-                facts = _facts(prog, block)
-        except DrgnQemuError:  # damaged: the dump's own checks say so
-            facts = None
-        if facts is not None:
-            for name in facts.names():
-                if name in ram_files:
-                    given = (name, ram_files[name])
-            if facts.guest_memfd:
-                # What QEMU maps is the shared view; the guest's private
-                # pages are only in the guest_memfd: never write that view
-                # as if it were the guest's memory.
-                missing = [(block.host_addr, block.size)]
-                reason = _why_missing(facts, None, None, None)
-                sources.append(BlockSource(block, "missing", missing=missing, reason=reason,
-                                           facts=facts, dumpable=False))  # fmt: skip
-                continue
-        if given is None and not missing:
-            sources.append(BlockSource(block, reader.source, facts=facts))
-            continue
-        # Where the block's bytes are in a file: as the core maps it, or
-        # as QEMU's backend and RAMBlock say.
-        mapping = _mapping_of(reader, block.host_addr)
-        offset: Optional[int] = None
-        if mapping is not None:
-            offset = mapping[1]
-        elif facts is not None and facts.fd_offset is not None:
-            offset = facts.fd_offset + facts.offset
-        path: Optional[str] = None
-        problem: Optional[str] = None
-        if given is not None:
-            used.add(given[0])
-            path = given[1]
-            offset = offset if offset is not None else facts.offset if facts else 0
-        elif facts is not None and facts.shared and not facts.guest_memfd:
-            if mapping is not None and not mapping[2]:
-                path = mapping[0]
-            elif mapping is None and facts.mem_path is not None:
-                path = facts.mem_path
-        if path is not None and offset is not None:
-            problem = _check_file(path, offset, block.size)
-            if problem is None:
-                backings.append(FileBacking(block.host_addr, block.size, path, offset))
-                sources.append(BlockSource(block, "file", path=path, facts=facts))
-                continue
-            if given is not None:
-                raise GuestMemoryError(f"--ram-file {given[0]}={path}: {problem}")
-        if not have_setting:
-            try:
-                with reading("the machine's settings"):
-                    dump_guest_core = machine_dump_guest_core(prog)
-            except DrgnQemuError:
-                dump_guest_core = None
-            have_setting = True
-        reason = _why_missing(facts, dump_guest_core, mapping, problem)
-        sources.append(BlockSource(block, "missing", missing=missing, reason=reason, facts=facts))
-    unknown = sorted(set(ram_files) - used)
+    confidential = _confidential_sources(prog, reader, blocks)
+    if confidential is not None:
+        return confidential
+    resolver = _Resolver(prog, reader, ram_files)
+    sources = [resolver.block_source(block) for block in blocks]
+    unknown = sorted(set(ram_files) - resolver.used)
     if unknown:
         names = sorted({n for s in sources if s.facts for n in s.facts.names()})
         raise GuestMemoryError(
             f"--ram-file {unknown[0]}: no guest RAM block of that name "
             f"(backend ids and RAMBlock names here: {', '.join(names) or 'none'})"
         )
-    if backings:
-        reader = BackedReader(reader, backings)
+    if resolver.backings:
+        reader = BackedReader(reader, resolver.backings)
     return RamSources(reader, sources)
+
+
+def _confidential_sources(
+    prog: Program, reader: MemoryReader, blocks: Sequence[GuestPhysBlock]
+) -> Optional[RamSources]:
+    """Every block missing, if the guest is a confidential guest; else None."""
+    try:
+        with reading("the machine's confidential guest support"):
+            cgs = machine_confidential_guest_support(prog)
+    except DrgnQemuError:
+        cgs = None
+    if cgs is None:
+        return None
+    # Its memory is encrypted with keys only the CPU holds (SEV, PEF,
+    # s390 PV) or not in QEMU at all (TDX, SNP's guest_memfd): what
+    # QEMU maps would be ciphertext written as if it were the guest's.
+    reason = (
+        f"the guest is a confidential guest ({cgs}): its memory is encrypted by the "
+        "CPU or kept out of QEMU, so no dump of QEMU holds it"
+    )
+    return RamSources(reader, [
+        BlockSource(b, "missing", missing=[(b.host_addr, b.size)], reason=reason,
+                    dumpable=False)
+        for b in blocks
+    ])  # fmt: skip
+
+
+class _Resolver:
+    """Where each block's bytes are, one block at a time (see :func:`resolve_ram_sources`)."""
+
+    def __init__(self, prog: Program, reader: MemoryReader, ram_files: Dict[str, str]) -> None:
+        self.prog = prog
+        self.reader = reader
+        self.ram_files = ram_files
+        #: The ``--ram-file`` names used.
+        self.used: Set[str] = set()
+        #: The blocks read back from files.
+        self.backings: List[FileBacking] = []
+        self._dump_guest_core: Optional[bool] = None
+        self._have_setting = False
+
+    def block_source(self, block: GuestPhysBlock) -> BlockSource:
+        """Where *block*'s bytes are: the input, a file, or missing (and why)."""
+        missing = self.reader.missing(block.host_addr, block.size)
+        try:
+            with reading(f"the RAMBlock of {block.mr_name}"):
+                facts: Optional[RamBlockFacts] = _facts(self.prog, block)
+        except DrgnQemuError:  # damaged: the dump's own checks say so
+            facts = None
+        given = None
+        if facts is not None:
+            for name in facts.names():
+                if name in self.ram_files:
+                    given = (name, self.ram_files[name])
+            if facts.guest_memfd:
+                # What QEMU maps is the shared view; the guest's private
+                # pages are only in the guest_memfd: never write that view
+                # as if it were the guest's memory.
+                reason = _why_missing(facts, None, None, None)
+                return BlockSource(block, "missing", missing=[(block.host_addr, block.size)],
+                                   reason=reason, facts=facts, dumpable=False)  # fmt: skip
+        if given is None and not missing:
+            return BlockSource(block, self.reader.source, facts=facts)
+        # Where the block's bytes are in a file: as the core maps it, or
+        # as QEMU's backend and RAMBlock say.
+        mapping = _mapping_of(self.reader, block.host_addr)
+        path, offset = self._file_of(facts, mapping, given)
+        problem: Optional[str] = None
+        if path is not None and offset is not None:
+            problem = _check_file(path, offset, block.size)
+            if problem is None:
+                self.backings.append(FileBacking(block.host_addr, block.size, path, offset))
+                return BlockSource(block, "file", path=path, facts=facts)
+            if given is not None:
+                raise GuestMemoryError(f"--ram-file {given[0]}={path}: {problem}")
+        reason = _why_missing(facts, self._dump_guest_core_setting(), mapping, problem)
+        return BlockSource(block, "missing", missing=missing, reason=reason, facts=facts)
+
+    def _file_of(
+        self,
+        facts: Optional[RamBlockFacts],
+        mapping: Optional[FileMapping],
+        given: Optional[Tuple[str, str]],
+    ) -> Tuple[Optional[str], Optional[int]]:
+        """
+        The file holding a block and the block's offset in it: the
+        ``--ram-file`` *given*, or the shared file the core maps, or the
+        backend's ``mem-path``.
+        """
+        offset: Optional[int] = None
+        if mapping is not None:
+            offset = mapping.offset
+        elif facts is not None and facts.fd_offset is not None:
+            offset = facts.fd_offset + facts.offset
+        if given is not None:
+            self.used.add(given[0])
+            return given[1], offset if offset is not None else facts.offset if facts else 0
+        if facts is not None and facts.shared and not facts.guest_memfd:
+            if mapping is not None and not mapping.deleted:
+                return mapping.name, offset
+            if mapping is None and facts.mem_path is not None:
+                return facts.mem_path, offset
+        return None, offset
+
+    def _dump_guest_core_setting(self) -> Optional[bool]:
+        """``-machine dump-guest-core``, read once (None if damaged)."""
+        if not self._have_setting:
+            try:
+                with reading("the machine's settings"):
+                    self._dump_guest_core = machine_dump_guest_core(self.prog)
+            except DrgnQemuError:
+                self._dump_guest_core = None
+            self._have_setting = True
+        return self._dump_guest_core

@@ -85,6 +85,9 @@ class MemoryReader:
 
     #: Where the bytes come from: ``core`` or ``process``.
     source = "core"
+    #: The core file read, if the bytes come from one (its ``NT_FILE``
+    #: note says which files are mapped where).
+    path: Optional[str] = None
 
     def readinto(self, address: int, buf: memoryview) -> None:
         """Fill *buf* with the memory at *address*, or raise :class:`MemoryFault`."""

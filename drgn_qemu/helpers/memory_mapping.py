@@ -143,25 +143,32 @@ def guest_phys_blocks(prog: Program, target_page_size: int = 4096) -> List[Guest
         if memory_region_has_ram_discard_manager(mr):
             # Special sparse regions (virtio-mem): only the populated parts.
             for offset, n in ram_discard_manager_replay_populated(mr, offset_in_region, size):
-                _add_section(blocks, fr, mr, target_start + offset - offset_in_region, n,
-                             offset, by_mr, target_page_size)  # fmt: skip
+                section = _Section(fr, mr, target_start + offset - offset_in_region, n, offset)
+                _add_section(blocks, section, by_mr, target_page_size)
         else:
-            _add_section(blocks, fr, mr, target_start, size, offset_in_region, by_mr,
-                         target_page_size)  # fmt: skip
+            section = _Section(fr, mr, target_start, size, offset_in_region)
+            _add_section(blocks, section, by_mr, target_page_size)
     return blocks
 
 
+@dataclass(frozen=True)
+class _Section:
+    """QEMU's ``MemoryRegionSection`` of a RAM range, and the ``FlatRange`` it is from."""
+
+    fr: Object
+    mr: Object
+    #: ``offset_within_address_space``: where it starts, guest-physical.
+    target_start: int
+    size: int
+    offset_in_region: int
+
+
 def _add_section(
-    blocks: List[GuestPhysBlock],
-    fr: Object,
-    mr: Object,
-    target_start: int,
-    size: int,
-    offset_in_region: int,
-    by_mr: bool,
-    target_page_size: int,
+    blocks: List[GuestPhysBlock], section: _Section, by_mr: bool, target_page_size: int
 ) -> None:
     """QEMU's ``guest_phys_block_add_section()``: a new block, or the last one grown."""
+    fr, mr, target_start, size = section.fr, section.mr, section.target_start, section.size
+    offset_in_region = section.offset_in_region
     target_end = target_start + size
     block, offset = memory_region_get_ram_block(mr, target_page_size)
     offset += offset_in_region
