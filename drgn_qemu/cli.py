@@ -30,7 +30,12 @@ from drgn_qemu.frontend import (
 )
 from drgn_qemu.options import DumpOptions
 
-__all__ = ("build_parser", "main")
+__all__ = (
+    "build_parser",
+    "check_guest_usage",
+    "main",
+    "skip_command_plugins",
+)
 
 DESCRIPTION = """\
 Turn a crashed or hung QEMU into evidence: read QEMU's own data structures

@@ -30,9 +30,10 @@ __all__ = (
     "NotQemuError",
     "OutputError",
     "ProgramError",
-    "UnsupportedError",
     "reading",
     "translate_errors",
+    "UnsupportedError",
+    "UsageError",
 )
 
 

@@ -32,19 +32,20 @@ if TYPE_CHECKING:
     from drgn_qemu.reader import MemoryReader
 
 __all__ = (
-    "DUMP_ARGUMENTS",
-    "DUMP_DESCRIPTION",
-    "Target",
     "add_dump_arguments",
     "check_dump_usage",
     "check_program_usage",
+    "DUMP_ARGUMENTS",
+    "DUMP_DESCRIPTION",
     "dump_json",
     "dump_options",
     "named_inputs",
     "open_target",
+    "parse_ram_file",
     "parse_size",
     "report_errors",
     "run_dump",
+    "Target",
 )
 
 _SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

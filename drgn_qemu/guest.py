@@ -28,7 +28,13 @@ from drgn_qemu.errors import DebugInfoError, DrgnQemuError, UnsupportedError
 from drgn_qemu.options import DumpOptions
 from drgn_qemu.reader import MemoryFault, MemoryReader
 
-__all__ = ("GUEST_ARCHITECTURES", "GuestProgramError", "guest_program", "load_guest_debug_info")
+__all__ = (
+    "GUEST_ARCHITECTURES",
+    "guest_plan",
+    "guest_program",
+    "GuestProgramError",
+    "load_guest_debug_info",
+)
 
 #: The guests' ELF machines (as QEMU's dump chooses them) whose Linux
 #: kernels drgn 0.3 debugs, walking their page tables (libdrgn's

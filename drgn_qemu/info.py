@@ -30,7 +30,17 @@ from drgn_qemu.program import QEMU_BANNER
 from drgn_qemu.ramsource import block_record
 from drgn_qemu.reader import MemoryReader
 
-__all__ = ("CrashInfo", "QemuInfo", "format_info", "qemu_crash", "qemu_info", "qemu_version")
+__all__ = (
+    "BuildInfo",
+    "CrashInfo",
+    "format_info",
+    "info_json",
+    "qemu_build_info",
+    "qemu_crash",
+    "qemu_info",
+    "qemu_version",
+    "QemuInfo",
+)
 
 #: ``NT_PRSTATUS``: the kernel (and gcore) write the signalled thread's first.
 _NT_PRSTATUS = 1

@@ -34,12 +34,18 @@ from drgn_qemu.ranges import GuestRange
 
 __all__ = (
     "COMPRESSION_FLAGS",
+    "disk_dump_header_struct",
+    "kdump_sub_header_struct",
+    "KdumpFile",
     "KdumpHeader",
     "KdumpLayout",
-    "PageRun",
-    "PartialPage",
+    "pack_disk_dump_header",
+    "pack_kdump_sub_header",
+    "page_desc_dtype",
     "page_descriptors",
+    "PageRun",
     "pages_of_segments",
+    "PartialPage",
 )
 
 KDUMP_SIGNATURE = b"KDUMP   "

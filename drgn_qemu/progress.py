@@ -8,7 +8,10 @@ import sys
 import time
 from typing import Optional, TextIO
 
-__all__ = ("Progress",)
+__all__ = (
+    "human_size",
+    "Progress",
+)
 
 
 def human_size(n: int) -> str:

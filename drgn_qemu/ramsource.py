@@ -46,10 +46,11 @@ from drgn_qemu.progress import human_size
 from drgn_qemu.reader import BackedReader, FileBacking, MemoryReader
 
 __all__ = (
-    "BlockSource",
-    "RamSources",
     "block_record",
+    "BlockSource",
     "coredump_filter_bit",
+    "RamBlockFacts",
+    "RamSources",
     "resolve_ram_sources",
 )
 

@@ -9,7 +9,7 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, List, Set, Tuple
 
 PACKAGE = Path(__file__).resolve().parent.parent / "drgn_qemu"
 
@@ -134,3 +134,66 @@ def test_arch_names_are_the_modules() -> None:
     assert sorted(
         p.stem for p in (PACKAGE / "arch").glob("*.py") if p.stem not in ("__init__", "base")
     ) == list(ARCH_NAMES)
+
+
+def _functions() -> List[Tuple[Path, ast.FunctionDef]]:
+    """``(path, function)`` of every function of drgn_qemu/ (methods too)."""
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef):
+                out.append((path, node))
+    return out
+
+
+def test_no_long_function_and_no_long_parameter_list() -> None:
+    too_long = []
+    for path, fn in _functions():
+        a = fn.args
+        params = [*a.posonlyargs, *a.args, *a.kwonlyargs] + [x for x in (a.vararg, a.kwarg) if x]
+        params = [p for p in params if p.arg not in ("self", "cls")]
+        lines = (fn.end_lineno or fn.lineno) - fn.lineno + 1
+        if lines > 80 or len(params) > 7:
+            too_long.append(f"{path.name}:{fn.name} ({lines} lines, {len(params)} parameters)")
+    assert too_long == []
+
+
+def test_public_names_in_all_and_helpers_documented_as_drgn_does() -> None:
+    """
+    Every public module-level function and class is in its module's
+    ``__all__``; each ``Object`` argument of a public helper (helpers/,
+    arch/, registers/) is documented with ``:param x:``; a helper whose
+    first argument is the program takes drgn's default program.
+    """
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parent.name == "contrib":
+            continue
+        tree = ast.parse(path.read_text())
+        names = next(
+            (
+                {e.value for e in n.value.elts}  # type: ignore[attr-defined]
+                for n in tree.body
+                if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "__all__"
+            ),
+            set(),
+        )
+        subject = path.parent.name in ("helpers", "arch", "registers")
+        for node in tree.body:
+            if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name[0] == "_":
+                continue
+            if node.name not in names:
+                problems.append(f"{path.name}: {node.name} not in __all__")
+            if not subject or not isinstance(node, ast.FunctionDef):
+                continue
+            doc = ast.get_docstring(node) or ""
+            for arg in node.args.args:
+                if arg.annotation is not None and ast.unparse(arg.annotation) == "Object":
+                    if f":param {arg.arg}:" not in doc:
+                        problems.append(f"{path.name}: {node.name}({arg.arg}) undocumented")
+            decorators = [ast.unparse(d) for d in node.decorator_list]
+            if path.parent.name == "helpers" and node.args.args[:1]:
+                if node.args.args[0].arg == "prog" and "takes_program_or_default" not in decorators:
+                    problems.append(f"{path.name}: {node.name} does not take the default program")
+    assert problems == []

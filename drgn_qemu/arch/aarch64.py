@@ -35,11 +35,19 @@ from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
 __all__ = (
     "AArch64",
+    "arm_cpu",
+    "arm_current_el",
+    "arm_feature",
+    "cpsr_read",
     "EM_AARCH64",
     "EM_ARM",
-    "arm_cpu",
-    "cpsr_read",
+    "exceptbits_from_host",
+    "fp_status_flags",
+    "has_sve",
     "pstate_read",
+    "sve_note",
+    "sve_size_vq",
+    "sve_vqm1_for_el",
     "vfp_get_fpcr",
     "vfp_get_fpscr",
     "vfp_get_fpsr",
@@ -75,12 +83,20 @@ _VFP = "64QII8x"
 
 
 def arm_cpu(cpu: Object) -> Object:
-    """Return the ``ARMCPU *`` of a ``CPUState *`` (``ARM_CPU(cs)``)."""
+    """
+    Return the ``ARMCPU *`` of a ``CPUState *`` (``ARM_CPU(cs)``).
+
+    :param cpu: ``CPUState *``
+    """
     return container_of(cpu, "ARMCPU", "parent_obj")
 
 
 def pstate_read(env: Object) -> int:
-    """Return PSTATE of a ``CPUARMState`` as QEMU's ``pstate_read()`` assembles it."""
+    """
+    Return PSTATE of a ``CPUARMState`` as QEMU's ``pstate_read()`` assembles it.
+
+    :param env: ``CPUARMState *``
+    """
     zf = 1 if env.ZF.value_() == 0 else 0
     value = (
         (env.NF.value_() & 0x80000000)
@@ -96,6 +112,11 @@ def pstate_read(env: Object) -> int:
 
 
 def fp_status_flags(env: Object, fpst: str) -> int:
+    """
+    The exception flags of the ``float_status`` *fpst* names (an ``FPST_*``).
+
+    :param env: ``CPUARMState *``
+    """
     prog = env.prog_
     return env.vfp.fp_status[prog[fpst].value_()].float_exception_flags.value_()
 
@@ -134,6 +155,7 @@ def vfp_get_fpsr(env: Object) -> int:
     ``fp_status[FPST_*]`` (QEMU 10).
 
     :raises UnsupportedError: for an older layout
+    :param env: ``CPUARMState *``
     """
     prog = env.prog_
     vfp = env.vfp
@@ -161,7 +183,11 @@ def vfp_get_fpsr(env: Object) -> int:
 
 
 def vfp_get_fpcr(env: Object) -> int:
-    """Return FPCR as QEMU's ``vfp_get_fpcr()`` assembles it."""
+    """
+    Return FPCR as QEMU's ``vfp_get_fpcr()`` assembles it.
+
+    :param env: ``CPUARMState *``
+    """
     vfp = env.vfp
     fpcr = vfp.fpcr.value_() | (vfp.vec_len.value_() << 16) | (vfp.vec_stride.value_() << 20)
     if env.type_.has_member("v7m") and env.v7m.type_.has_member("ltpsize"):
@@ -171,15 +197,29 @@ def vfp_get_fpcr(env: Object) -> int:
 
 def has_sve(cpu: Object) -> bool:
     # cpu_isar_feature(aa64_sve): ID_AA64PFR0_EL1.SVE, bits [35:32].
+    """
+    Whether the CPU has SVE (``cpu_isar_feature(aa64_sve, cpu)``).
+
+    :param cpu: ``ARMCPU *``
+    """
     return bool((cpu.isar.id_aa64pfr0.value_() >> 32) & 0xF)
 
 
 def arm_feature(env: Object, name: str) -> bool:
+    """
+    QEMU's ``arm_feature()``: whether the CPU has the ``ARM_FEATURE_*`` *name*.
+
+    :param env: ``CPUARMState *``
+    """
     return bool(env.features.value_() & (1 << env.prog_[name].value_()))
 
 
 def arm_current_el(env: Object) -> int:
-    """The vCPU's exception level (``arm_current_el()``, A-profile)."""
+    """
+    The vCPU's exception level (``arm_current_el()``, A-profile).
+
+    :param env: ``CPUARMState *``
+    """
     if env.aarch64.value_():
         return (env.pstate.value_() >> 2) & 3
     # AArch32: User mode is EL0; the others are EL1 under a 64-bit kernel.
@@ -192,6 +232,8 @@ def sve_vqm1_for_el(cpu: Object, el: int) -> int:
     one, that exception level *el* sees: the largest supported length that
     ZCR_EL1/2/3 (SMCR in streaming mode) allow. EL2 is taken as enabled when
     the CPU has it and runs non-secure or with SCR_EL3.EEL2.
+
+    :param cpu: ``ARMCPU *``
     """
     env = cpu.env
     sm = bool(env.svcr.value_() & 1) if env.type_.has_member("svcr") else False
@@ -216,7 +258,11 @@ def sve_vqm1_for_el(cpu: Object, el: int) -> int:
 
 
 def cpsr_read(env: Object) -> int:
-    """CPSR of an AArch32 vCPU as QEMU's ``cpsr_read()`` assembles it."""
+    """
+    CPSR of an AArch32 vCPU as QEMU's ``cpsr_read()`` assembles it.
+
+    :param env: ``CPUARMState *``
+    """
     zf = 1 if env.ZF.value_() == 0 else 0
     condexec = env.condexec_bits.value_()
     value = (
@@ -236,7 +282,11 @@ def cpsr_read(env: Object) -> int:
 
 
 def vfp_get_fpscr(env: Object) -> int:
-    """FPSCR as QEMU's ``vfp_get_fpscr()``: FPCR and FPSR bits together."""
+    """
+    FPSCR as QEMU's ``vfp_get_fpscr()``: FPCR and FPSR bits together.
+
+    :param env: ``CPUARMState *``
+    """
     return (vfp_get_fpcr(env) & FPSCR_FPCR_MASK) | (vfp_get_fpsr(env) & FPSCR_FPSR_MASK)
 
 
@@ -260,6 +310,8 @@ def sve_note(cpu: Object, order: str) -> bytes:
     The NT_ARM_SVE descriptor QEMU's ``aarch64_write_elf64_sve()`` writes:
     ``user_sve_header``, Z0-Z31, P0-P15 and FFR, FPSR and FPCR. As QEMU,
     the Z and P registers are copied as the host holds them.
+
+    :param cpu: ``ARMCPU *``
     """
     prog = cpu.prog_
     env = cpu.env

@@ -36,12 +36,20 @@ _DMW_MASK = (1 << 48) - 1
 
 
 def loongarch_cpu(cpu: Object) -> Object:
-    """Return the ``LoongArchCPU *`` of a ``CPUState *`` (``LOONGARCH_CPU(cs)``)."""
+    """
+    Return the ``LoongArchCPU *`` of a ``CPUState *`` (``LOONGARCH_CPU(cs)``).
+
+    :param cpu: ``CPUState *``
+    """
     return container_of(cpu, "LoongArchCPU", "parent_obj")
 
 
 def read_fcc(env: Object) -> int:
-    """The eight condition flags as one word, as QEMU's ``read_fcc()``."""
+    """
+    The eight condition flags as one word, as QEMU's ``read_fcc()``.
+
+    :param env: ``CPULoongArchState *``
+    """
     return sum((env.cf[i].value_() & 0xFF) << (8 * i) for i in range(8))
 
 

@@ -28,11 +28,15 @@ from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
 __all__ = (
-    "EM_PPC64",
-    "PPC64",
     "cpu_read_xer",
+    "EM_PPC64",
+    "is_isa300",
     "powerpc_cpu",
+    "PPC64",
+    "ppc_bit",
+    "ppc_cpu_class",
     "ppc_interrupts_little_endian",
+    "vsr_doubleword",
 )
 
 EM_PPC64 = 21
@@ -66,12 +70,20 @@ _PRSTATUS = "32xI76x44Q40x"
 
 
 def powerpc_cpu(cpu: Object) -> Object:
-    """Return the ``PowerPCCPU *`` of a ``CPUState *`` (``POWERPC_CPU(cs)``)."""
+    """
+    Return the ``PowerPCCPU *`` of a ``CPUState *`` (``POWERPC_CPU(cs)``).
+
+    :param cpu: ``CPUState *``
+    """
     return container_of(cpu, "PowerPCCPU", "parent_obj")
 
 
 def ppc_cpu_class(cpu: Object) -> Object:
-    """``POWERPC_CPU_GET_CLASS(cpu)``: the ``PowerPCCPUClass`` of the vCPU's QOM object."""
+    """
+    ``POWERPC_CPU_GET_CLASS(cpu)``: the ``PowerPCCPUClass`` of the vCPU's QOM object.
+
+    :param cpu: ``PowerPCCPU *``
+    """
     obj = cpu.parent_obj.parent_obj.parent_obj
     return cast("PowerPCCPUClass *", obj.member_("class"))
 
@@ -81,7 +93,11 @@ def is_isa300(flags2: int, prog: Program) -> bool:
 
 
 def ppc_interrupts_little_endian(cpu: Object, hv: bool) -> bool:
-    """Return whether the vCPU takes interrupts little-endian, as QEMU's function."""
+    """
+    Return whether the vCPU takes interrupts little-endian, as QEMU's function.
+
+    :param cpu: ``PowerPCCPU *``
+    """
     prog = cpu.prog_
     env = cpu.env
     pcc = ppc_cpu_class(cpu)
@@ -94,7 +110,11 @@ def ppc_interrupts_little_endian(cpu: Object, hv: bool) -> bool:
 
 
 def cpu_read_xer(env: Object) -> int:
-    """Return XER as QEMU's ``cpu_read_xer()`` assembles it."""
+    """
+    Return XER as QEMU's ``cpu_read_xer()`` assembles it.
+
+    :param env: ``CPUPPCState *``
+    """
     xer = env.xer.value_()
     xer |= env.so.value_() << XER_SO | env.ov.value_() << XER_OV | env.ca.value_() << XER_CA
     if is_isa300(env.insns_flags2.value_(), env.prog_):
@@ -103,7 +123,11 @@ def cpu_read_xer(env: Object) -> int:
 
 
 def vsr_doubleword(env: Object, i: int, n: int) -> int:
-    """``env->vsr[i].VsrD(n)``: doubleword *n* in the guest's (big-endian) numbering."""
+    """
+    ``env->vsr[i].VsrD(n)``: doubleword *n* in the guest's (big-endian) numbering.
+
+    :param env: ``CPUPPCState *``
+    """
     platform = env.prog_.platform
     host_le = platform is None or bool(platform.flags & PlatformFlags.IS_LITTLE_ENDIAN)
     return int(env.vsr[i].u64[1 - n if host_le else n].value_())

@@ -32,7 +32,11 @@ _PRSTATUS_SIZE = 376
 
 
 def riscv_cpu(cpu: Object) -> Object:
-    """Return the ``RISCVCPU *`` of a ``CPUState *`` (``RISCV_CPU(cs)``)."""
+    """
+    Return the ``RISCVCPU *`` of a ``CPUState *`` (``RISCV_CPU(cs)``).
+
+    :param cpu: ``CPUState *``
+    """
     return container_of(cpu, "RISCVCPU", "parent_obj")
 
 

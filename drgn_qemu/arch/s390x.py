@@ -23,8 +23,9 @@ from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
 __all__ = (
     "EM_S390",
-    "S390X",
     "s390_cpu",
+    "S390X",
+    "u64",
 )
 
 EM_S390 = 22
@@ -42,11 +43,20 @@ _PRSTATUS = ">32xI76x18Q16I16x"
 
 
 def s390_cpu(cpu: Object) -> Object:
-    """Return the ``S390CPU *`` of a ``CPUState *`` (``S390_CPU(cs)``)."""
+    """
+    Return the ``S390CPU *`` of a ``CPUState *`` (``S390_CPU(cs)``).
+
+    :param cpu: ``CPUState *``
+    """
     return container_of(cpu, "S390CPU", "parent_obj")
 
 
 def u64(obj: Object) -> int:
+    """
+    The value of an integer object, as the unsigned 64 bits QEMU prints.
+
+    :param obj: an integer object
+    """
     return int(obj.value_()) & 0xFFFFFFFFFFFFFFFF
 
 

@@ -21,8 +21,9 @@ from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 __all__ = (
     "EM_386",
     "EM_X86_64",
-    "X86_64",
     "HF_LMA_MASK",
+    "qemu_cpu_state",
+    "X86_64",
     "x86_cpu",
 )
 
@@ -50,7 +51,11 @@ _SEGMENT = struct.Struct("<IIIIQ")
 
 
 def x86_cpu(cpu: Object) -> Object:
-    """Return the ``X86CPU *`` of a ``CPUState *`` (``X86_CPU(cs)``)."""
+    """
+    Return the ``X86CPU *`` of a ``CPUState *`` (``X86_CPU(cs)``).
+
+    :param cpu: ``CPUState *``
+    """
     return container_of(cpu, "X86CPU", "parent_obj")
 
 
@@ -111,6 +116,8 @@ def qemu_cpu_state(env: Object) -> bytes:
     Return the ``QEMUCPUState`` of a vCPU as QEMU's ``qemu_get_cpustate()``
     fills it. Its size and whether it ends with ``kernel_gs_base`` come from
     the ``QEMUCPUState`` type in QEMU's debug info where it is there.
+
+    :param env: ``CPUX86State *``
     """
     prog = env.prog_
     try:

@@ -11,6 +11,7 @@ global, and did not use it.
 """
 
 from drgn import Program
+from drgn.helpers.common.prog import takes_program_or_default
 
 __all__ = ("kvm_enabled", "tcg_enabled")
 
@@ -22,11 +23,13 @@ def _allowed(prog: Program, name: str) -> bool:
         return False
 
 
+@takes_program_or_default
 def kvm_enabled(prog: Program) -> bool:
     """Return whether QEMU ran the guest with KVM (``kvm_enabled()``: ``kvm_allowed``)."""
     return _allowed(prog, "kvm_allowed")
 
 
+@takes_program_or_default
 def tcg_enabled(prog: Program) -> bool:
     """Return whether QEMU ran the guest with TCG (``tcg_enabled()``: ``tcg_allowed``)."""
     return _allowed(prog, "tcg_allowed")

@@ -19,6 +19,7 @@ import struct
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from drgn import FaultError, Object, Program, StackTrace, Thread, TypeMember, cast
+from drgn.helpers.common.prog import takes_program_or_default
 
 from drgn_qemu.errors import CorruptStructureError, UnsupportedError
 
@@ -58,6 +59,7 @@ def thread_pointer(thread: Thread) -> int:
     return int(thread.stack_trace()[0].registers()["fs.base"])
 
 
+@takes_program_or_default
 def glibc_pointer_guard(prog: Program, thread: Optional[Thread] = None) -> int:
     """
     Return glibc's pointer guard (``THREAD_GET_POINTER_GUARD()``), read from
@@ -124,6 +126,8 @@ def coroutine_stack_trace(co: Object, guard: Optional[int] = None) -> StackTrace
     the registers in its ``sigjmp_buf`` (:func:`coroutine_get_registers`).
     Its last frame is ``coroutine_trampoline``, the bottom of every
     coroutine stack; frames drgn finds past it are not the coroutine's.
+
+    :param co: ``Coroutine *``
     """
     regs = coroutine_get_registers(co, guard)
     return co.prog_.stack_trace(_regs_object(co.prog_, regs))
@@ -139,6 +143,7 @@ def coroutine_frames(trace: StackTrace) -> List[Tuple[int, str]]:
     return out
 
 
+@takes_program_or_default
 def co_tls_current(prog: Program, tp: int, tls_block: Tuple[int, int, int]) -> Object:
     """
     Return the coroutine a thread runs (the thread-local ``co_tls_current``,
@@ -160,7 +165,11 @@ def co_tls_current(prog: Program, tp: int, tls_block: Tuple[int, int, int]) -> O
 
 
 def for_each_coroutine_caller(co: Object) -> Iterator[Object]:
-    """Iterate over the coroutines that entered *co* and each other (``co->caller``...)."""
+    """
+    Iterate over the coroutines that entered *co* and each other (``co->caller``...).
+
+    :param co: ``Coroutine *``
+    """
     for _ in range(MAX_COROUTINE_DEPTH):
         co = co.caller.read_()
         if not co:

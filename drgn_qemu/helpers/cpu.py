@@ -12,6 +12,7 @@ since (found from the debug info, not the version).
 from typing import Iterator
 
 from drgn import Object, Program
+from drgn.helpers.common.prog import takes_program_or_default
 
 from drgn_qemu.errors import CorruptStructureError, NotQemuError
 from drgn_qemu.helpers.machine import machine_max_cpus, machine_smp_cpus
@@ -31,6 +32,7 @@ __all__ = (
 MAX_CPUS = 1 << 16
 
 
+@takes_program_or_default
 def cpu_list_head(prog: Program) -> Object:
     """
     Return the head of QEMU's vCPU list: ``cpus_queue`` (QEMU 9.0 and later)
@@ -46,6 +48,7 @@ def cpu_list_head(prog: Program) -> Object:
     raise NotQemuError("QEMU's debug info has no vCPU list ('cpus_queue' or 'cpus')")
 
 
+@takes_program_or_default
 def for_each_cpu(prog: Program) -> Iterator[Object]:
     """
     Iterate over QEMU's vCPUs in order (``CPU_FOREACH(cpu)``).
@@ -55,6 +58,7 @@ def for_each_cpu(prog: Program) -> Iterator[Object]:
     return queue_for_each(cpu_list_head(prog), "node", MAX_CPUS)
 
 
+@takes_program_or_default
 def first_cpu(prog: Program) -> Object:
     """
     Return the first vCPU (``first_cpu``), or a null ``CPUState *`` if there
@@ -65,6 +69,7 @@ def first_cpu(prog: Program) -> Object:
     return Object(prog, "CPUState *", 0)
 
 
+@takes_program_or_default
 def qemu_get_cpu(prog: Program, index: int) -> Object:
     """
     Return the vCPU whose ``cpu_index`` is *index* (``qemu_get_cpu()``), or a
@@ -76,6 +81,7 @@ def qemu_get_cpu(prog: Program, index: int) -> Object:
     return Object(prog, "CPUState *", 0)
 
 
+@takes_program_or_default
 def check_cpu_list(prog: Program) -> None:
     """
     Check QEMU's vCPU list against what QEMU guarantees: each is a QOM

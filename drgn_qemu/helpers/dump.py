@@ -9,10 +9,12 @@ from its ``DumpState`` in the debug info.
 """
 
 from drgn import Program
+from drgn.helpers.common.prog import takes_program_or_default
 
 __all__ = ("dump_writes_section_headers",)
 
 
+@takes_program_or_default
 def dump_writes_section_headers(prog: Program) -> bool:
     """
     Return whether the QEMU of *prog* writes its ELF dump section headers

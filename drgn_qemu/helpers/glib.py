@@ -197,7 +197,11 @@ def _table(table: Object) -> Tuple[int, int, bool, bool, int, int, int]:
 
 
 def g_hash_table_size(table: Object) -> int:
-    """Return the number of entries of a ``GHashTable *`` (``g_hash_table_size()``)."""
+    """
+    Return the number of entries of a ``GHashTable *`` (``g_hash_table_size()``).
+
+    :param table: ``GHashTable *``
+    """
     return _table(table)[1]
 
 
@@ -209,6 +213,7 @@ def g_hash_table_foreach(table: Object) -> Iterator[Tuple[int, int]]:
     :class:`drgn.Object`).
 
     :raises CorruptStructureError: if the table is not a GLib hash table
+    :param table: ``GHashTable *``
     """
     prog = table.prog_
     size, _, big_keys, big_values, keys, hashes, values = _table(table)

@@ -12,6 +12,7 @@ dump-guest-core`` and ``-smp``.
 from typing import Optional
 
 from drgn import Object, Program
+from drgn.helpers.common.prog import takes_program_or_default
 
 __all__ = (
     "machine_confidential_guest_support",
@@ -22,6 +23,7 @@ __all__ = (
 )
 
 
+@takes_program_or_default
 def machine_state(prog: Program) -> Optional[Object]:
     """
     Return ``current_machine`` (a ``MachineState *``), or None where the
@@ -34,6 +36,7 @@ def machine_state(prog: Program) -> Optional[Object]:
     return machine if machine else None
 
 
+@takes_program_or_default
 def machine_dump_guest_core(prog: Program) -> Optional[bool]:
     """
     Return whether guest RAM goes into QEMU's core dumps
@@ -56,6 +59,7 @@ def _smp(prog: Program, name: str) -> Optional[int]:
     return int(smp.member_(name).value_())
 
 
+@takes_program_or_default
 def machine_smp_cpus(prog: Program) -> Optional[int]:
     """
     Return the vCPUs the machine started with (``-smp cpus``,
@@ -64,6 +68,7 @@ def machine_smp_cpus(prog: Program) -> Optional[int]:
     return _smp(prog, "cpus")
 
 
+@takes_program_or_default
 def machine_max_cpus(prog: Program) -> Optional[int]:
     """
     Return the most vCPUs the machine may have (``-smp maxcpus``,
@@ -72,6 +77,7 @@ def machine_max_cpus(prog: Program) -> Optional[int]:
     return _smp(prog, "max_cpus")
 
 
+@takes_program_or_default
 def machine_confidential_guest_support(prog: Program) -> Optional[str]:
     """
     Return the QOM type of the machine's confidential guest support

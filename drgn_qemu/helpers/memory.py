@@ -17,6 +17,7 @@ Differences between QEMU versions are told apart from the debug info: a
 from typing import Iterator, Tuple
 
 from drgn import FaultError, Object, Program
+from drgn.helpers.common.prog import takes_program_or_default
 
 from drgn_qemu.errors import CorruptStructureError, NotQemuError
 from drgn_qemu.helpers.int128 import int128_get64
@@ -40,6 +41,7 @@ __all__ = (
     "memory_region_is_rom",
     "memory_region_is_romd",
     "memory_region_type",
+    "memory_region_alias_target",
     "memory_region_get_ram_block",
     "memory_region_get_ram_ptr",
     "memory_region_has_ram_discard_manager",
@@ -55,6 +57,7 @@ MAX_FLAT_RANGES = 1 << 20
 MAX_ALIAS_DEPTH = 256
 
 
+@takes_program_or_default
 def address_space_memory(prog: Program) -> Object:
     """
     Return QEMU's system memory address space, the global
@@ -188,6 +191,39 @@ def memory_region_has_ram_discard_manager(mr: Object) -> bool:
     return mr.type_.type.has_member("rdm") and bool(mr.rdm)
 
 
+def memory_region_alias_target(mr: Object) -> Tuple[Object, int]:
+    """
+    Return the region an alias chain ends at and the offset of *mr*'s start
+    in it: ``alias`` followed, each ``alias_offset`` added, as QEMU's
+    ``memory_region_get_ram_ptr()`` and ``memory_region_type()`` follow it.
+    A region that is no alias is its own target, at offset 0.
+
+    :param mr: ``MemoryRegion *``
+    :return: ``(MemoryRegion *, offset)``
+    :raises CorruptStructureError: for a cyclic chain, or an alias of
+        something that is not a ``MemoryRegion``
+    """
+    qom = mr.type_.type.has_member("parent_obj")
+    offset = 0
+    for depth in range(MAX_ALIAS_DEPTH + 1):
+        alias = mr.alias.read_()
+        if not alias:
+            return mr, offset
+        if depth == MAX_ALIAS_DEPTH:
+            break
+        if qom and not object_dynamic_cast(alias, qom_type_names(alias.prog_, "memory-region")):
+            raise CorruptStructureError(
+                f"MemoryRegion at 0x{mr.value_():x} is an alias of 0x{alias.value_():x}, "
+                "which is not a MemoryRegion"
+            )
+        offset += mr.alias_offset.value_()
+        mr = alias
+    raise CorruptStructureError(
+        f"MemoryRegion at 0x{mr.value_():x} has an alias chain longer than "
+        f"{MAX_ALIAS_DEPTH}; it is cyclic"
+    )
+
+
 def memory_region_get_ram_block(mr: Object, target_page_size: int = 4096) -> Tuple[Object, int]:
     """
     Return the RAM block that holds a RAM memory region and the offset of the
@@ -205,26 +241,7 @@ def memory_region_get_ram_block(mr: Object, target_page_size: int = 4096) -> Tup
         without a block, or a block that belongs to another region
     """
     prog = mr.prog_
-    qom = mr.type_.type.has_member("parent_obj")
-    offset = 0
-    depth = 0
-    while True:
-        alias = mr.alias.read_()
-        if not alias:
-            break
-        depth += 1
-        if depth > MAX_ALIAS_DEPTH:
-            raise CorruptStructureError(
-                f"MemoryRegion at 0x{mr.value_():x} has an alias chain longer than "
-                f"{MAX_ALIAS_DEPTH}; it is cyclic"
-            )
-        if qom and not object_dynamic_cast(alias, qom_type_names(alias.prog_, "memory-region")):
-            raise CorruptStructureError(
-                f"MemoryRegion at 0x{mr.value_():x} is an alias of 0x{alias.value_():x}, "
-                "which is not a MemoryRegion"
-            )
-        offset += mr.alias_offset.value_()
-        mr = alias
+    mr, offset = memory_region_alias_target(mr)
     if mr.type_.type.has_member("ram_block"):
         block = mr.ram_block.read_()
         if not block:
@@ -265,15 +282,24 @@ def _address(obj: Object) -> int:
 
 
 def flat_range_start(fr: Object) -> int:
-    """Return the guest address where a ``FlatRange *`` starts (``int128_get64(fr->addr.start)``)."""
+    """
+    Return the guest address where a ``FlatRange *`` starts (``int128_get64(fr->addr.start)``).
+
+    :param fr: ``FlatRange *``
+    """
     return int128_get64(fr.addr.start)
 
 
 def flat_range_size(fr: Object) -> int:
-    """Return the size of a ``FlatRange *`` (``int128_get64(fr->addr.size)``)."""
+    """
+    Return the size of a ``FlatRange *`` (``int128_get64(fr->addr.size)``).
+
+    :param fr: ``FlatRange *``
+    """
     return int128_get64(fr.addr.size)
 
 
+@takes_program_or_default
 def for_each_address_space(prog: Program) -> Iterator[Object]:
     """
     Iterate over QEMU's address spaces, the ``address_spaces`` list
@@ -295,7 +321,7 @@ def memory_region_is_romd(mr: Object) -> bool:
 
     :param mr: ``MemoryRegion *``
     """
-    return bool(mr.rom_device) and bool(mr.romd_mode)
+    return _flag(mr, "rom_device") and _flag(mr, "romd_mode")
 
 
 def memory_region_is_rom(mr: Object) -> bool:
@@ -305,7 +331,7 @@ def memory_region_is_rom(mr: Object) -> bool:
 
     :param mr: ``MemoryRegion *``
     """
-    return bool(mr.ram) and bool(mr.readonly)
+    return _flag(mr, "ram") and _flag(mr, "readonly")
 
 
 def memory_region_type(mr: Object) -> str:
@@ -316,14 +342,7 @@ def memory_region_type(mr: Object) -> str:
 
     :param mr: ``MemoryRegion *``
     """
-    depth = 0
-    while mr.alias:
-        mr = mr.alias.read_()
-        depth += 1
-        if depth > MAX_ALIAS_DEPTH:
-            raise CorruptStructureError(
-                f"MemoryRegion alias chain longer than {MAX_ALIAS_DEPTH}; it is cyclic"
-            )
+    mr, _ = memory_region_alias_target(mr)
     if memory_region_is_ram_device(mr):
         return "ramd"
     if memory_region_is_romd(mr):

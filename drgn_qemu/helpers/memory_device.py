@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 from drgn import Object, Program, cast
+from drgn.helpers.common.prog import takes_program_or_default
 
 from drgn_qemu.errors import CorruptStructureError, UnsupportedError
 from drgn_qemu.helpers.int128 import int128_get64
@@ -51,6 +52,7 @@ def _device_realized(obj: Object) -> bool:
     return bool(cast("DeviceState *", obj).realized)
 
 
+@takes_program_or_default
 def for_each_memory_device(prog: Program) -> Iterator[Object]:
     """
     Iterate over the realized memory devices under the machine, depth
@@ -75,7 +77,11 @@ def _virtio_mem(obj: Object) -> Optional[Object]:
 
 
 def memory_device_get_addr(obj: Object) -> int:
-    """A memory device's guest-physical address (its class's ``get_addr()``)."""
+    """
+    A memory device's guest-physical address (its class's ``get_addr()``).
+
+    :param obj: ``Object *``
+    """
     vmem = _virtio_mem(obj)
     if vmem is not None:
         return int(vmem.addr.value_())
@@ -90,6 +96,7 @@ def _memdev(backend: Object) -> Tuple[str, int]:
     return path, int128_get64(backend.mr.size)
 
 
+@takes_program_or_default
 def qmp_query_memory_devices(prog: Program) -> List[MemoryDeviceInfo]:
     """
     The memory devices as QMP ``query-memory-devices`` reports them

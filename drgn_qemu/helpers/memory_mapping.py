@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 from drgn import Object, Program
+from drgn.helpers.common.prog import takes_program_or_default
 
 from drgn_qemu.errors import CorruptStructureError
 from drgn_qemu.helpers.memory import (
@@ -76,6 +77,7 @@ class GuestPhysBlock:
         return self.target_end - self.target_start
 
 
+@takes_program_or_default
 def guest_phys_blocks_merge_by_mr(prog: Program) -> bool:
     """
     Return whether this QEMU refuses to merge ranges of different memory
@@ -89,6 +91,7 @@ def guest_phys_blocks_merge_by_mr(prog: Program) -> bool:
         return True
 
 
+@takes_program_or_default
 def guest_phys_blocks(prog: Program, target_page_size: int = 4096) -> List[GuestPhysBlock]:
     """
     Return the guest-physical RAM blocks of ``address_space_memory``, as
@@ -206,6 +209,7 @@ def _add_section(
         predecessor.ranges += 1
 
 
+@takes_program_or_default
 def guest_phys_read(
     prog: Program,
     blocks: List[GuestPhysBlock],

@@ -14,6 +14,7 @@ elsewhere.
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from drgn import FaultError, Object, Program, cast
+from drgn.helpers.common.prog import takes_program_or_default
 
 from drgn_qemu.errors import CorruptStructureError, NotQemuError
 from drgn_qemu.executable import read_constant_string
@@ -57,6 +58,7 @@ QOM_TYPES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
 }
 
 
+@takes_program_or_default
 def qom_type_names(prog: Program, qom_type: str) -> Tuple[str, ...]:
     """
     Return the names the QOM type known today as *qom_type* (a key of
@@ -88,7 +90,11 @@ def _object(obj: Object) -> Object:
 
 
 def object_get_typename(obj: Object) -> str:
-    """Return the QOM type name of an object (``object_get_typename()``: ``obj->class->type->name``)."""
+    """
+    Return the QOM type name of an object (``object_get_typename()``: ``obj->class->type->name``).
+
+    :param obj: ``Object *``
+    """
     return str(_object(obj).member_("class").type.name.string_().decode(errors="replace"))
 
 
@@ -119,6 +125,8 @@ def object_implements(obj: Object, interface: str) -> bool:
     Return whether an object's type, or one of its parents, declares the
     QOM interface *interface* (``TypeImpl.interfaces``, as registered by
     ``type_init``; ``object_dynamic_cast()`` to an interface type).
+
+    :param obj: ``Object *``
     """
     impl = _object(obj).member_("class").type.read_()
     for _ in range(MAX_QOM_DEPTH):
@@ -139,6 +147,8 @@ def object_property_foreach(obj: Object) -> Iterator[Object]:
     """
     Iterate over the properties an object holds itself (its ``properties``
     ``GHashTable``, in GLib's order), as ``ObjectProperty *`` objects.
+
+    :param obj: ``Object *``
     """
     prog = obj.prog_
     for _, value in g_hash_table_foreach(_object(obj).properties):
@@ -154,6 +164,8 @@ def object_child_foreach(obj: Object) -> Iterator[Object]:
     Iterate over the children of an object in the composition tree
     (``object_child_foreach()``: its ``child<>`` properties, in GLib's
     order), as ``Object *`` objects.
+
+    :param obj: ``Object *``
     """
     for prop in object_property_foreach(obj):
         if _is_child(prop):
@@ -164,6 +176,8 @@ def object_get_canonical_path_component(obj: Object) -> Optional[str]:
     """
     Return the name an object has in its parent
     (``object_get_canonical_path_component()``), or None without a parent.
+
+    :param obj: ``Object *``
     """
     obj = _object(obj)
     parent = obj.parent.read_()
@@ -177,6 +191,7 @@ def object_get_canonical_path_component(obj: Object) -> Optional[str]:
     )
 
 
+@takes_program_or_default
 def object_get_root(prog: Program) -> Object:
     """
     Return the root of the composition tree, ``/`` (``object_get_root()``),
@@ -189,6 +204,7 @@ def object_get_root(prog: Program) -> Object:
     return root
 
 
+@takes_program_or_default
 def qdev_get_machine(prog: Program) -> Object:
     """Return the machine object, ``current_machine``, as an ``Object *`` (``qdev_get_machine()``)."""
     try:
@@ -201,7 +217,11 @@ def qdev_get_machine(prog: Program) -> Object:
 
 
 def object_get_canonical_path(obj: Object) -> Optional[str]:
-    """Return the path of an object from ``/`` (``object_get_canonical_path()``)."""
+    """
+    Return the path of an object from ``/`` (``object_get_canonical_path()``).
+
+    :param obj: ``Object *``
+    """
     obj = _object(obj)
     root = object_get_root(obj.prog_)
     if obj.value_() == root.value_():
@@ -233,6 +253,7 @@ def _resolve_component(obj: Object, part: str) -> Optional[Object]:
     return None
 
 
+@takes_program_or_default
 def object_resolve_path(prog: Program, path: str) -> Optional[Object]:
     """
     Return the object at an absolute QOM path such as

@@ -15,6 +15,7 @@ info.
 from typing import Iterator, Optional
 
 from drgn import Object, Program, cast, sizeof
+from drgn.helpers.common.prog import takes_program_or_default
 
 from drgn_qemu.errors import CorruptStructureError
 from drgn_qemu.helpers.qom import object_dynamic_cast, object_get_typename, qom_type_names
@@ -43,6 +44,7 @@ __all__ = (
 RAM_SHARED = 1 << 1
 
 
+@takes_program_or_default
 def for_each_ram_block(prog: Program, limit: int = DEFAULT_LIST_LIMIT) -> Iterator[Object]:
     """
     Iterate over all RAM blocks (``RAMBLOCK_FOREACH(block)`` over
@@ -86,6 +88,7 @@ def ramblock_max_length(block: Object) -> int:
     return block.length.value_()
 
 
+@takes_program_or_default
 def ram_addr_mask(prog: Program) -> int:
     """
     Return the mask of a ``ram_addr_t`` (all ones in its width), for
@@ -98,6 +101,7 @@ def ram_addr_mask(prog: Program) -> int:
     return (1 << (8 * size)) - 1
 
 
+@takes_program_or_default
 def qemu_get_ram_block(prog: Program, ram_addr: int) -> Object:
     """
     Return the RAM block that contains a ``ram_addr_t`` address, like QEMU's
@@ -141,6 +145,7 @@ def ramblock_ptr(block: Object, offset: int) -> Object:
     return host + offset
 
 
+@takes_program_or_default
 def qemu_get_ram_ptr(prog: Program, ram_addr: int) -> Object:
     """
     Return the host address of a ``ram_addr_t`` address (``qemu_get_ram_ptr()``

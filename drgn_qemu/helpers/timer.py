@@ -12,6 +12,7 @@ each list holds its armed ``QEMUTimer`` in a chain sorted by expiry.
 from typing import Iterator
 
 from drgn import Object, Program
+from drgn.helpers.common.prog import takes_program_or_default
 
 from drgn_qemu.errors import CorruptStructureError, NotQemuError
 
@@ -21,6 +22,7 @@ __all__ = ("MAX_TIMERS", "main_loop_tlg", "timerlist_for_each_timer")
 MAX_TIMERS = 1 << 16
 
 
+@takes_program_or_default
 def main_loop_tlg(prog: Program) -> Object:
     """Return the main loop's ``QEMUTimerListGroup``: ``tl[QEMU_CLOCK_MAX]`` timer lists."""
     try:
@@ -33,6 +35,8 @@ def timerlist_for_each_timer(timer_list: Object) -> Iterator[Object]:
     """
     Iterate over the armed timers of a ``QEMUTimerList *``, soonest first
     (``active_timers``, then each ``next``), as ``QEMUTimer *`` objects.
+
+    :param timer_list: ``QEMUTimerList *``
     """
     timer = timer_list.active_timers.read_()
     for _ in range(MAX_TIMERS):

@@ -12,6 +12,7 @@ for debuggers; it is found through the symbol table, where gcc names it
 """
 
 from drgn import Object, Program
+from drgn.helpers.common.prog import takes_program_or_default
 
 __all__ = ("FW_CFG_VMCOREINFO_FORMAT_ELF", "vmcoreinfo_find")
 
@@ -19,6 +20,7 @@ __all__ = ("FW_CFG_VMCOREINFO_FORMAT_ELF", "vmcoreinfo_find")
 FW_CFG_VMCOREINFO_FORMAT_ELF = 1
 
 
+@takes_program_or_default
 def vmcoreinfo_find(prog: Program) -> Object:
     """
     Return the ``VMCoreInfoState *`` of the vmcoreinfo device (like QEMU's

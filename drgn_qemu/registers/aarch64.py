@@ -40,6 +40,8 @@ __all__ = (
     "arm_cpu_dump_state",
     "arm_el_is_aa64",
     "arm_hcr_el2_eff",
+    "arm_is_el2_enabled",
+    "arm_is_secure_below_el3",
     "cpu_dump_state",
     "fp_exception_el",
     "sve_exception_el",
@@ -74,19 +76,31 @@ def _field(value: int, shift: int, bits: int) -> int:
 
 
 def arm_is_secure_below_el3(env: Object) -> bool:
-    """``arm_is_secure_below_el3()``: EL3 exists and ``SCR_EL3.NS`` is clear."""
+    """
+    ``arm_is_secure_below_el3()``: EL3 exists and ``SCR_EL3.NS`` is clear.
+
+    :param env: ``CPUARMState *``
+    """
     return arm_feature(env, "ARM_FEATURE_EL3") and not env.cp15.scr_el3.value_() & SCR_NS
 
 
 def arm_is_el2_enabled(env: Object) -> bool:
-    """``arm_is_el2_enabled()``: EL2 exists, and runs non-secure or with ``SCR_EL3.EEL2``."""
+    """
+    ``arm_is_el2_enabled()``: EL2 exists, and runs non-secure or with ``SCR_EL3.EEL2``.
+
+    :param env: ``CPUARMState *``
+    """
     return arm_feature(env, "ARM_FEATURE_EL2") and (
         not arm_is_secure_below_el3(env) or bool(env.cp15.scr_el3.value_() & SCR_EEL2)
     )
 
 
 def arm_el_is_aa64(cpu: Object, el: int) -> bool:
-    """``arm_el_is_aa64()``: whether exception level *el* (1-3) is AArch64."""
+    """
+    ``arm_el_is_aa64()``: whether exception level *el* (1-3) is AArch64.
+
+    :param cpu: ``ARMCPU *``
+    """
     env = cpu.env
     aa64 = arm_feature(env, "ARM_FEATURE_AARCH64")
     if el == 3:
@@ -115,6 +129,8 @@ def arm_hcr_el2_eff(cpu: Object) -> int:
     The bits of ``arm_hcr_el2_eff()`` (effective HCR_EL2) that the register
     dump and the FP trap checks read: TGE, E2H, NV, NV1, NV2. Zero when EL2
     is not enabled; E2H and the NV bits are RES0 for an AArch32 EL2.
+
+    :param cpu: ``ARMCPU *``
     """
     env = cpu.env
     if not arm_is_el2_enabled(env):
@@ -130,6 +146,8 @@ def fp_exception_el(cpu: Object, el: int) -> int:
     QEMU's ``fp_exception_el()`` for an A-profile vCPU: the exception level
     an FP or SIMD instruction at *el* traps to (CPACR_EL1.FPEN, NSACR,
     CPTR_EL2, CPTR_EL3), or 0 when it does not trap.
+
+    :param cpu: ``ARMCPU *``
     """
     env = cpu.env
     if not arm_feature(env, "ARM_FEATURE_V6"):
@@ -165,7 +183,11 @@ def fp_exception_el(cpu: Object, el: int) -> int:
 
 
 def sve_exception_el(cpu: Object, el: int) -> int:
-    """QEMU's ``sve_exception_el()``: where an SVE instruction at *el* traps to, or 0."""
+    """
+    QEMU's ``sve_exception_el()``: where an SVE instruction at *el* traps to, or 0.
+
+    :param cpu: ``ARMCPU *``
+    """
     env = cpu.env
     hcr = env.cp15.hcr_el2.value_()
     el2 = arm_is_el2_enabled(env)

@@ -15,6 +15,7 @@ from drgn_qemu.executable import read_constant_string
 
 __all__ = (
     "cpu_dump_state",
+    "loongarch_cpu_dump_csr",
     "loongarch_cpu_dump_state",
 )
 
@@ -33,6 +34,8 @@ def loongarch_cpu_dump_csr(cpu: Object) -> str:
     The CSRs as QEMU's ``loongarch_cpu_dump_csr()`` prints them, from
     QEMU's own table of them (``csr_info[]``, ``target/loongarch/csr.c``:
     name, offset in ``CPULoongArchState``, flags), four to a line.
+
+    :param cpu: ``LoongArchCPU *``
     """
     prog = cpu.prog_
     env = cpu.env

@@ -43,6 +43,7 @@ __all__ = (
     "cpu_ppc_load_decr",
     "cpu_ppc_load_tbl",
     "ppc_cpu_dump_state",
+    "qemu_clock_get_ns_virtual",
 )
 
 
@@ -74,13 +75,21 @@ def _ns_to_tb(freq: int, ns: int) -> int:
 
 
 def cpu_ppc_load_tbl(env: Object, now: int) -> int:
-    """The time base at virtual time *now* (``cpu_ppc_load_tbl()`` under TCG)."""
+    """
+    The time base at virtual time *now* (``cpu_ppc_load_tbl()`` under TCG).
+
+    :param env: ``CPUPPCState *``
+    """
     tb_env = env.tb_env
     return (_ns_to_tb(tb_env.tb_freq.value_(), now) + tb_env.tb_offset.value_()) & (2**64 - 1)
 
 
 def cpu_ppc_load_decr(cpu: Object, now: int) -> int:
-    """The decrementer at virtual time *now* (``cpu_ppc_load_decr()`` under TCG)."""
+    """
+    The decrementer at virtual time *now* (``cpu_ppc_load_decr()`` under TCG).
+
+    :param cpu: ``PowerPCCPU *``
+    """
     env = cpu.env
     tb_env = env.tb_env
     n = _ns_to_tb(tb_env.decr_freq.value_(), now)

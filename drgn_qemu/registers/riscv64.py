@@ -32,6 +32,7 @@ from drgn_qemu.executable import read_constant_string
 __all__ = (
     "cpu_dump_state",
     "riscv_cpu_dump_state",
+    "riscv_cpu_get_fflags",
     "riscv_csrr",
 )
 
@@ -158,7 +159,11 @@ def riscv_csrr(cpu: Object, csrno: int) -> Optional[int]:
 
 
 def riscv_cpu_get_fflags(env: Object) -> int:
-    """The accrued FP exception flags, softfloat's as RISC-V's (``riscv_cpu_get_fflags()``)."""
+    """
+    The accrued FP exception flags, softfloat's as RISC-V's (``riscv_cpu_get_fflags()``).
+
+    :param env: ``CPURISCVState *``
+    """
     prog = env.prog_
     soft = env.fp_status.float_exception_flags.value_()
     bits = (("float_flag_inexact", 1), ("float_flag_underflow", 2), ("float_flag_overflow", 4),

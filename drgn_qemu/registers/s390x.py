@@ -18,6 +18,7 @@ from drgn_qemu.helpers.cpu import first_cpu
 
 __all__ = (
     "calc_cc",
+    "cc_op_name",
     "cpu_dump_state",
     "s390_cpu_dump_state",
     "s390_cpu_get_psw_mask",
@@ -82,7 +83,11 @@ def calc_cc(env: Object) -> int:
 
 
 def s390_cpu_get_psw_mask(env: Object) -> int:
-    """The PSW mask with TCG's condition code put in (``s390_cpu_get_psw_mask()``)."""
+    """
+    The PSW mask with TCG's condition code put in (``s390_cpu_get_psw_mask()``).
+
+    :param env: ``CPUS390XState *``
+    """
     mask = u64(env.psw.mask)
     if tcg_enabled(env.prog_):
         mask = (mask & ~PSW_MASK_CC) | (calc_cc(env) << 44)
@@ -94,6 +99,8 @@ def s390_has_feat(cpu: Object, feature: str) -> bool:
     Whether the CPU model has *feature* (an ``S390Feat`` name such as
     ``S390_FEAT_VECTOR``), as ``s390_has_feat()`` asks the first vCPU's
     model (``cpu->model->features``, a bitmap).
+
+    :param cpu: ``S390CPU *``
     """
     prog = cpu.prog_
     model = cpu.model.read_()

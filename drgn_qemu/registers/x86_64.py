@@ -43,7 +43,11 @@ from drgn_qemu.arch.x86_64 import (
 )
 from drgn_qemu.executable import printed_format
 
-__all__ = ("cpu_dump_state",)
+__all__ = (
+    "cpu_compute_eflags",
+    "cpu_dump_state",
+    "x86_cpu_dump_state",
+)
 
 
 # include/target/i386/cpu.h
@@ -107,6 +111,8 @@ def cpu_compute_eflags(env: Object) -> int:
     EFLAGS as QEMU's ``cpu_compute_eflags()`` gives it for a vCPU outside
     TCG's execution loop: ``env->eflags`` (into which leaving the loop
     folded the lazily computed condition codes) and the direction flag.
+
+    :param env: ``CPUX86State *``
     """
     return (env.eflags.value_() | (env.df.value_() & DF_MASK)) & 0xFFFFFFFF
 
@@ -171,6 +177,8 @@ def x86_cpu_dump_state(cs: Object) -> str:
     them for HMP ``info registers`` (``CPU_DUMP_FPU``): general registers
     and flags, segment caches, descriptor tables, control and debug
     registers, EFER, x87 and SSE/AVX registers.
+
+    :param cs: ``CPUState *``
     """
     env = x86_cpu(cs).env
     hflags = env.hflags.value_()
