@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 from drgn import Object, Program, container_of
 
-from drgn_qemu.arch.base import ArchDumpInfo, GuestArch, enum_constant
+from drgn_qemu.arch.base import ArchDumpInfo, GuestArch, softfloat_exception_bits
 from drgn_qemu.elf import (
     ELFCLASS32,
     ELFCLASS64,
@@ -123,28 +123,18 @@ def fp_status_flags(env: Object, fpst: str) -> int:
 
 def exceptbits_from_host(prog: Program, host: int, ah: bool) -> int:
     """QEMU's ``vfp_exceptbits_from_host()``: softfloat flags to FPSR bits."""
-
-    bits = 0
-    if host & enum_constant(prog, "float_flag_invalid"):
-        bits |= FPSR_IOC
-    if host & enum_constant(prog, "float_flag_divbyzero"):
-        bits |= FPSR_DZC
-    if host & enum_constant(prog, "float_flag_overflow"):
-        bits |= FPSR_OFC
-    if host & (
-        enum_constant(prog, "float_flag_underflow")
-        | enum_constant(prog, "float_flag_output_denormal_flushed")
-    ):
-        bits |= FPSR_UFC
-    if host & enum_constant(prog, "float_flag_inexact"):
-        bits |= FPSR_IXC
-    if host & enum_constant(prog, "float_flag_input_denormal_flushed"):
-        bits |= FPSR_IDC
-    if ah and host & enum_constant(prog, "float_flag_input_denormal_used"):
-        bits |= FPSR_IDC
-    if ah and host & enum_constant(prog, "float_flag_output_denormal_flushed"):
-        bits |= FPSR_IXC
-    return bits
+    table = [
+        (("float_flag_invalid",), FPSR_IOC),
+        (("float_flag_divbyzero",), FPSR_DZC),
+        (("float_flag_overflow",), FPSR_OFC),
+        (("float_flag_underflow", "float_flag_output_denormal_flushed"), FPSR_UFC),
+        (("float_flag_inexact",), FPSR_IXC),
+        (("float_flag_input_denormal_flushed",), FPSR_IDC),
+    ]
+    if ah:
+        table += [(("float_flag_input_denormal_used",), FPSR_IDC),
+                  (("float_flag_output_denormal_flushed",), FPSR_IXC)]  # fmt: skip
+    return softfloat_exception_bits(prog, host, table)
 
 
 def vfp_get_fpsr(env: Object) -> int:

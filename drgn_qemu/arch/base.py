@@ -6,14 +6,21 @@ lookups the modules share.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from drgn import Object, Program, Type
 
 from drgn_qemu.helpers.cpu import for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
-__all__ = ("ArchDumpInfo", "CpuSummary", "GuestArch", "enum_constant", "enumerator_name")
+__all__ = (
+    "ArchDumpInfo",
+    "CpuSummary",
+    "GuestArch",
+    "enum_constant",
+    "enumerator_name",
+    "softfloat_exception_bits",
+)
 
 
 @dataclass(frozen=True)
@@ -163,3 +170,22 @@ def enum_constant(prog: Program, *names: str) -> int:
         except KeyError:
             continue
     return 0
+
+
+def softfloat_exception_bits(
+    prog: Program, flags: int, table: Sequence[Tuple[Tuple[str, ...], int]]
+) -> int:
+    """
+    A target's exception bits for softfloat's ``float_exception_flags``
+    *flags*: the OR of the bits of each ``(flag names, bits)`` of *table*
+    where *flags* has any of the named ``float_flag_*`` enumerators (a name
+    this QEMU's debug info lacks counts as no flag: QEMU renames them).
+    """
+    bits = 0
+    for names, target_bits in table:
+        mask = 0
+        for name in names:
+            mask |= enum_constant(prog, name)
+        if flags & mask:
+            bits |= target_bits
+    return bits

@@ -50,23 +50,11 @@ __all__ = (
 
 # HCR_EL2, SCR_EL3 and PSTATE bits (target/arm/cpu.h).
 HCR_RW = 1 << 31
-
-
 SCR_RW = 1 << 10
-
-
 PSTATE_SP = 1
-
-
 PSTATE_BTYPE = 3 << 10
-
-
 CPSR_T = 1 << 5
-
-
 ARM_CPU_MODE_MON = 0x16
-
-
 _AARCH32_MODES = ("usr", "fiq", "irq", "svc", "???", "???", "mon", "abt",
                   "???", "???", "hyp", "und", "???", "???", "???", "sys")  # fmt: skip
 

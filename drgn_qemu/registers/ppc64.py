@@ -48,12 +48,8 @@ __all__ = (
 
 
 SPR_PTCR = 0x1D0
-
-
 #: ``PPC_TIMER_BOOKE`` of ``ppc_tb_t.flags`` (include/hw/ppc/ppc.h).
 PPC_TIMER_BOOKE = 1 << 0
-
-
 LPCR_LD = ppc_bit(46)
 
 

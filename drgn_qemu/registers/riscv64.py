@@ -12,6 +12,7 @@ from typing import Optional
 
 from drgn import Object, container_of
 
+from drgn_qemu.arch.base import softfloat_exception_bits
 from drgn_qemu.arch.riscv64 import (
     HSTATUS_VGEIN_BITS,
     HSTATUS_VGEIN_SHIFT,
@@ -43,20 +44,10 @@ def _ext(env: Object, letter: str) -> bool:
 
 
 _M64 = (1 << 64) - 1
-
-
 MSTATUS_TVM = 0x100000
-
-
 MSTATUS64_SD = 1 << 63
-
-
 VS_DELEGABLE_INTS = ((MIP_VSSIP | MIP_VSTIP | MIP_VSEIP) | (~0xFFFF & _M64)) & ~MIP_LCOFIP
-
-
 PRV_S = 1
-
-
 #: The CSRs ``riscv_cpu_dump_state()`` prints, in its order (``dump_csrs[]``).
 DUMP_CSRS = (0xF14, 0x300, 0x310, 0x600, 0x200, 0x344, 0x304, 0x303, 0x603, 0x302, 0x602,
              0x305, 0x105, 0x205, 0x341, 0x141, 0x241, 0x342, 0x142, 0x242, 0x343, 0x143,
@@ -164,11 +155,11 @@ def riscv_cpu_get_fflags(env: Object) -> int:
 
     :param env: ``CPURISCVState *``
     """
-    prog = env.prog_
     soft = env.fp_status.float_exception_flags.value_()
-    bits = (("float_flag_inexact", 1), ("float_flag_underflow", 2), ("float_flag_overflow", 4),
-            ("float_flag_divbyzero", 8), ("float_flag_invalid", 16))  # fmt: skip
-    return sum(hard for name, hard in bits if soft & prog[name].value_())
+    table = [(("float_flag_inexact",), 1), (("float_flag_underflow",), 2),
+             (("float_flag_overflow",), 4), (("float_flag_divbyzero",), 8),
+             (("float_flag_invalid",), 16)]  # fmt: skip
+    return softfloat_exception_bits(env.prog_, soft, table)
 
 
 def riscv_cpu_dump_state(cpu: Object) -> str:

@@ -28,8 +28,6 @@ __all__ = (
 
 #: ``PSW_MASK_CC``: the condition code's bits of the PSW mask.
 PSW_MASK_CC = 3 << 44
-
-
 _M64 = (1 << 64) - 1
 
 

@@ -12,7 +12,7 @@ from typing import List
 
 from drgn import Object
 
-from drgn_qemu.arch.base import enum_constant
+from drgn_qemu.arch.base import softfloat_exception_bits
 from drgn_qemu.arch.x86_64 import (
     CC_A,
     CC_C,
@@ -52,50 +52,20 @@ __all__ = (
 
 # include/target/i386/cpu.h
 HF_CPL_MASK = 3
-
-
 HF_INHIBIT_IRQ_SHIFT = 3
-
-
 HF_PE_MASK = 1 << 7
-
-
 HF_CS64_MASK = 1 << 15
-
-
 HF_SMM_SHIFT = 19
-
-
 DF_MASK = 0x400
-
-
 DESC_B_MASK = 1 << 22
-
-
 DESC_L_MASK = 1 << 21
-
-
 DESC_P_MASK = 1 << 15
-
-
 DESC_DPL_SHIFT = 13
-
-
 DESC_S_MASK = 1 << 12
-
-
 DESC_CS_MASK = 1 << 11
-
-
 DESC_C_MASK = DESC_E_MASK = 1 << 10
-
-
 DESC_R_MASK = DESC_W_MASK = 1 << 9
-
-
 DESC_A_MASK = 1 << 8
-
-
 _SYS_TYPE_NAME = (
     ("Reserved", "TSS16-avl", "LDT", "TSS16-busy", "CallGate16", "TaskGate", "IntGate16",
      "TrapGate16", "Reserved", "TSS32-avl", "Reserved", "TSS32-busy", "CallGate32",
@@ -141,25 +111,20 @@ def _seg_cache(env: Object, name: str, sc: Object, hflags: int) -> str:
 
 
 def _mxcsr(env: Object) -> int:
-    """``env->mxcsr`` with the SSE exceptions softfloat has gathered (``update_mxcsr_from_sse_status()``)."""
-    prog = env.prog_
-
+    """
+    ``env->mxcsr`` with the SSE exceptions softfloat has gathered
+    (``update_mxcsr_from_sse_status()``).
+    """
     flags = env.sse_status.float_exception_flags.value_()
-    mxcsr = env.mxcsr.value_()
-    if flags & enum_constant(prog, "float_flag_invalid"):
-        mxcsr |= FPUS_IE
-    if flags & enum_constant(prog, "float_flag_divbyzero"):
-        mxcsr |= FPUS_ZE
-    if flags & enum_constant(prog, "float_flag_overflow"):
-        mxcsr |= FPUS_OE
-    if flags & enum_constant(prog, "float_flag_underflow"):
-        mxcsr |= FPUS_UE
-    if flags & enum_constant(prog, "float_flag_inexact"):
-        mxcsr |= FPUS_PE
-    if flags & enum_constant(
-        prog, "float_flag_output_denormal_flushed", "float_flag_output_denormal"
-    ):
-        mxcsr |= FPUS_UE | FPUS_PE
+    table = [
+        (("float_flag_invalid",), FPUS_IE),
+        (("float_flag_divbyzero",), FPUS_ZE),
+        (("float_flag_overflow",), FPUS_OE),
+        (("float_flag_underflow",), FPUS_UE),
+        (("float_flag_inexact",), FPUS_PE),
+        (("float_flag_output_denormal_flushed", "float_flag_output_denormal"), FPUS_UE | FPUS_PE),
+    ]
+    mxcsr = env.mxcsr.value_() | softfloat_exception_bits(env.prog_, flags, table)
     return mxcsr & 0xFFFFFFFF
 
 
