@@ -34,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -95,7 +95,7 @@ def measure(what: str, cmd: List[str], output: Optional[Path], repeat: int = REP
     return Run(what, statistics.median(times), rss, disk_mib(output), " ".join(cmd))
 
 
-def measure_qmp_dump(what: str, guest: QemuGuest, output: Path, **kwargs: str) -> Run:
+def measure_qmp_dump(what: str, guest: QemuGuest, output: Path, **kwargs: Any) -> Run:
     """
     Time QEMU's own QMP dump-guest-memory (with *kwargs*, e.g. a format)
     as :func:`measure` times a command: median of REPEAT runs, each after a

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple, Uni
 from drgn import Program
 
 from drgn_qemu.arch import ArchDumpInfo, CpuSummary, GuestArch, detect_arch, get_arch
-from drgn_qemu.elf import ElfCoreLayout
+from drgn_qemu.elf import ElfCoreLayout, LoadSegment
 from drgn_qemu.errors import (
     CorruptStructureError,
     GuestMemoryError,
@@ -299,6 +299,9 @@ def plan_dump(
         notes += vmci.note
     layout: Union[ElfCoreLayout, KdumpLayout]
     if options.format == "elf":
+        loads = None
+        if options.paging:
+            loads = _paging_loads(prog, guest_arch, blocks, present, reader, options)
         layout = ElfCoreLayout(
             info.machine,
             info.elf_class,
@@ -308,6 +311,7 @@ def plan_dump(
             # QEMU's layout is the one the QEMU in hand writes; the kernel's
             # /proc/vmcore one is what QEMU wrote before 7.2.
             phdrs_first=options.elf_layout == "kernel" or not dump_writes_section_headers(prog),
+            loads=loads,
         )
     else:
         # The kdump layout (and numpy) only when used.
@@ -322,6 +326,36 @@ def plan_dump(
         prog, options, guest_arch, blocks, segments, layout, info, cpus, vmci, warnings,
         sources.sources, reader,
     )  # fmt: skip
+
+
+def _paging_loads(
+    prog: Program,
+    guest_arch: GuestArch,
+    blocks: List[GuestPhysBlock],
+    present: List[GuestPhysBlock],
+    reader: MemoryReader,
+    options: DumpOptions,
+) -> List[LoadSegment]:
+    """
+    The PT_LOADs of QMP's ``paging=true``: the vCPUs' mappings (or the
+    identity mapping of *blocks*), clipped to the begin/length window as
+    QEMU's ``memory_mapping_filter()`` clips them. The page tables are read
+    from the *present* blocks.
+    """
+    from drgn_qemu.paging import GuestPhysReader, qemu_get_guest_memory_mapping
+
+    phys = GuestPhysReader(present, reader.read)
+    try:
+        with reading("the vCPUs' page tables"):
+            mappings = qemu_get_guest_memory_mapping(prog, guest_arch.name, blocks, phys)
+    except MemoryFault as e:
+        raise GuestMemoryError(
+            f"cannot read the guest's page tables: QEMU's memory at 0x{e.address:x} is not in "
+            "the core"
+        ) from None
+    if options.begin is not None and options.length is not None:
+        mappings.filter(options.begin, options.length)
+    return [LoadSegment(m.phys_addr, m.virt_addr, m.length) for m in mappings]
 
 
 def _checked_blocks(prog: Program, guest_arch: GuestArch) -> List[GuestPhysBlock]:

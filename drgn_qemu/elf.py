@@ -41,6 +41,7 @@ __all__ = (
     "ET_CORE",
     "ElfHeaders",
     "ElfCoreLayout",
+    "LoadSegment",
     "PN_XNUM",
     "PT_LOAD",
     "PT_NOTE",
@@ -103,6 +104,20 @@ def elf_note(name: bytes, note_type: int, desc: bytes, endian: int = ELFDATA2LSB
     )
 
 
+@dataclass(frozen=True)
+class LoadSegment:
+    """
+    A PT_LOAD of *memsz* bytes of guest memory at guest-physical *paddr*,
+    seen at guest-virtual *vaddr* (0: none); its bytes in the file are
+    those of the dumped segment holding *paddr* (see
+    :meth:`ElfCoreLayout.offset_range`).
+    """
+
+    paddr: int
+    vaddr: int
+    memsz: int
+
+
 class ElfCoreLayout:
     """
     The header of an ELF core file with one PT_NOTE and a PT_LOAD per memory
@@ -118,6 +133,9 @@ class ElfCoreLayout:
         ``PN_XNUM``
     :param vaddrs: each segment's ``p_vaddr``; by default its ``p_paddr``,
         as QEMU writes when it has no virtual address
+    :param loads: the PT_LOADs, if not one per segment (QEMU's
+        ``paging=true``: one per guest-virtual mapping); the segments are
+        then the file's memory data, which the PT_LOADs point into
     """
 
     def __init__(
@@ -129,6 +147,7 @@ class ElfCoreLayout:
         segments: Sequence[GuestRange],
         phdrs_first: bool = False,
         vaddrs: Optional[Sequence[int]] = None,
+        loads: Optional[Sequence["LoadSegment"]] = None,
     ) -> None:
         if elf_class not in _EHDR:
             raise ValueError(f"bad ELF class {elf_class}")
@@ -147,7 +166,8 @@ class ElfCoreLayout:
         self._phdr = struct.Struct(order + _PHDR[elf_class])
         self._shdr = struct.Struct(order + _SHDR[elf_class])
         limit = 1 << (64 if elf_class == ELFCLASS64 else 32)
-        self.phnum = 1 + len(self.segments)
+        self.loads = list(loads) if loads is not None else None
+        self.phnum = 1 + (len(self.loads) if self.loads is not None else len(self.segments))
         if self.phnum > 0xFFFFFFFF:
             raise ValueError("too many segments for an ELF file")
         self.phdrs_first = phdrs_first
@@ -204,10 +224,12 @@ class ElfCoreLayout:
             1, SHT_STRTAB, 0, 0, self.shstrtab_offset, len(SHSTRTAB), 0, 0, 0, 0
         )
         phdrs = [self._pack_phdr(PT_NOTE, self.note_offset, 0, 0, len(self.notes), len(self.notes))]
-        for segment, offset, vaddr in zip(self.segments, self.segment_offsets, self.vaddrs):
-            phdrs.append(
-                self._pack_phdr(PT_LOAD, offset, vaddr, segment.paddr, segment.size, segment.size)
-            )
+        if self.loads is not None:
+            phdrs += [self._pack_load(load) for load in self.loads]
+        else:
+            for segment, offset, vaddr in zip(self.segments, self.segment_offsets, self.vaddrs):
+                phdrs.append(self._pack_phdr(PT_LOAD, offset, vaddr, segment.paddr, segment.size,
+                                             segment.size))  # fmt: skip
         if self.phdrs_first:
             return ehdr + b"".join(phdrs) + (shdr0 if self.shnum else b"") + self.notes
         return ehdr + shdr0 + shdr1 + b"".join(phdrs) + self.notes
@@ -215,6 +237,26 @@ class ElfCoreLayout:
     def trailer(self) -> bytes:
         """Return every byte after the last segment's data."""
         return b"" if self.phdrs_first else SHSTRTAB
+
+    def offset_range(self, paddr: int, memsz: int) -> Tuple[int, int]:
+        """
+        QEMU's ``get_offset_range()``: the file offset of guest-physical
+        *paddr* and how many of the *memsz* bytes from there the file holds
+        (up to the end of the segment holding *paddr*); ``(-1, 0)`` if no
+        segment holds it.
+        """
+        for segment, offset in zip(self.segments, self.segment_offsets):
+            if segment.paddr <= paddr < segment.paddr + segment.size:
+                return offset + paddr - segment.paddr, min(memsz, segment.end - paddr)
+        return -1, 0
+
+    def _pack_load(self, load: "LoadSegment") -> bytes:
+        """A PT_LOAD as QEMU's ``write_elf64_load()`` packs it (fields cut to 32 bits in ELF32)."""
+        offset, filesz = self.offset_range(load.paddr, load.memsz)
+        mask = (1 << 64) - 1 if self.elf_class == ELFCLASS64 else 0xFFFFFFFF
+        paddr, vaddr = load.paddr & mask, load.vaddr & mask
+        return self._pack_phdr(PT_LOAD, offset & mask, vaddr or paddr, paddr, filesz & mask,
+                               load.memsz & mask)  # fmt: skip
 
     def _pack_phdr(
         self, p_type: int, offset: int, vaddr: int, paddr: int, filesz: int, memsz: int

@@ -117,6 +117,15 @@ DUMP_ARGUMENTS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = [
         ),
     ),
     (
+        ("--paging",),
+        dict(
+            action="store_true",
+            help="ELF only, as QMP's paging=true: one PT_LOAD per guest-virtual mapping that "
+            "the vCPUs' page tables give (x86; other guests, and x86 without paging, get the "
+            "identity mapping), so that gdb reads the guest kernel's variables from the vmcore",
+        ),
+    ),
+    (
         ("--elf-layout",),
         dict(
             choices=ELF_LAYOUTS,
@@ -228,6 +237,7 @@ def dump_options(args: argparse.Namespace) -> DumpOptions:
         vmcoreinfo=args.vmcoreinfo,
         format=args.format,
         elf_layout=args.elf_layout,
+        paging=args.paging,
         sparse=args.sparse,
         threads=args.threads,
         chunk_size=args.chunk_size,

@@ -64,6 +64,9 @@ class DumpOptions:
     format: str = "elf"
     #: One of :data:`ELF_LAYOUTS`.
     elf_layout: str = "qemu"
+    #: One PT_LOAD per guest-virtual mapping of the vCPUs' page tables
+    #: (QMP's ``paging=true``).
+    paging: bool = False
     #: Leave all-zero pages as holes in the file.
     sparse: bool = True
     #: Threads compressing (kdump) or scanning for zero pages (ELF); None
@@ -98,6 +101,9 @@ class DumpOptions:
                 f"--begin 0x{self.begin or 0:x} --length 0x{self.length:x} ends past "
                 f"0x{MAX_GUEST_PHYS_ADDR:x}, beyond the widest guest-physical address (52 bits)"
             )
+        if self.paging and self.format != "elf":
+            # QMP's own reason.
+            raise UsageError("kdump-compressed format doesn't support paging or filter")
         if self.begin is not None and self.format != "elf":
             # QMP dump-guest-memory refuses a window with the kdump formats too.
             raise UsageError("--begin and --length only work with --format elf")

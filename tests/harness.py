@@ -213,9 +213,9 @@ class QemuGuest:
             self.command("cont")
             time.sleep(0.1)
 
-    def dump(self, path: Path, **kwargs: object) -> Path:
-        """QEMU's own dump-guest-memory (paging off, ELF unless format is given)."""
-        self.command("dump-guest-memory", paging=False, protocol=f"file:{path}", **kwargs)
+    def dump(self, path: Path, paging: bool = False, **kwargs: object) -> Path:
+        """QEMU's own dump-guest-memory (paging off unless given, ELF unless format is)."""
+        self.command("dump-guest-memory", paging=paging, protocol=f"file:{path}", **kwargs)
         return path
 
     def gcore(self, path: Path) -> Path:

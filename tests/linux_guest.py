@@ -115,19 +115,20 @@ def boot_linux(
     extra_args: Sequence[str] = (),
     smp: int = 1,
     accel: str = "tcg",
+    cmdline: str = "",
     **guest_args: object,
 ) -> QemuGuest:
     """
-    Start QEMU on the kernel (TCG unless *accel*, KASLR on) and wait until
-    /init says it is up; *guest_args* go to :class:`QemuGuest` (cwd,
-    core_limit).
+    Start QEMU on the kernel (TCG unless *accel*, KASLR on unless *cmdline*
+    says nokaslr) and wait until /init says it is up; *guest_args* go to
+    :class:`QemuGuest` (cwd, core_limit).
     """
     initrd = build_initramfs(work / "initrd.gz", kernel)
     console = work / "console.log"
     extra = [
         "-kernel", str(kernel.vmlinuz),
         "-initrd", str(initrd),
-        "-append", f"console={kernel.console} panic=-1 loglevel=4",
+        "-append", f"console={kernel.console} panic=-1 loglevel=4 {cmdline}".rstrip(),
         "-no-reboot",
         "-serial", f"file:{console}",
     ]  # fmt: skip
