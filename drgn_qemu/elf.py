@@ -131,10 +131,9 @@ class ElfCoreLayout:
     :param phdrs_first: program headers right after the ELF header, and no
         section headers but the one that carries a segment count past
         ``PN_XNUM``
-    :param vaddrs: each segment's ``p_vaddr``; by default its ``p_paddr``,
-        as QEMU writes when it has no virtual address
-    :param loads: the PT_LOADs, if not one per segment (QEMU's
-        ``paging=true``: one per guest-virtual mapping); the segments are
+    :param loads: the PT_LOADs, if not one per segment with ``p_vaddr``
+        its ``p_paddr`` (as QEMU writes them without paging): with
+        ``paging=true``, one per guest-virtual mapping; the segments are
         then the file's memory data, which the PT_LOADs point into
     """
 
@@ -146,7 +145,6 @@ class ElfCoreLayout:
         notes: bytes,
         segments: Sequence[GuestRange],
         phdrs_first: bool = False,
-        vaddrs: Optional[Sequence[int]] = None,
         loads: Optional[Sequence["LoadSegment"]] = None,
     ) -> None:
         if elf_class not in _EHDR:
@@ -158,9 +156,6 @@ class ElfCoreLayout:
         self.endian = endian
         self.notes = notes
         self.segments = list(segments)
-        self.vaddrs = list(vaddrs) if vaddrs is not None else [r.paddr for r in self.segments]
-        if len(self.vaddrs) != len(self.segments):
-            raise ValueError("one p_vaddr per segment")
         order = struct_order(endian)
         self._ehdr = struct.Struct(order + _EHDR[elf_class])
         self._phdr = struct.Struct(order + _PHDR[elf_class])
@@ -227,9 +222,9 @@ class ElfCoreLayout:
         if self.loads is not None:
             phdrs += [self._pack_load(load) for load in self.loads]
         else:
-            for segment, offset, vaddr in zip(self.segments, self.segment_offsets, self.vaddrs):
-                phdrs.append(self._pack_phdr(PT_LOAD, offset, vaddr, segment.paddr, segment.size,
-                                             segment.size))  # fmt: skip
+            for segment, offset in zip(self.segments, self.segment_offsets):
+                phdrs.append(self._pack_phdr(PT_LOAD, offset, segment.paddr, segment.paddr,
+                                             segment.size, segment.size))  # fmt: skip
         if self.phdrs_first:
             return ehdr + b"".join(phdrs) + (shdr0 if self.shnum else b"") + self.notes
         return ehdr + shdr0 + shdr1 + b"".join(phdrs) + self.notes

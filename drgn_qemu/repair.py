@@ -34,6 +34,7 @@ from drgn_qemu.elf import (
     ET_CORE,
     PT_LOAD,
     ElfCoreLayout,
+    LoadSegment,
     elf_note,
     note_align,
     parse_notes,
@@ -195,7 +196,10 @@ def _add_vmcoreinfo_elf(
             encoded + found.note,
             ranges,
             phdrs_first=not (0 < headers.shoff < headers.phoff),
-            vaddrs=[ph.vaddr for ph in loads if ph.filesz],
+            loads=[
+                LoadSegment(r.paddr, ph.vaddr, r.size)
+                for r, ph in zip(ranges, [ph for ph in loads if ph.filesz])
+            ],  # fmt: skip
         )
         target = output if output is not None else path
         with atomic_output(
