@@ -13,7 +13,12 @@ from typing import List, Optional
 from drgn import Object, Program, cast
 
 from drgn_qemu.arch import detect_arch
-from drgn_qemu.errors import CorruptStructureError, NotFoundError, translate_errors
+from drgn_qemu.errors import (
+    CorruptStructureError,
+    NotFoundError,
+    UnsupportedError,
+    translate_errors,
+)
 from drgn_qemu.executable import printed_format
 from drgn_qemu.helpers.accel import kvm_enabled
 from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu, qemu_get_cpu
@@ -49,8 +54,10 @@ __all__ = (
     "cpu_model_from_type",
     "printed_format",
     "hmp_info_cpus",
+    "hmp_info_mem",
     "hmp_info_memory_devices",
     "hmp_info_registers",
+    "hmp_info_tlb",
     "hmp_info_mtree",
     "hmp_info_qom_tree",
     "hmp_info_ramblock",
@@ -417,6 +424,46 @@ def hmp_info_registers(prog: Program, all_cpus: bool = False, vcpu: Optional[int
             return "No CPU available\n"
         cpus = [cpu]
     return "".join(f"\nCPU#{c.cpu_index.value_()}\n" + cpu_dump_state(arch, c) for c in cpus)
+
+
+def _monitor_cpu(prog: Program, vcpu: Optional[int]) -> Object:
+    """The vCPU an HMP command shows: *vcpu*, else the monitor's default, the first."""
+    cpu = qemu_get_cpu(prog, vcpu) if vcpu is not None else first_cpu(prog)
+    if not cpu:
+        raise NotFoundError(f"CPU#{vcpu} not available" if vcpu is not None else "no CPU available")
+    return cpu
+
+
+def _page_view(prog: Program, vcpu: Optional[int], view: str) -> str:
+    arch = detect_arch(prog)
+    if arch.name != "x86_64":
+        raise UnsupportedError(f"'info {view}' of a {arch.name} guest is not supported yet (x86)")
+    from drgn_qemu.helpers.memory_mapping import guest_phys_blocks
+    from drgn_qemu.paging.base import GuestPhysReader
+    from drgn_qemu.paging.x86_64 import hmp_info_mem_x86, hmp_info_tlb_x86
+
+    phys = GuestPhysReader(guest_phys_blocks(prog), prog.read)
+    cpu = _monitor_cpu(prog, vcpu)
+    return (hmp_info_mem_x86 if view == "mem" else hmp_info_tlb_x86)(cpu, phys)
+
+
+@translate_errors("the vCPU's page tables for 'info mem'")
+def hmp_info_mem(prog: Program, vcpu: Optional[int] = None) -> str:
+    """
+    HMP ``info mem`` (``hmp_info_mem()``, x86): the virtual memory ranges
+    the first vCPU (or vCPU *vcpu*) maps, with their protection. On a
+    5-level guest, what a correct walk gives (QEMU's own prints nothing).
+    """
+    return _page_view(prog, vcpu, "mem")
+
+
+@translate_errors("the vCPU's page tables for 'info tlb'")
+def hmp_info_tlb(prog: Program, vcpu: Optional[int] = None) -> str:
+    """
+    HMP ``info tlb`` (``hmp_info_tlb()``, x86): every page the first vCPU
+    (or vCPU *vcpu*) maps, with its physical address and flags.
+    """
+    return _page_view(prog, vcpu, "tlb")
 
 
 @translate_errors("QEMU's memory devices")

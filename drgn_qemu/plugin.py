@@ -162,6 +162,31 @@ def _qemu_cmd_registers(prog: Program, name: str, args: argparse.Namespace, **kw
     print(hmp_info_registers(prog, args.all, args.vcpu), end="")
 
 
+@qemu_command(
+    description="a vCPU's virtual memory ranges, as HMP 'info mem' (x86)",
+    long_description="The virtual ranges the first vCPU (or VCPU) maps, merged where their "
+    "protection is the same, as HMP 'info mem'. On a 5-level paging guest, what a correct walk "
+    "gives: QEMU's own 'info mem' prints nothing there.",
+    arguments=(argument("vcpu", metavar="VCPU", type=int, nargs="?", help="vCPU index"),),
+)
+def _qemu_cmd_mem(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+    from drgn_qemu.monitor import hmp_info_mem
+
+    print(hmp_info_mem(prog, args.vcpu), end="")
+
+
+@qemu_command(
+    description="a vCPU's mapped pages, as HMP 'info tlb' (x86)",
+    long_description="Every page the first vCPU (or VCPU) maps, its physical address and "
+    "flags, as HMP 'info tlb'.",
+    arguments=(argument("vcpu", metavar="VCPU", type=int, nargs="?", help="vCPU index"),),
+)
+def _qemu_cmd_tlb(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+    from drgn_qemu.monitor import hmp_info_tlb
+
+    print(hmp_info_tlb(prog, args.vcpu), end="")
+
+
 @qemu_command(description="the main loop's timers, as QEMU's gdb command 'qemu timers'")
 def _qemu_cmd_timers(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
     from drgn_qemu.qemugdb import qemu_timers
@@ -292,7 +317,7 @@ def _subcommand_help(prog: Program, words: str) -> None:
     description="inspect a QEMU core or process (drgn-qemu)",
     usage="**qemu** *SUBCOMMAND* [*OPTION*...]",
     long_description="Subcommands: dump-guest-memory, ramblocks, memory-devices, cpus, "
-    "registers, mtree, "
+    "registers, mem, tlb, mtree, "
     "qom-tree, timers, coroutine, bt, guest. "
     "Run '%qemu help SUBCOMMAND' for each one's options.",
     arguments=(argument("subcommand", help="a subcommand; '%qemu help' lists them"),),

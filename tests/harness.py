@@ -184,8 +184,12 @@ class QemuGuest:
         assert self.qmp is not None
         return self.qmp.cmd(cmd, **kwargs)
 
-    def hmp(self, command_line: str) -> str:
-        return str(self.command("human-monitor-command", **{"command-line": command_line}))
+    def hmp(self, command_line: str, cpu: Optional[int] = None) -> str:
+        """An HMP command, for the monitor's default vCPU or vCPU *cpu*."""
+        args: Dict[str, object] = {"command-line": command_line}
+        if cpu is not None:
+            args["cpu-index"] = cpu
+        return str(self.command("human-monitor-command", **args))
 
     def stop(self) -> None:
         self.command("stop")

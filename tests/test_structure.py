@@ -163,7 +163,7 @@ def test_public_names_in_all_and_helpers_documented_as_drgn_does() -> None:
     """
     Every public module-level function and class is in its module's
     ``__all__``; each ``Object`` argument of a public helper (helpers/,
-    arch/, registers/) is documented with ``:param x:``; a helper whose
+    arch/, registers/, paging/) is documented with ``:param x:``; a helper whose
     first argument is the program takes drgn's default program.
     """
     problems = []
@@ -179,7 +179,7 @@ def test_public_names_in_all_and_helpers_documented_as_drgn_does() -> None:
             ),
             set(),
         )
-        subject = path.parent.name in ("helpers", "arch", "registers")
+        subject = path.parent.name in ("helpers", "arch", "registers", "paging")
         for node in tree.body:
             if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name[0] == "_":
                 continue

@@ -10,7 +10,7 @@ walks them; its quirks kept (4-level virtual addresses all carry bits
 63:48, 5-level ones bits 63:57, whatever the table index).
 """
 
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
 import numpy as np
 from drgn import Object
@@ -21,6 +21,8 @@ from drgn_qemu.paging.base import GuestPhysReader, IoRegions
 
 __all__ = (
     "for_each_x86_page",
+    "hmp_info_mem_x86",
+    "hmp_info_tlb_x86",
     "x86_cpu_get_memory_mapping",
     "x86_cpu_paging_enabled",
     "x86_get_a20_mask",
@@ -173,3 +175,182 @@ def _walk_pml5e(w: _Walk, addr: int) -> Iterator[Tuple[int, int, int]]:
     for i, pml5e in w.table(addr, 512, 8):
         line = (0x7F << 57) | (i << 48)
         yield from _walk_pml4e(w, (pml5e & PLM4_ADDR_MASK) & w.a20, line)
+
+
+# HMP's views (target/i386/monitor.c) walk as QEMU's monitor does: no A20
+# mask, physical addresses cut to bits 49:12, entries read one page table at
+# a time from the system memory (zeros where there is no RAM).
+PG_RW_MASK = 1 << 1
+PG_USER_MASK = 1 << 2
+PG_PWT_MASK = 1 << 3
+PG_PCD_MASK = 1 << 4
+PG_ACCESSED_MASK = 1 << 5
+PG_DIRTY_MASK = 1 << 6
+PG_GLOBAL_MASK = 1 << 8
+PG_NX_MASK = 1 << 63
+_HMP_ADDR = 0x3FFFFFFFFF000
+_PROT = PG_USER_MASK | PG_RW_MASK | PG_PRESENT_MASK
+
+
+def _hmp_table(phys: GuestPhysReader, addr: int, entries: int, size: int) -> List[int]:
+    raw = phys.read(addr & _M64, entries * size)
+    return np.frombuffer(raw, dtype="<u8" if size == 8 else "<u4").tolist()
+
+
+def _addr_canonical(cr4: int, addr: int) -> int:
+    """QEMU's ``addr_canonical()``: sign-extend a linear address from bit 56 or 47."""
+    bit = 56 if cr4 & CR4_LA57_MASK else 47
+    return addr | (_M64 ^ ((1 << (bit + 1)) - 1)) if addr & (1 << bit) else addr
+
+
+def _tlb_pages(env: Object, phys: GuestPhysReader) -> Iterator[Tuple[int, int, int]]:
+    """``(virtual address, entry, mask)`` of each page ``info tlb`` prints, in its order."""
+    cr3, cr4 = env.cr[3].value_(), env.cr[4].value_()
+    if not cr4 & CR4_PAE_MASK:
+        for l1, pde in enumerate(_hmp_table(phys, cr3 & ~0xFFF & 0xFFFFFFFF, 1024, 4)):
+            if not pde & PG_PRESENT_MASK:
+                continue
+            if pde & PG_PSE_MASK and cr4 & CR4_PSE_MASK:
+                yield l1 << 22, pde, _M64 ^ ((1 << 21) - 1)
+                continue
+            for l2, pte in enumerate(_hmp_table(phys, pde & ~0xFFF, 1024, 4)):
+                if pte & PG_PRESENT_MASK:
+                    yield (l1 << 22) + (l2 << 12), pte & ~PG_PSE_MASK, _M64 ^ 0xFFF
+        return
+    if not env.hflags.value_() & HF_LMA_MASK:
+        for l1, pdpe in enumerate(_hmp_table(phys, cr3 & ~0x1F, 4, 8)):
+            if pdpe & PG_PRESENT_MASK:
+                yield from _tlb_pd(phys, l1 << 30, pdpe & _HMP_ADDR, _M64 ^ ((1 << 20) - 1))
+        return
+    roots = [(0, cr3 & _HMP_ADDR)]
+    if cr4 & CR4_LA57_MASK:
+        roots = [(l0 << 48, e & _HMP_ADDR)
+                 for l0, e in enumerate(_hmp_table(phys, cr3 & _HMP_ADDR, 512, 8))
+                 if e & PG_PRESENT_MASK]  # fmt: skip
+    for base, pml4 in roots:
+        for l1, pml4e in enumerate(_hmp_table(phys, pml4, 512, 8)):
+            if not pml4e & PG_PRESENT_MASK:
+                continue
+            for l2, pdpe in enumerate(_hmp_table(phys, pml4e & _HMP_ADDR, 512, 8)):
+                if not pdpe & PG_PRESENT_MASK:
+                    continue
+                line = base + (l1 << 39) + (l2 << 30)
+                if pdpe & PG_PSE_MASK:
+                    yield line, pdpe, 0x3FFFFC0000000
+                    continue
+                yield from _tlb_pd(phys, line, pdpe & _HMP_ADDR, 0x3FFFFFFE00000)
+
+
+def _tlb_pd(
+    phys: GuestPhysReader, line: int, pd: int, large: int
+) -> Iterator[Tuple[int, int, int]]:
+    """A page directory's pages (PAE and IA-32e): large ones masked with *large*."""
+    small = _HMP_ADDR if large == 0x3FFFFFFE00000 else _M64 ^ 0xFFF
+    for l3, pde in enumerate(_hmp_table(phys, pd, 512, 8)):
+        if not pde & PG_PRESENT_MASK:
+            continue
+        if pde & PG_PSE_MASK:
+            yield line + (l3 << 21), pde, large
+            continue
+        for l4, pte in enumerate(_hmp_table(phys, pde & _HMP_ADDR, 512, 8)):
+            if pte & PG_PRESENT_MASK:
+                yield line + (l3 << 21) + (l4 << 12), pte & ~PG_PSE_MASK, small
+
+
+def hmp_info_tlb_x86(cpu: Object, phys: GuestPhysReader) -> str:
+    """
+    HMP ``info tlb`` of an x86 vCPU (``hmp_info_tlb()``): each mapped page,
+    its physical address and its flags (NX, global, large, dirty, accessed,
+    cache disabled, write-through, user, writable).
+
+    :param cpu: ``CPUState *``
+    """
+    env = x86_cpu(cpu).env
+    if not env.cr[0].value_() & CR0_PG_MASK:
+        return "PG disabled\n"
+    cr4 = env.cr[4].value_()
+    flags = ((PG_NX_MASK, "X"), (PG_GLOBAL_MASK, "G"), (PG_PSE_MASK, "P"),
+             (PG_DIRTY_MASK, "D"), (PG_ACCESSED_MASK, "A"), (PG_PCD_MASK, "C"),
+             (PG_PWT_MASK, "T"), (PG_USER_MASK, "U"), (PG_RW_MASK, "W"))  # fmt: skip
+    lines = []
+    for vaddr, pte, mask in _tlb_pages(env, phys):
+        bits = "".join(c if pte & m else "-" for m, c in flags)
+        lines.append(f"{_addr_canonical(cr4, vaddr):016x}: {pte & mask:016x} {bits}\n")
+    return "".join(lines)
+
+
+def _mem_events(env: Object, phys: GuestPhysReader) -> Iterator[Tuple[int, int]]:
+    """
+    The ``(end, prot)`` calls of ``mem_print()`` that ``info mem`` makes, in
+    order (an entry's start and its protection ANDed down the levels), then
+    the flush at the top of the address space. 5-level paging is walked as
+    the architecture says; QEMU's ``mem_info_la57()`` tests two entries'
+    present bits the wrong way round.
+    """
+    cr3, cr4 = env.cr[3].value_(), env.cr[4].value_()
+    if not cr4 & CR4_PAE_MASK:
+        pse = bool(cr4 & CR4_PSE_MASK)
+        yield from _mem_level(phys, cr3 & ~0xFFF & 0xFFFFFFFF, [22, 12], 0, _PROT, 4, pse)
+        yield 1 << 32, 0
+    elif not env.hflags.value_() & HF_LMA_MASK:
+        for l1, pdpe in enumerate(_hmp_table(phys, cr3 & ~0x1F, 4, 8)):
+            if not pdpe & PG_PRESENT_MASK:
+                yield l1 << 30, 0
+                continue
+            # PAE: the PDPTE's bits are not ANDed in, as QEMU's mem_info_pae32().
+            yield from _mem_level(phys, pdpe & _HMP_ADDR, [21, 12], l1 << 30, _PROT, 8, True)
+        yield 1 << 32, 0
+    elif cr4 & CR4_LA57_MASK:
+        yield from _mem_level(phys, cr3 & _HMP_ADDR, [48, 39, 30, 21, 12], 0, _PROT, 8, True)
+        yield 1 << 57, 0
+    else:
+        yield from _mem_level(phys, cr3 & _HMP_ADDR, [39, 30, 21, 12], 0, _PROT, 8, True)
+        yield 1 << 48, 0
+
+
+def _mem_level(
+    phys: GuestPhysReader, table: int, shifts: List[int], base: int, prot: int, size: int,
+    pse: bool,
+) -> Iterator[Tuple[int, int]]:  # fmt: skip
+    """One table's ``mem_print()`` calls: *shifts* from this level down."""
+    shift, rest = shifts[0], shifts[1:]
+    entries = _hmp_table(phys, table, 1024 if size == 4 else 512, size)
+    for i, e in enumerate(entries):
+        end = base + (i << shift)
+        if not e & PG_PRESENT_MASK:
+            yield end, 0
+        elif not rest or (e & PG_PSE_MASK and pse and shift <= 30):
+            yield end, e & prot & _PROT
+        else:
+            addr = (e & ~0xFFF & 0xFFFFFFFF) if size == 4 else e & _HMP_ADDR
+            # Entries above the leaf: 32-bit paging ANDs in none (QEMU's
+            # mem_info_32() masks only the PTE with its PDE, as here).
+            yield from _mem_level(phys, addr, rest, end, e & prot, size, pse)
+
+
+def hmp_info_mem_x86(cpu: Object, phys: GuestPhysReader) -> str:
+    """
+    HMP ``info mem`` of an x86 vCPU (``hmp_info_mem()``): the virtual
+    ranges mapped, merged where their protection (user, read, write) is the
+    same.
+
+    :param cpu: ``CPUState *``
+    """
+    env = x86_cpu(cpu).env
+    if not env.cr[0].value_() & CR0_PG_MASK:
+        return "PG disabled\n"
+    cr4 = env.cr[4].value_()
+    lines = []
+    start, last = -1, 0
+    for end, prot in _mem_events(env, phys):
+        if prot == last:
+            continue
+        if start != -1:
+            lines.append(
+                f"{_addr_canonical(cr4, start):016x}-{_addr_canonical(cr4, end):016x} "
+                f"{_addr_canonical(cr4, end - start):016x} "
+                f"{'u' if last & PG_USER_MASK else '-'}r{'w' if last & PG_RW_MASK else '-'}\n"
+            )
+        start = end if prot else -1
+        last = prot
+    return "".join(lines)
