@@ -336,7 +336,14 @@ def run_dump(
         seconds = result.seconds + unpacked_in
         rate = plan.guest_bytes / max(seconds, 1e-6) / (1 << 20)
         count = len(plan.segments)
-        if plan.format == "elf":
+        if plan.format == "elf" and plan.options.paging:
+            from drgn_qemu.elf import ElfCoreLayout
+
+            assert isinstance(plan.layout, ElfCoreLayout)
+            loads = len(plan.layout.loads or ())
+            what = (f"vmcore, {loads} PT_LOAD segments (the vCPUs' page-table mappings) over "
+                    f"{count} memory segment{'s' if count != 1 else ''}")  # fmt: skip
+        elif plan.format == "elf":
             what = f"vmcore, {count} PT_LOAD segment{'s' if count != 1 else ''}"
         else:
             what = f"{plan.format} dump ({result.file_size / (1 << 20):.1f} MiB)"

@@ -7,8 +7,10 @@ firmware (no paging: QEMU's identity fallback). gdb, which knows nothing of
 Linux, reads the guest kernel's release from our file as from QEMU's.
 """
 
+import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Tuple
@@ -214,3 +216,40 @@ def _merge_tlb(tlb: str) -> str:
         f"{s:016x}-{e & (2**64 - 1):016x} {(e - s):016x} {'u' if u else '-'}r{'w' if w else '-'}\n"
         for s, e, (u, w) in out
     )
+
+
+@pytest.mark.parametrize("paging_case", [CASES[0]], indirect=True, ids=[CASES[0][0]])
+def test_readme_transcript(paging_case: PagingCase, tmp_path: Path) -> None:
+    """The README's --paging transcript, run as written on the nokaslr guest."""
+    from test_linux_guest import _readme_runs, _vary
+    from test_readme import README
+
+    c = paging_case
+    assert c.nokaslr
+    text = README.split("### Guest-virtual mappings for gdb: `--paging`", 1)[1]
+    blocks = [b.split("```\n", 1)[0] for b in text.split("\n```\n")[1::2][:2]]
+    for name, target in (("qemu.core", c.core), ("qemu-system-x86_64", c.binary),
+                         ("vmlinux", c.vmlinux)):  # fmt: skip
+        (tmp_path / name).symlink_to(target)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    runs = [run for block in blocks for run in _readme_runs(block)]
+    assert [command.split()[0] for command, _ in runs] == ["drgn-qemu", "gdb", "readelf", "drgn"]
+    for command, expected in runs:
+        r = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)  # fmt: skip
+        got = r.stdout.splitlines()
+        assert r.returncode == 0, r.stdout
+        if command.startswith("gdb"):  # where vCPU 0 was stopped varies: the values do not
+            got, expected = [x for x in got if x[:1] == "$"], [x for x in expected if x[:1] == "$"]
+        assert _paging_vary(_vary(got)) == _paging_vary(_vary(expected)), command
+
+
+def _paging_vary(lines: List[str]) -> List[str]:
+    out = []
+    for line in lines:
+        line = re.sub(r"\d+ PT_LOAD segments", "N PT_LOAD segments", line)
+        line = re.sub(r"^( +(NOTE|LOAD) +)0x[0-9a-f]+", r"\1OFFSET", line)
+        # User space: ASLR places it anew at each boot.
+        line = re.sub(r"^00000000[0-9a-f]{8}-.*|^00007f[0-9a-f]{10}-.*", "USER RANGE", line)
+        out.append(line)
+    return out
