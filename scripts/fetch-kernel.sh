@@ -2,25 +2,31 @@
 # Fetch a Debian cloud kernel for the Linux guest tests and print the
 # directory holding it:
 #
-#   scripts/fetch-kernel.sh 6.1|6.12 [amd64|arm64]
+#   scripts/fetch-kernel.sh 6.1|6.12 [amd64|arm64|i386]
 #
 # The directory (under ${DRGN_QEMU_CACHE:-~/.cache/drgn-qemu}/kernels, outside
 # the checkout) holds vmlinuz, vmlinux (debug info, from the -dbg package),
 # the modules the guest loads, qemu_fw_cfg.ko and virtio_mem.ko
-# (uncompressed; an arm64 kernel has no virtio_mem), and RELEASE; for arm64
-# also busybox, Debian's busybox-static for arm64, for the guest's
-# initramfs. Fetched once, then reused. Picks the newest build of the
+# (uncompressed; arm64 and i386 kernels have no virtio_mem), and RELEASE; for
+# arm64 and i386 also busybox, Debian's busybox-static of that architecture,
+# for the guest's initramfs. i386 is the 686-pae flavour (no cloud flavour
+# there; 6.1 only): a 32-bit kernel in PAE paging. Fetched once, then reused. Picks the newest build of the
 # series whose -dbg package is in the archive.
 set -euo pipefail
 
-series=${1:?usage: fetch-kernel.sh 6.1|6.12 [amd64|arm64]}
+series=${1:?usage: fetch-kernel.sh 6.1|6.12 [amd64|arm64|i386]}
 arch=${2:-amd64}
+flavour=cloud-$arch
 case "$arch" in
   amd64|arm64) ;;
-  *) echo "fetch-kernel.sh: unknown architecture '$arch' (amd64 or arm64)" >&2; exit 2 ;;
+  i386) flavour=686-pae ;;
+  *) echo "fetch-kernel.sh: unknown architecture '$arch' (amd64, arm64 or i386)" >&2; exit 2 ;;
+esac
+case "$series/$arch" in
+  6.12/i386) echo "fetch-kernel.sh: no 6.12 kernel for i386 here (6.1)" >&2; exit 2 ;;
 esac
 case "$series" in
-  6.1)  release_re="6\\.1\\.0-[0-9]+-cloud-$arch" ;;
+  6.1)  release_re="6\\.1\\.0-[0-9]+-$flavour" ;;
   6.12) release_re="6\\.12\\.[0-9]+\\+deb12-cloud-$arch" ;;
   *) echo "fetch-kernel.sh: unknown series '$series' (6.1 or 6.12)" >&2; exit 2 ;;
 esac

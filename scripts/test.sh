@@ -16,6 +16,7 @@ for series in 6.1 6.12; do
   echo "test.sh: Linux $series guest kernel: $(scripts/fetch-kernel.sh "$series")"
 done
 echo "test.sh: Linux 6.1 arm64 guest kernel: $(scripts/fetch-kernel.sh 6.1 arm64)"
+echo "test.sh: Linux 6.1 686-pae guest kernel: $(scripts/fetch-kernel.sh 6.1 i386)"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

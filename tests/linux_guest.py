@@ -46,7 +46,7 @@ class Kernel:
     vmlinux: Path
     fw_cfg_module: Path
     virtio_mem_module: Path
-    #: Debian's architecture name: amd64, or arm64.
+    #: Debian's architecture name: amd64, arm64, or i386 (686-pae).
     arch: str = "amd64"
 
     @property
@@ -61,8 +61,8 @@ class Kernel:
 
     @property
     def console(self) -> str:
-        """The serial console of the machine the tests boot it on (pc; virt's PL011)."""
-        return "ttyS0" if self.arch == "amd64" else "ttyAMA0"
+        """The serial console of the machine the tests boot it on (pc's; virt's PL011)."""
+        return "ttyAMA0" if self.arch == "arm64" else "ttyS0"
 
 
 def fetch_kernel(series: str, arch: str = "amd64") -> Kernel:

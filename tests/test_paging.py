@@ -2,7 +2,8 @@
 ``dump-guest-memory --paging`` against QMP's ``paging=true`` on the same
 stopped guest, byte for byte: Linux guests with 2 vCPUs in 4-level paging
 (QEMU 7.2, 10.0, 10.2), 5-level paging (``-cpu max,la57=on``, CR4.LA57
-checked), the whole memory and a begin/length window; a guest still in its
+checked) and 32-bit PAE paging (Debian's 686-pae kernel), the whole memory
+and a begin/length window; a guest still in its
 firmware (no paging: QEMU's identity fallback). gdb, which knows nothing of
 Linux, reads the guest kernel's release from our file as from QEMU's.
 """
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import Iterator, List, Tuple
 
 import pytest
+from elftools.elf.elffile import ELFFile
 from harness import QemuGuest, drgn_qemu_command, qemu_binary
 from linux_guest import boot_linux, fetch_kernel
 from test_plugin import run_commands
 from test_real_qemu import run
-from vmcore import assert_same_file_but_ehsize, loads, notes
+from vmcore import assert_same_file_but_ehsize, elf_header, loads, notes
 
 #: A window that cuts mappings at both ends (the kernel's image is above it).
 BEGIN, LENGTH = 0x1234000, 0x3000000
@@ -44,11 +46,13 @@ class PagingCase:
 
 
 CASES = [
-    # (name, QEMU series, kernel series, -cpu, nokaslr)
-    ("qemu10.0-linux6.1", "10.0", "6.1", None, True),
-    ("qemu10.0-linux6.12-la57", "10.0", "6.12", "max,la57=on", False),
-    ("qemu7.2-linux6.1", "7.2", "6.1", None, False),
-    ("qemu10.2-linux6.12", "10.2", "6.12", None, False),
+    # (name, QEMU series, kernel series and Debian architecture, -cpu, nokaslr)
+    ("qemu10.0-linux6.1", "10.0", ("6.1", "amd64"), None, True),
+    ("qemu10.0-linux6.12-la57", "10.0", ("6.12", "amd64"), "max,la57=on", False),
+    ("qemu7.2-linux6.1", "7.2", ("6.1", "amd64"), None, False),
+    ("qemu10.2-linux6.12", "10.2", ("6.12", "amd64"), None, False),
+    # Debian's 686-pae kernel: 32-bit PAE paging, an ELF32 vmcore.
+    ("qemu10.0-linux6.1-pae", "10.0", ("6.1", "i386"), None, False),
 ]
 
 
@@ -58,7 +62,7 @@ def paging_case(
 ) -> Iterator[PagingCase]:
     name, series, kernel_series, cpu, nokaslr = request.param
     binary = qemu_binary(series)
-    kernel = fetch_kernel(kernel_series)
+    kernel = fetch_kernel(*kernel_series)
     work = tmp_path_factory.mktemp(name)
     extra = ["-cpu", cpu] if cpu else []
     guest = boot_linux(binary, work, kernel, True, memory="512M", extra_args=extra, smp=2,
@@ -97,9 +101,15 @@ def test_paging_equals_qmp(paging_case: PagingCase, tmp_path: Path) -> None:
     mapped = loads(ours)
     # Many mappings, with virtual addresses: the page walk happened.
     assert len(mapped) > 20 and any(x.vaddr != x.paddr for x in mapped)
-    # QEMU's quirk: every 4-level address carries bits 63:48, 5-level 63:57.
-    top = 0x7F << 57 if la57 else 0xFFFF << 48
-    assert all(x.vaddr & top == top for x in mapped if x.vaddr != x.paddr)
+    if c.name.endswith("pae"):  # PAE without long mode: 32-bit addresses
+        # EM_386 (not in long mode), in ELFCLASS64 as QEMU writes it: the BIOS
+        # block ends at 4 GiB, past 32 bits.
+        assert c.cr4 & (1 << 5) and elf_header(ours)["e_machine"] == "EM_386"
+        assert all(x.vaddr < 1 << 32 for x in mapped)
+    else:
+        # QEMU's quirk: every 4-level address carries bits 63:48, 5-level 63:57.
+        top = 0x7F << 57 if la57 else 0xFFFF << 48
+        assert all(x.vaddr & top == top for x in mapped if x.vaddr != x.paddr)
 
 
 def test_paging_window_equals_qmp(paging_case: PagingCase, tmp_path: Path) -> None:
@@ -119,7 +129,13 @@ def test_gdb_reads_the_kernel(paging_case: PagingCase, tmp_path: Path) -> None:
     c = paging_case
     ours = _ours(c, tmp_path / "ours.vmcore")
     vmci = next(desc for name, _, desc in notes(ours) if name == "VMCOREINFO")
-    offset = int(re.search(rb"\nKERNELOFFSET=([0-9a-f]+)\n", vmci).group(1), 16)  # type: ignore[union-attr]
+    # Where KASLR put the kernel: VMCOREINFO's init_uts_ns (a 32-bit kernel
+    # has no KERNELOFFSET) against the symbol's link address in vmlinux.
+    runtime = int(re.search(rb"\nSYMBOL\(init_uts_ns\)=([0-9a-f]+)\n", vmci).group(1), 16)  # type: ignore[union-attr]
+    with open(c.vmlinux, "rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        link = symtab.get_symbol_by_name("init_uts_ns")[0]["st_value"]  # type: ignore[union-attr]
+    offset = runtime - link
     assert (offset == 0) == c.nokaslr
     for vmcore in (ours, c.theirs):
         if c.nokaslr:
