@@ -436,23 +436,32 @@ def _monitor_cpu(prog: Program, vcpu: Optional[int]) -> Object:
 
 def _page_view(prog: Program, vcpu: Optional[int], view: str) -> str:
     arch = detect_arch(prog)
-    if arch.name != "x86_64":
-        raise UnsupportedError(f"'info {view}' of a {arch.name} guest is not supported yet (x86)")
+    if arch.name not in ("x86_64", "riscv64") or (view == "tlb" and arch.name != "x86_64"):
+        raise UnsupportedError(
+            f"'info {view}' of a {arch.name} guest is not supported yet "
+            f"({'x86 and riscv64' if view == 'mem' else 'x86'})"
+        )
     from drgn_qemu.helpers.memory_mapping import guest_phys_blocks
     from drgn_qemu.paging.base import GuestPhysReader
-    from drgn_qemu.paging.x86_64 import hmp_info_mem_x86, hmp_info_tlb_x86
 
     phys = GuestPhysReader(guest_phys_blocks(prog), prog.read)
     cpu = _monitor_cpu(prog, vcpu)
+    if arch.name == "riscv64":
+        from drgn_qemu.paging.riscv64 import hmp_info_mem_riscv
+
+        return hmp_info_mem_riscv(cpu, phys)
+    from drgn_qemu.paging.x86_64 import hmp_info_mem_x86, hmp_info_tlb_x86
+
     return (hmp_info_mem_x86 if view == "mem" else hmp_info_tlb_x86)(cpu, phys)
 
 
 @translate_errors("the vCPU's page tables for 'info mem'")
 def hmp_info_mem(prog: Program, vcpu: Optional[int] = None) -> str:
     """
-    HMP ``info mem`` (``hmp_info_mem()``, x86): the virtual memory ranges
-    the first vCPU (or vCPU *vcpu*) maps, with their protection. On a
-    5-level guest, what a correct walk gives (QEMU's own prints nothing).
+    HMP ``info mem`` (``hmp_info_mem()``, x86 and riscv64): the virtual
+    memory ranges the first vCPU (or vCPU *vcpu*) maps, with their
+    protection. On a 5-level x86 guest, what a correct walk gives (QEMU's
+    own prints nothing).
     """
     return _page_view(prog, vcpu, "mem")
 

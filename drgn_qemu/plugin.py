@@ -163,7 +163,7 @@ def _qemu_cmd_registers(prog: Program, name: str, args: argparse.Namespace, **kw
 
 
 @qemu_command(
-    description="a vCPU's virtual memory ranges, as HMP 'info mem' (x86)",
+    description="a vCPU's virtual memory ranges, as HMP 'info mem' (x86, riscv64)",
     long_description="The virtual ranges the first vCPU (or VCPU) maps, merged where their "
     "protection is the same, as HMP 'info mem'. On a 5-level paging guest, what a correct walk "
     "gives: QEMU's own 'info mem' prints nothing there.",

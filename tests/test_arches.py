@@ -162,6 +162,10 @@ class Stopped:
     blob: bytes
     #: HMP 'info registers -a' of the stopped guest.
     registers: str
+    #: QMP's dump with paging=true (no vCPU but x86 says it pages: identity).
+    elf_paging: Path
+    #: HMP 'info mem' (riscv64's; other targets lack the command).
+    info_mem: str
 
 
 @pytest.fixture(scope="module", params=list(TARGETS), ids=list(TARGETS))
@@ -202,10 +206,12 @@ def stopped(
             # gdb's detach lets the vCPUs run again.
             guest.stop()
         registers = guest.hmp("info registers -a").replace("\r\n", "\n")
+        info_mem = guest.hmp("info mem").replace("\r\n", "\n") if target.name == "riscv64" else ""
         elf = guest.dump(work / "qemu.vmcore")
+        elf_paging = guest.dump(work / "qemu-paging.vmcore", paging=True)
         kdump = guest.dump(work / "qemu.kdump", format="kdump-raw-zlib")
         core = guest.gcore(work / "qemu.core")
-    yield Stopped(target, binary, core, elf, kdump, blob, registers)
+    yield Stopped(target, binary, core, elf, kdump, blob, registers, elf_paging, info_mem)
     for p in work.iterdir():
         p.unlink()
 
@@ -233,6 +239,14 @@ def test_elf_equals_qemu(stopped: Stopped, tmp_path: Path) -> None:
     if t.blob_addr is not None:
         assert read_phys(out, t.blob_addr, BLOB_SIZE) == stopped.blob
     assert t.summary in stdout and f"wrote {out}: {t.name} vmcore" in stdout
+
+
+def test_paging_equals_qemu(stopped: Stopped, tmp_path: Path) -> None:
+    """--paging: QMP's paging=true, which on these targets is the identity mapping."""
+    out = tmp_path / "ours.vmcore"
+    dump(stopped, out, "-q", "--paging")
+    assert_same_file_but_ehsize(out, stopped.elf_paging)
+    assert all(s.vaddr == s.paddr for s in loads(out))
 
 
 def test_arch_given_or_wrong(stopped: Stopped, tmp_path: Path) -> None:
@@ -267,3 +281,13 @@ def test_registers_equal_hmp(stopped: Stopped) -> None:
     assert r.stdout == stopped.registers
     # Not an empty state: each vCPU is in it.
     assert stopped.registers.count("\nCPU#") == 2
+
+
+@pytest.mark.parametrize("stopped", ["riscv64"], indirect=True)
+def test_riscv_info_mem_equals_hmp(stopped: Stopped) -> None:
+    """%qemu mem on RISC-V at reset (satp bare) prints what HMP 'info mem' printed."""
+    code = "from drgn.commands import run_command\nrun_command(prog, 'qemu mem')"
+    r = run([DRGN, "-q", "-c", str(stopped.core), "-s", str(stopped.binary), "-e", code])
+    assert r.returncode == 0, r.stderr
+    assert stopped.info_mem == "No translation or protection\n"
+    assert r.stdout == stopped.info_mem
