@@ -10,7 +10,7 @@ from typing import List
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 #: The sections other benchmarks write, in the order they appear.
-OWN_SECTIONS = ("## Start-up", "## Live dumps", "## The guest's kernel in place")
+OWN_SECTIONS = ("## Start-up", "## Live dumps", "## The guest's kernel in place", "## --paging")
 
 
 def _split(text: str) -> List[str]:
