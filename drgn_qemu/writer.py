@@ -195,13 +195,20 @@ def write_kdump(
         for item in pages_of_segments(layout.segments, page_size):
             if isinstance(item, PageRun):
                 run = GuestRange(item.pfn * page_size, item.count * page_size, item.host_addr)
-                # Whole pages, holes of a sparse core included: every
-                # page gets a descriptor.
-                for chunk in reader.chunks([run], pages_per_chunk * page_size, holes=False):
-                    buf = pipeline.buffer()
-                    view = reader.read_view(chunk.address, buf[: chunk.size])
-                    pipeline.submit((chunk.address, chunk.size), buf, compress_pages, view,
-                                    page_size, compress)  # fmt: skip
+                step = pages_per_chunk * page_size
+                # Every page gets a descriptor; pages wholly in a hole of a
+                # sparse core, or never touched by a live QEMU, are zero
+                # pages without being read or compressed.
+                for offset, size, has_data in _whole_page_extents(reader, run, page_size):
+                    for at in range(offset, offset + size, step):
+                        n = min(step, offset + size - at)
+                        if not has_data:
+                            pipeline.submit((0, 0), None, _zero_pages, n // page_size)
+                            continue
+                        buf = pipeline.buffer()
+                        view = reader.read_view(run.host_addr + at, buf[:n])
+                        pipeline.submit((run.host_addr + at, n), buf, compress_pages, view,
+                                        page_size, compress)  # fmt: skip
             else:
                 page = memoryview(bytearray(page_size))
                 for offset, address, n in item.pieces:
@@ -211,6 +218,37 @@ def write_kdump(
         pipeline.finish_all()
     os.ftruncate(fd, out.data_pos)
     return out.data_pos
+
+
+def _zero_pages(count: int) -> List[Optional[Tuple[int, bytes]]]:
+    """:func:`compress_pages` of *count* pages known to be zeros."""
+    return [None] * count
+
+
+def _whole_page_extents(
+    reader: MemoryReader, run: GuestRange, page_size: int
+) -> Iterator[Tuple[int, int, bool]]:
+    """
+    ``(offset, size, has_data)`` of *run* (whole pages) in whole pages: a
+    page is without data only if it lies wholly in one of the reader's
+    holes (a hole's ragged ends, where pages are larger than the file
+    system's blocks, are read).
+    """
+    done = 0
+    for address, size, has_data in reader.extents(run.host_addr, run.size):
+        if has_data:
+            continue
+        offset = address - run.host_addr
+        lo = -(-offset // page_size) * page_size
+        hi = (offset + size) // page_size * page_size
+        if hi <= lo:
+            continue
+        if lo > done:
+            yield done, lo - done, True
+        yield lo, hi - lo, False
+        done = hi
+    if done < run.size:
+        yield done, run.size - done, True
 
 
 def _write_kdump_headers(layout: KdumpLayout, fd: int, sparse: bool) -> None:

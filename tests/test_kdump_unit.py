@@ -7,7 +7,7 @@ compress; read back with the test's own kdump reader, not the writer's code.
 import os
 import random
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
 from kdump_reader import FLAG_ZLIB, open_kdump
@@ -123,3 +123,60 @@ def test_big_endian_32bit_header(tmp_path: Path) -> None:
     # kdump_sub_header32 at block 1: phys_base is 32 bits.
     assert data[4096:4100] == b"\0\0\x10\0"
     assert os.path.getsize(out) > 4 * 4096
+
+
+class HoleyReader(BytesReader):
+    """A sparse core: *holes* ``(address, size)`` read as zeros, and extents say so."""
+
+    def __init__(self, memory: Dict[int, bytes], holes: List[Tuple[int, int]]) -> None:
+        super().__init__(memory)
+        self.holes = sorted(holes)
+        self.read_bytes = 0
+
+    def readinto(self, address: int, buf: memoryview) -> None:
+        super().readinto(address, buf)
+        self.read_bytes += len(buf)
+
+    def extents(self, address: int, size: int) -> Iterator[Tuple[int, int, bool]]:
+        end, at = address + size, address
+        for h, n in self.holes:
+            lo, hi = max(h, address), min(h + n, end)
+            if lo >= hi:
+                continue
+            if lo > at:
+                yield at, lo - at, True
+            yield lo, hi - lo, False
+            at = hi
+        if at < end:
+            yield at, end - at, True
+
+
+@pytest.mark.parametrize("page", [4096, 65536])
+def test_holes_are_zero_pages_not_read(tmp_path: Path, page: int) -> None:
+    """
+    Pages wholly in a hole get the shared zero page without being read; a
+    hole's ragged ends (pages larger than its 4 KiB blocks) are read. The
+    file is the one a reader without holes writes of the same bytes.
+    """
+    memory, segments = make_memory(page)
+    base = 0x7F0000000000  # the big segment's 16 zero pages: holes, one ragged
+    zeros = (base + 16 * page, 16 * page)
+    holes = [(zeros[0] + 0x1000, zeros[1] - 0x1000)]
+    memory = {
+        **memory,
+        base: memory[base][: 16 * page] + bytes(16 * page) + memory[base][32 * page :],
+    }
+    header = KdumpHeader(ELFCLASS64, ELFDATA2LSB, page, "x86_64", 1, 0, "kdump-zlib")
+    options = DumpOptions(chunk_size=5 * page, threads=2)
+    files = []
+    for reader in (BytesReader(memory), HoleyReader(memory, holes)):
+        out = tmp_path / f"{type(reader).__name__}.kdump"
+        with open(out, "wb") as f:
+            write_kdump(KdumpLayout(header, b"", ranges(segments)), f.fileno(), reader, options)
+        files.append(out.read_bytes())
+    assert files[0] == files[1]
+    holey = reader
+    assert isinstance(holey, HoleyReader)
+    total = sum(s for _, s, _ in segments)
+    # Only the hole's whole pages were not read: 15 of them (the first is ragged).
+    assert total - holey.read_bytes == 15 * page
