@@ -25,12 +25,13 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
-
-import numpy as np
+from typing import TYPE_CHECKING, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from drgn_qemu.elf import ELFCLASS64, note_align, struct_order
 from drgn_qemu.ranges import GuestRange
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = (
     "COMPRESSION_FLAGS",
@@ -304,22 +305,27 @@ class KdumpLayout:
         return bytes(bits)
 
 
-def page_desc_dtype(order: str) -> np.dtype:
+def page_desc_dtype(order: str) -> "np.dtype":
     """makedumpfile's ``page_desc``: ``offset``, ``size``, ``flags``, ``page_flags``."""
+    import numpy as np
+
     return np.dtype(
         [("offset", order + "u8"), ("size", order + "u4"),
          ("flags", order + "u4"), ("page_flags", order + "u8")]
     )  # fmt: skip
 
 
-#: Bytes of one ``page_desc``.
-PAGE_DESC_SIZE = page_desc_dtype("<").itemsize
+#: Bytes of one ``page_desc`` (:func:`page_desc_dtype`'s size; numpy, and
+#: its import time, only when pages are written or read).
+PAGE_DESC_SIZE = 24
 
 
 def page_descriptors(
-    order: str, offsets: np.ndarray, sizes: np.ndarray, flags: np.ndarray
+    order: str, offsets: "np.ndarray", sizes: "np.ndarray", flags: "np.ndarray"
 ) -> bytes:
     """Encode page_desc entries: offset, size, flags and page_flags (0)."""
+    import numpy as np
+
     desc = np.zeros(len(offsets), dtype=page_desc_dtype(order))
     desc["offset"] = offsets
     desc["size"] = sizes
@@ -379,6 +385,8 @@ class KdumpFile:
         self.bitmap2 = os.pread(fd, self.len_bitmap, self.bitmap_offset + self.len_bitmap)
         if len(self.bitmap2) < self.len_bitmap:
             raise ValueError("the kdump file ends in its bitmaps")
+        import numpy as np
+
         bits = np.unpackbits(np.frombuffer(self.bitmap2, dtype=np.uint8), bitorder="little")
         #: The dumped page frames, in file order.
         self.pfns: np.ndarray = np.flatnonzero(bits)
@@ -394,7 +402,7 @@ class KdumpFile:
             .decode(errors="replace")
         )
 
-    def descriptors(self) -> np.ndarray:
+    def descriptors(self) -> "np.ndarray":
         """Every page descriptor (``offset``, ``size``, ``flags``), in file order."""
         if self._descs is not None:
             return self._descs
@@ -402,6 +410,8 @@ class KdumpFile:
         raw = os.pread(self.fd, dtype.itemsize * len(self.pfns), self.desc_offset)
         if len(raw) < dtype.itemsize * len(self.pfns):
             raise ValueError("the kdump file ends in its page descriptors")
+        import numpy as np
+
         self._descs = np.frombuffer(raw, dtype=dtype)
         return self._descs
 
@@ -438,7 +448,7 @@ class KdumpFile:
         descs = self.descriptors()
         while size > 0:
             pfn, off = divmod(paddr, self.block_size)
-            i = int(np.searchsorted(self.pfns, pfn))
+            i = int(self.pfns.searchsorted(pfn))
             if i == len(self.pfns) or self.pfns[i] != pfn:
                 raise LookupError(f"guest-physical 0x{paddr:x} is not in the kdump file")
             d = descs[i]

@@ -197,3 +197,21 @@ def test_public_names_in_all_and_helpers_documented_as_drgn_does() -> None:
                 if node.args.args[0].arg == "prog" and "takes_program_or_default" not in decorators:
                     problems.append(f"{path.name}: {node.name} does not take the default program")
     assert problems == []
+
+
+def test_opening_a_core_imports_no_numpy() -> None:
+    """
+    Opening a program (which checks whether the core is a guest vmcore,
+    kdump's signatures included) loads no numpy: it costs the start-up of
+    every command some 0.15 s, and only writing or reading pages needs it.
+    """
+    code = (
+        "import sys\nimport drgn_qemu.program, drgn_qemu.kdump, drgn_qemu.dump\n"
+        "from drgn_qemu.kdump import PAGE_DESC_SIZE\nprint('numpy' in sys.modules, PAGE_DESC_SIZE)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()  # fmt: skip
+    assert out == ["False", "24"]
+    from drgn_qemu.kdump import page_desc_dtype
+
+    assert page_desc_dtype("<").itemsize == 24
