@@ -45,14 +45,20 @@ class PagingCase:
     hmp: Tuple[str, ...] = ()
 
 
+#: Each paging mode on each QEMU series: (name, QEMU series, (kernel series,
+#: Debian architecture), -cpu, nokaslr). One guest runs its kernel at its
+#: link address, for gdb as the README shows it.
 CASES = [
-    # (name, QEMU series, kernel series and Debian architecture, -cpu, nokaslr)
-    ("qemu10.0-linux6.1", "10.0", ("6.1", "amd64"), None, True),
-    ("qemu10.0-linux6.12-la57", "10.0", ("6.12", "amd64"), "max,la57=on", False),
-    ("qemu7.2-linux6.1", "7.2", ("6.1", "amd64"), None, False),
-    ("qemu10.2-linux6.12", "10.2", ("6.12", "amd64"), None, False),
-    # Debian's 686-pae kernel: 32-bit PAE paging, an ELF32 vmcore.
-    ("qemu10.0-linux6.1-pae", "10.0", ("6.1", "i386"), None, False),
+    (f"qemu{series}-{name}", series, kernel, cpu, series == "10.0" and name == "linux6.1")
+    for series in ("7.2", "10.0", "10.2")
+    for name, kernel, cpu in (
+        ("linux6.1", ("6.1", "amd64"), None),
+        ("linux6.12", ("6.12", "amd64"), None),
+        # 5-level paging: TCG's max CPU with LA57.
+        ("linux6.12-la57", ("6.12", "amd64"), "max,la57=on"),
+        # Debian's 686-pae kernel: 32-bit PAE paging.
+        ("linux6.1-pae", ("6.1", "i386"), None),
+    )
 ]
 
 
@@ -148,9 +154,10 @@ def test_gdb_reads_the_kernel(paging_case: PagingCase, tmp_path: Path) -> None:
         assert f'"{c.release}' in out.stdout, out.stdout + out.stderr
 
 
-def test_firmware_guest_identity(tmp_path: Path) -> None:
+@pytest.mark.parametrize("series", ["7.2", "10.0", "10.2"])
+def test_firmware_guest_identity(tmp_path: Path, series: str) -> None:
     """No vCPU with paging (SeaBIOS at reset): QEMU's identity mapping, 2 vCPUs."""
-    binary = qemu_binary("10.0")
+    binary = qemu_binary(series)
     with QemuGuest(binary, tmp_path, smp=2) as guest:
         guest.stop()
         theirs = guest.dump(tmp_path / "qemu.vmcore", paging=True)
@@ -234,7 +241,10 @@ def _merge_tlb(tlb: str) -> str:
     )
 
 
-@pytest.mark.parametrize("paging_case", [CASES[0]], indirect=True, ids=[CASES[0][0]])
+README_CASE = next(c for c in CASES if c[4])
+
+
+@pytest.mark.parametrize("paging_case", [README_CASE], indirect=True, ids=[README_CASE[0]])
 def test_readme_transcript(paging_case: PagingCase, tmp_path: Path) -> None:
     """The README's --paging transcript, run as written on the nokaslr guest."""
     from test_linux_guest import _readme_runs, _vary
