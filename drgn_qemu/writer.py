@@ -21,8 +21,6 @@ import threading
 import zlib
 from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
 
-import numpy as np
-
 from drgn_qemu import kdump
 from drgn_qemu.elf import ElfCoreLayout
 from drgn_qemu.fileio import pwrite_all, pwrite_zeros
@@ -300,6 +298,8 @@ class _KdumpPageWriter:
             flags.append(self.flag if compressed else 0)
             data.append(page)
             self.data_pos += len(page)
+        import numpy as np
+
         descs = kdump.page_descriptors(
             layout.order, np.array(offsets), np.array(sizes), np.array(flags)
         )
@@ -361,6 +361,8 @@ def compress_pages(
     ``(compressed, bytes)``, stored as they are when compressing does not
     make them smaller (as QEMU's ``write_dump_pages()``).
     """
+    import numpy as np
+
     pages = len(data) // page_size
     words = np.frombuffer(data, dtype=np.uint64).reshape(pages, page_size // 8)
     nonzero: List[bool] = np.any(words, axis=1).tolist()

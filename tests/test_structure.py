@@ -202,11 +202,12 @@ def test_public_names_in_all_and_helpers_documented_as_drgn_does() -> None:
 def test_opening_a_core_imports_no_numpy() -> None:
     """
     Opening a program (which checks whether the core is a guest vmcore,
-    kdump's signatures included) loads no numpy: it costs the start-up of
-    every command some 0.15 s, and only writing or reading pages needs it.
+    kdump's signatures included) and loading the writers loads no numpy: it
+    costs the start-up of every command some 0.1 s, and only compressing
+    pages or scanning more than a few of them for zeros needs it.
     """
     code = (
-        "import sys\nimport drgn_qemu.program, drgn_qemu.kdump, drgn_qemu.dump\n"
+        "import sys\nimport drgn_qemu.program, drgn_qemu.kdump, drgn_qemu.dump, drgn_qemu.writer\n"
         "from drgn_qemu.kdump import PAGE_DESC_SIZE\nprint('numpy' in sys.modules, PAGE_DESC_SIZE)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
