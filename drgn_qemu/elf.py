@@ -108,14 +108,17 @@ def elf_note(name: bytes, note_type: int, desc: bytes, endian: int = ELFDATA2LSB
 class LoadSegment:
     """
     A PT_LOAD of *memsz* bytes of guest memory at guest-physical *paddr*,
-    seen at guest-virtual *vaddr* (0: none); its bytes in the file are
-    those of the dumped segment holding *paddr* (see
-    :meth:`ElfCoreLayout.offset_range`).
+    seen at guest-virtual *vaddr*.
     """
 
     paddr: int
     vaddr: int
     memsz: int
+    #: The index of the segment whose bytes these are, all of them, and
+    #: *vaddr* written as it is. None: the segment holding *paddr* and
+    #: QEMU's rules with paging (see :meth:`ElfCoreLayout.offset_range`;
+    #: a *vaddr* of 0 is written as *paddr*).
+    segment: Optional[int] = None
 
 
 class ElfCoreLayout:
@@ -133,8 +136,8 @@ class ElfCoreLayout:
         ``PN_XNUM``
     :param loads: the PT_LOADs, if not one per segment with ``p_vaddr``
         its ``p_paddr`` (as QEMU writes them without paging): with
-        ``paging=true``, one per guest-virtual mapping; the segments are
-        then the file's memory data, which the PT_LOADs point into
+        ``paging=true``, one per guest-virtual mapping, which point into the
+        segments; or one per segment with a ``p_vaddr`` of its own
     """
 
     def __init__(
@@ -161,8 +164,12 @@ class ElfCoreLayout:
         self._phdr = struct.Struct(order + _PHDR[elf_class])
         self._shdr = struct.Struct(order + _SHDR[elf_class])
         limit = 1 << (64 if elf_class == ELFCLASS64 else 32)
-        self.loads = list(loads) if loads is not None else None
-        self.phnum = 1 + (len(self.loads) if self.loads is not None else len(self.segments))
+        self.loads = (
+            list(loads)
+            if loads is not None
+            else [LoadSegment(s.paddr, s.paddr, s.size, i) for i, s in enumerate(self.segments)]
+        )
+        self.phnum = 1 + len(self.loads)
         if self.phnum > 0xFFFFFFFF:
             raise ValueError("too many segments for an ELF file")
         self.phdrs_first = phdrs_first
@@ -219,12 +226,7 @@ class ElfCoreLayout:
             1, SHT_STRTAB, 0, 0, self.shstrtab_offset, len(SHSTRTAB), 0, 0, 0, 0
         )
         phdrs = [self._pack_phdr(PT_NOTE, self.note_offset, 0, 0, len(self.notes), len(self.notes))]
-        if self.loads is not None:
-            phdrs += [self._pack_load(load) for load in self.loads]
-        else:
-            for segment, offset in zip(self.segments, self.segment_offsets):
-                phdrs.append(self._pack_phdr(PT_LOAD, offset, segment.paddr, segment.paddr,
-                                             segment.size, segment.size))  # fmt: skip
+        phdrs += [self._pack_load(load) for load in self.loads]
         if self.phdrs_first:
             return ehdr + b"".join(phdrs) + (shdr0 if self.shnum else b"") + self.notes
         return ehdr + shdr0 + shdr1 + b"".join(phdrs) + self.notes
@@ -247,6 +249,10 @@ class ElfCoreLayout:
 
     def _pack_load(self, load: "LoadSegment") -> bytes:
         """A PT_LOAD as QEMU's ``write_elf64_load()`` packs it (fields cut to 32 bits in ELF32)."""
+        if load.segment is not None:
+            offset = self.segment_offsets[load.segment]
+            return self._pack_phdr(PT_LOAD, offset, load.vaddr, load.paddr, load.memsz,
+                                   load.memsz)  # fmt: skip
         offset, filesz = self.offset_range(load.paddr, load.memsz)
         mask = (1 << 64) - 1 if self.elf_class == ELFCLASS64 else 0xFFFFFFFF
         paddr, vaddr = load.paddr & mask, load.vaddr & mask

@@ -171,7 +171,8 @@ def _add_vmcoreinfo_elf(
                 f"{path}: a PT_LOAD at 0x{ph.paddr:x} is not all in the file "
                 "(truncated, or not a vmcore of guest memory)"
             )
-    ranges = [GuestRange(ph.paddr, ph.filesz, ph.offset) for ph in loads if ph.filesz]
+    with_data = [ph for ph in loads if ph.filesz]
+    ranges = [GuestRange(ph.paddr, ph.filesz, ph.offset) for ph in with_data]
     # The vmcore read at its file offsets.
     reader = CoreFileReader(
         path, segments=[CoreSegment(0, headers.file_size, 0, headers.file_size)]
@@ -196,10 +197,8 @@ def _add_vmcoreinfo_elf(
             encoded + found.note,
             ranges,
             phdrs_first=not (0 < headers.shoff < headers.phoff),
-            loads=[
-                LoadSegment(r.paddr, ph.vaddr, r.size)
-                for r, ph in zip(ranges, [ph for ph in loads if ph.filesz])
-            ],  # fmt: skip
+            # Each PT_LOAD as it was, over its own bytes.
+            loads=[LoadSegment(ph.paddr, ph.vaddr, ph.filesz, i) for i, ph in enumerate(with_data)],
         )
         target = output if output is not None else path
         with atomic_output(

@@ -93,3 +93,24 @@ def test_offset_range_and_pt_loads() -> None:
         (base + 0xF000, 0xF000, 0xF000, 0x1000, 0x3000),
         (M64, 0x5000, 0x50000, 0, 0x1000),
     ]
+
+
+def test_segment_bound_pt_loads_keep_their_values() -> None:
+    """
+    PT_LOADs bound to their own segments (add-vmcoreinfo rewriting a
+    /proc/vmcore, whose kernel-text PT_LOAD overlaps the RAM one in
+    physical addresses) keep each offset, size and p_vaddr, 0 included.
+    """
+    segments = [GuestRange(0x1000000, 0x1000, 0), GuestRange(0x1000000, 0x4000, 0)]
+    loads = [LoadSegment(0x1000000, 0xFFFFFFFF81000000, 0x1000, 0),
+             LoadSegment(0x1000000, 0, 0x4000, 1)]  # fmt: skip
+    layout = ElfCoreLayout(62, ELFCLASS64, ELFDATA2LSB, b"", segments, loads=loads)
+    data = layout.header()
+    elf = ELFFile(io.BytesIO(data + bytes(layout.file_size - len(data))))
+    got = [(s["p_offset"], s["p_vaddr"], s["p_paddr"], s["p_filesz"], s["p_memsz"])
+           for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]  # fmt: skip
+    base = layout.data_offset
+    assert got == [
+        (base, 0xFFFFFFFF81000000, 0x1000000, 0x1000, 0x1000),
+        (base + 0x1000, 0, 0x1000000, 0x4000, 0x4000),
+    ]
