@@ -88,9 +88,9 @@ def for_each_x86_page(cpu: Object, phys: GuestPhysReader) -> Iterator[Tuple[int,
 
     :param cpu: ``CPUState *``
     """
-    env = x86_cpu(cpu).env
-    if not env.cr[0].value_() & CR0_PG_MASK:
+    if not x86_cpu_paging_enabled(cpu):
         return
+    env = x86_cpu(cpu).env
     w = _Walk(phys, x86_get_a20_mask(env))
     cr3, cr4 = env.cr[3].value_(), env.cr[4].value_()
     if cr4 & CR4_PAE_MASK:
@@ -220,7 +220,9 @@ def _tlb_pages(env: Object, phys: GuestPhysReader) -> Iterator[Tuple[int, int, i
     if not env.hflags.value_() & HF_LMA_MASK:
         for l1, pdpe in enumerate(_hmp_table(phys, cr3 & ~0x1F, 4, 8)):
             if pdpe & PG_PRESENT_MASK:
-                yield from _tlb_pd(phys, l1 << 30, pdpe & _HMP_ADDR, _M64 ^ ((1 << 20) - 1))
+                # 2 MiB pages masked to 1 MiB: QEMU's tlb_info_pae32().
+                large, small = _M64 ^ ((1 << 20) - 1), _M64 ^ 0xFFF
+                yield from _tlb_pd(phys, l1 << 30, pdpe & _HMP_ADDR, large, small)
         return
     roots = [(0, cr3 & _HMP_ADDR)]
     if cr4 & CR4_LA57_MASK:
@@ -238,14 +240,14 @@ def _tlb_pages(env: Object, phys: GuestPhysReader) -> Iterator[Tuple[int, int, i
                 if pdpe & PG_PSE_MASK:
                     yield line, pdpe, 0x3FFFFC0000000
                     continue
-                yield from _tlb_pd(phys, line, pdpe & _HMP_ADDR, 0x3FFFFFFE00000)
+                large, small = 0x3FFFFFFE00000, _HMP_ADDR
+                yield from _tlb_pd(phys, line, pdpe & _HMP_ADDR, large, small)
 
 
 def _tlb_pd(
-    phys: GuestPhysReader, line: int, pd: int, large: int
+    phys: GuestPhysReader, line: int, pd: int, large: int, small: int
 ) -> Iterator[Tuple[int, int, int]]:
-    """A page directory's pages (PAE and IA-32e): large ones masked with *large*."""
-    small = _HMP_ADDR if large == 0x3FFFFFFE00000 else _M64 ^ 0xFFF
+    """A page directory's pages (PAE and IA-32e), masked with *large* or *small*."""
     for l3, pde in enumerate(_hmp_table(phys, pd, 512, 8)):
         if not pde & PG_PRESENT_MASK:
             continue
@@ -265,9 +267,9 @@ def hmp_info_tlb_x86(cpu: Object, phys: GuestPhysReader) -> str:
 
     :param cpu: ``CPUState *``
     """
-    env = x86_cpu(cpu).env
-    if not env.cr[0].value_() & CR0_PG_MASK:
+    if not x86_cpu_paging_enabled(cpu):
         return "PG disabled\n"
+    env = x86_cpu(cpu).env
     cr4 = env.cr[4].value_()
     flags = ((PG_NX_MASK, "X"), (PG_GLOBAL_MASK, "G"), (PG_PSE_MASK, "P"),
              (PG_DIRTY_MASK, "D"), (PG_ACCESSED_MASK, "A"), (PG_PCD_MASK, "C"),
@@ -323,8 +325,8 @@ def _mem_level(
             yield end, e & prot & _PROT
         else:
             addr = (e & ~0xFFF & 0xFFFFFFFF) if size == 4 else e & _HMP_ADDR
-            # Entries above the leaf: 32-bit paging ANDs in none (QEMU's
-            # mem_info_32() masks only the PTE with its PDE, as here).
+            # Each entry's protection is ANDed down to the leaf, as QEMU's
+            # mem_info_*() do (a 32-bit or PAE PTE with its PDE only).
             yield from _mem_level(phys, addr, rest, end, e & prot, size, pse)
 
 
@@ -336,9 +338,9 @@ def hmp_info_mem_x86(cpu: Object, phys: GuestPhysReader) -> str:
 
     :param cpu: ``CPUState *``
     """
-    env = x86_cpu(cpu).env
-    if not env.cr[0].value_() & CR0_PG_MASK:
+    if not x86_cpu_paging_enabled(cpu):
         return "PG disabled\n"
+    env = x86_cpu(cpu).env
     cr4 = env.cr[4].value_()
     lines = []
     start, last = -1, 0
