@@ -25,4 +25,5 @@ bench=$(mktemp -d)  # a directory of this run's own: two runs may share the mach
 .venv/bin/python benchmarks/bench_dump.py --smoke --workdir "$bench"
 rm -rf "$bench"
 .venv/bin/python benchmarks/bench_startup.py
-exec .venv/bin/pytest -v "$@"
+# The slowest tests are listed at the end, to keep the run within its hour.
+exec .venv/bin/pytest -v --durations=40 "$@"

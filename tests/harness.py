@@ -122,7 +122,8 @@ class QemuGuest:
         self.cwd = cwd
         self.core_limit = core_limit
         self.qmp_path = workdir / "qmp.sock"
-        accel_arg = "tcg,tb-size=64" if accel == "tcg" else accel
+        # TCG options after "tcg," (thread=single) are kept.
+        accel_arg = accel.replace("tcg", "tcg,tb-size=64", 1) if accel.startswith("tcg") else accel
         self.args: List[str] = [
             str(binary),
             "-machine",
