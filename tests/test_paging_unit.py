@@ -7,7 +7,7 @@ address space; and the ELF PT_LOADs QEMU's ``get_offset_range()`` gives.
 
 import io
 import random
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from elftools.elf.elffile import ELFFile
 
@@ -76,18 +76,26 @@ def test_merging_equals_qemus_list() -> None:
         assert [[m.phys_addr, m.virt_addr, m.length] for m in ours] == theirs.head
 
 
+def _pt_loads(
+    segments: List[GuestRange], loads: List[LoadSegment]
+) -> Tuple[List[Tuple[int, int, int, int, int]], int]:
+    """The PT_LOADs (offset, vaddr, paddr, filesz, memsz) pyelftools reads from
+    the layout's header, and the offset where its data begins."""
+    layout = ElfCoreLayout(62, ELFCLASS64, ELFDATA2LSB, b"", segments, loads=loads)
+    data = layout.header()
+    elf = ELFFile(io.BytesIO(data + bytes(layout.file_size - len(data))))
+    got = [(s["p_offset"], s["p_vaddr"], s["p_paddr"], s["p_filesz"], s["p_memsz"])
+           for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]  # fmt: skip
+    return got, layout.data_offset
+
+
 def test_offset_range_and_pt_loads() -> None:
     """PT_LOADs point into the segments; one outside them has p_offset -1, p_filesz 0."""
     segments = [GuestRange(0, 0x10000, 0), GuestRange(0x100000, 0x4000, 0)]
     loads = [LoadSegment(0x1000, 0xFFFF000000001000, 0x2000),
              LoadSegment(0xF000, 0, 0x3000),  # runs past the first segment
              LoadSegment(0x50000, 0x5000, 0x1000)]  # fmt: skip
-    layout = ElfCoreLayout(62, ELFCLASS64, ELFDATA2LSB, b"", segments, loads=loads)
-    data = layout.header()
-    elf = ELFFile(io.BytesIO(data + bytes(layout.file_size - len(data))))
-    got = [(s["p_offset"], s["p_vaddr"], s["p_paddr"], s["p_filesz"], s["p_memsz"])
-           for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]  # fmt: skip
-    base = layout.data_offset
+    got, base = _pt_loads(segments, loads)
     assert got == [
         (base + 0x1000, 0xFFFF000000001000, 0x1000, 0x2000, 0x2000),
         (base + 0xF000, 0xF000, 0xF000, 0x1000, 0x3000),
@@ -104,12 +112,7 @@ def test_segment_bound_pt_loads_keep_their_values() -> None:
     segments = [GuestRange(0x1000000, 0x1000, 0), GuestRange(0x1000000, 0x4000, 0)]
     loads = [LoadSegment(0x1000000, 0xFFFFFFFF81000000, 0x1000, 0),
              LoadSegment(0x1000000, 0, 0x4000, 1)]  # fmt: skip
-    layout = ElfCoreLayout(62, ELFCLASS64, ELFDATA2LSB, b"", segments, loads=loads)
-    data = layout.header()
-    elf = ELFFile(io.BytesIO(data + bytes(layout.file_size - len(data))))
-    got = [(s["p_offset"], s["p_vaddr"], s["p_paddr"], s["p_filesz"], s["p_memsz"])
-           for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]  # fmt: skip
-    base = layout.data_offset
+    got, base = _pt_loads(segments, loads)
     assert got == [
         (base, 0xFFFFFFFF81000000, 0x1000000, 0x1000, 0x1000),
         (base + 0x1000, 0, 0x1000000, 0x4000, 0x4000),
