@@ -10,7 +10,7 @@ walks them; its quirks kept (4-level virtual addresses all carry bits
 63:48, 5-level ones bits 63:57, whatever the table index).
 """
 
-from typing import Iterator, List, Tuple
+from typing import Callable, Iterator, List, Tuple
 
 import numpy as np
 from drgn import Object
@@ -133,13 +133,24 @@ def _walk_pte2(w: _Walk, addr: int, line: int) -> Iterator[Tuple[int, int, int]]
         yield pte & ~0xFFF & 0xFFFFFFFF, line | (i << 12), 1 << 12
 
 
-def _walk_pde(w: _Walk, addr: int, line: int) -> Iterator[Tuple[int, int, int]]:
-    for i, pde in w.table(addr, 512, 8):
-        line_addr = line | (i << 21)
-        if pde & PG_PSE_MASK:  # 2 MB page
-            yield (pde & ~0x1FFFFF) & ~_NX & _M64, line_addr, 1 << 21
+_Walker = Callable[[_Walk, int, int], Iterator[Tuple[int, int, int]]]
+
+
+def _walk_large(
+    w: _Walk, addr: int, line: int, shift: int, walk_next: _Walker
+) -> Iterator[Tuple[int, int, int]]:
+    """A 64-bit table whose entries map ``1 << shift`` bytes with PS set
+    (QEMU's walk_pde() and walk_pdpe()), or point at the next level."""
+    for i, entry in w.table(addr, 512, 8):
+        line_addr = line | (i << shift)
+        if entry & PG_PSE_MASK:  # a 2 MB or 1 GB page
+            yield (entry & ~((1 << shift) - 1)) & ~_NX & _M64, line_addr, 1 << shift
             continue
-        yield from _walk_pte(w, (pde & PLM4_ADDR_MASK) & w.a20, line_addr)
+        yield from walk_next(w, (entry & PLM4_ADDR_MASK) & w.a20, line_addr)
+
+
+def _walk_pde(w: _Walk, addr: int, line: int) -> Iterator[Tuple[int, int, int]]:
+    return _walk_large(w, addr, line, 21, _walk_pte)
 
 
 def _walk_pde2(w: _Walk, addr: int, pse: bool) -> Iterator[Tuple[int, int, int]]:
@@ -158,12 +169,7 @@ def _walk_pdpe2(w: _Walk, addr: int) -> Iterator[Tuple[int, int, int]]:
 
 
 def _walk_pdpe(w: _Walk, addr: int, line: int) -> Iterator[Tuple[int, int, int]]:
-    for i, pdpe in w.table(addr, 512, 8):
-        line_addr = line | (i << 30)
-        if pdpe & PG_PSE_MASK:  # 1 GB page
-            yield (pdpe & ~0x3FFFFFFF) & ~_NX & _M64, line_addr, 1 << 30
-            continue
-        yield from _walk_pde(w, (pdpe & PLM4_ADDR_MASK) & w.a20, line_addr)
+    return _walk_large(w, addr, line, 30, _walk_pde)
 
 
 def _walk_pml4e(w: _Walk, addr: int, line: int) -> Iterator[Tuple[int, int, int]]:
