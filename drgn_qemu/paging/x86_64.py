@@ -28,8 +28,17 @@ __all__ = (
     "x86_get_a20_mask",
 )
 
+# Page table entry bits (target/i386/cpu.h).
 PG_PRESENT_MASK = 1 << 0
+PG_RW_MASK = 1 << 1
+PG_USER_MASK = 1 << 2
+PG_PWT_MASK = 1 << 3
+PG_PCD_MASK = 1 << 4
+PG_ACCESSED_MASK = 1 << 5
+PG_DIRTY_MASK = 1 << 6
 PG_PSE_MASK = 1 << 7
+PG_GLOBAL_MASK = 1 << 8
+PG_NX_MASK = 1 << 63
 CR0_PG_MASK = 1 << 31
 CR4_PSE_MASK = 1 << 4
 CR4_PAE_MASK = 1 << 5
@@ -37,8 +46,9 @@ CR4_LA57_MASK = 1 << 12
 HF_SMM_MASK = 1 << 19
 #: PLM4_ADDR_MASK: bits 51:12.
 PLM4_ADDR_MASK = 0xFFFFFFFFFF000
-_NX = 1 << 63
 _M64 = (1 << 64) - 1
+_HMP_ADDR = 0x3FFFFFFFFF000
+_PROT = PG_USER_MASK | PG_RW_MASK | PG_PRESENT_MASK
 
 
 def x86_cpu_paging_enabled(cpu: Object) -> bool:
@@ -125,7 +135,7 @@ def x86_cpu_get_memory_mapping(
 
 def _walk_pte(w: _Walk, addr: int, line: int) -> Iterator[Tuple[int, int, int]]:
     for i, pte in w.table(addr, 512, 8):
-        yield (pte & ~0xFFF) & ~_NX & _M64, line | (i << 12), 1 << 12
+        yield (pte & ~0xFFF) & ~PG_NX_MASK & _M64, line | (i << 12), 1 << 12
 
 
 def _walk_pte2(w: _Walk, addr: int, line: int) -> Iterator[Tuple[int, int, int]]:
@@ -144,7 +154,7 @@ def _walk_large(
     for i, entry in w.table(addr, 512, 8):
         line_addr = line | (i << shift)
         if entry & PG_PSE_MASK:  # a 2 MB or 1 GB page
-            yield (entry & ~((1 << shift) - 1)) & ~_NX & _M64, line_addr, 1 << shift
+            yield (entry & ~((1 << shift) - 1)) & ~PG_NX_MASK & _M64, line_addr, 1 << shift
             continue
         yield from walk_next(w, (entry & PLM4_ADDR_MASK) & w.a20, line_addr)
 
@@ -184,18 +194,8 @@ def _walk_pml5e(w: _Walk, addr: int) -> Iterator[Tuple[int, int, int]]:
 
 
 # HMP's views (target/i386/monitor.c) walk as QEMU's monitor does: no A20
-# mask, physical addresses cut to bits 49:12, entries read one page table at
-# a time from the system memory (zeros where there is no RAM).
-PG_RW_MASK = 1 << 1
-PG_USER_MASK = 1 << 2
-PG_PWT_MASK = 1 << 3
-PG_PCD_MASK = 1 << 4
-PG_ACCESSED_MASK = 1 << 5
-PG_DIRTY_MASK = 1 << 6
-PG_GLOBAL_MASK = 1 << 8
-PG_NX_MASK = 1 << 63
-_HMP_ADDR = 0x3FFFFFFFFF000
-_PROT = PG_USER_MASK | PG_RW_MASK | PG_PRESENT_MASK
+# mask, physical addresses cut to bits 49:12 (_HMP_ADDR), entries read one
+# page table at a time from the system memory (zeros where there is no RAM).
 
 
 def _hmp_table(phys: GuestPhysReader, addr: int, entries: int, size: int) -> List[int]:
