@@ -298,22 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
         "drgn -c CORE -s QEMU PATH OUTPUT) and exit",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    dump = sub.add_parser(
-        "dump-guest-memory",
-        help="write the guest's physical memory as an ELF vmcore (or kdump-compressed)",
-        description=DUMP_DESCRIPTION,
-        epilog=DUMP_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    dump = _add_subcommand(sub, "dump-guest-memory", DUMP_DESCRIPTION, DUMP_EPILOG,
+                           "write the guest's physical memory as an ELF vmcore (or kdump-compressed)")  # fmt: skip
     _add_program_arguments(dump, dump=True)
     add_dump_arguments(dump)
     dump.set_defaults(func=_cmd_dump, usage=check_dump_usage, parser=dump)
-    info = sub.add_parser(
-        "info",
-        help="what a crashed or hung QEMU was doing: version, machine, crash, RAM, vCPUs",
-        description=INFO_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    info = _add_subcommand(sub, "info", INFO_DESCRIPTION, None,
+                           "what a crashed or hung QEMU was doing: version, machine, crash, RAM, vCPUs")  # fmt: skip
     _add_program_arguments(info)
     info.add_argument("--json", action="store_true", help="print one JSON object instead")
     info.set_defaults(func=_cmd_info, usage=check_program_usage, parser=info)
@@ -322,15 +313,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_subcommand(
+    sub: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    name: str,
+    description: str,
+    epilog: Optional[str],
+    summary: str,
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help keeps its *description*'s and *epilog*'s lines."""
+    return sub.add_parser(name, help=summary, description=description, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+
+
 def _add_guest_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """``drgn-qemu guest``."""
-    guest = sub.add_parser(
-        "guest",
-        help="drgn on the guest's Linux kernel, in place: no vmcore written",
-        description=GUEST_DESCRIPTION,
-        epilog=GUEST_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    guest = _add_subcommand(sub, "guest", GUEST_DESCRIPTION, GUEST_EPILOG,
+                            "drgn on the guest's Linux kernel, in place: no vmcore written")  # fmt: skip
     _add_program_arguments(guest)
     guest.add_argument(
         "--stop",
@@ -362,12 +360,8 @@ def _add_guest_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def _add_add_vmcoreinfo_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """``drgn-qemu add-vmcoreinfo``."""
-    add = sub.add_parser(
-        "add-vmcoreinfo",
-        help="add the guest kernel's VMCOREINFO to a vmcore that lacks it",
-        description=ADD_VMCOREINFO_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    add = _add_subcommand(sub, "add-vmcoreinfo", ADD_VMCOREINFO_DESCRIPTION, None,
+                          "add the guest kernel's VMCOREINFO to a vmcore that lacks it")  # fmt: skip
     add.add_argument(
         "vmcore", metavar="VMCORE", help="an ELF or kdump-compressed vmcore of a Linux guest"
     )
