@@ -96,130 +96,64 @@ def parse_ram_file(text: str) -> Tuple[str, str]:
     return name, path
 
 
+def _option(*flags: str, **kwargs: Any) -> Tuple[Tuple[str, ...], Dict[str, Any]]:
+    """One of :data:`DUMP_ARGUMENTS`: ``add_argument()``'s arguments."""
+    return flags, kwargs
+
+
 #: The options of ``dump-guest-memory`` that do not choose the program, as
 #: ``(args, kwargs)`` of ``add_argument()``: the command line, the contrib
 #: script and ``%qemu dump-guest-memory`` declare them from here.
+# fmt: off
 DUMP_ARGUMENTS: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = [
-    (("output",), dict(metavar="OUTPUT", help="path of the vmcore to write")),
-    (
-        ("--arch",),
-        dict(
-            choices=ARCH_NAMES,
-            help="guest architecture (default: detected from QEMU's debug info)",
-        ),
-    ),
-    (
-        ("--format",),
-        dict(
-            choices=FORMATS,
-            default="elf",
-            help="elf (default): an ELF vmcore; kdump-*: kdump-compressed with that compression",
-        ),
-    ),
-    (
-        ("--paging",),
-        dict(
-            action="store_true",
-            help="ELF only, as QMP's paging=true: one PT_LOAD per guest-virtual mapping that "
-            "the vCPUs' page tables give (x86; other guests, and x86 without paging, get the "
-            "identity mapping), so that gdb reads the guest kernel's variables from the vmcore",
-        ),
-    ),
-    (
-        ("--elf-layout",),
-        dict(
-            choices=ELF_LAYOUTS,
-            default="qemu",
+    _option("output", metavar="OUTPUT", help="path of the vmcore to write"),
+    _option("--arch", choices=ARCH_NAMES,
+            help="guest architecture (default: detected from QEMU's debug info)"),
+    _option("--format", choices=FORMATS, default="elf",
+            help="elf (default): an ELF vmcore; kdump-*: kdump-compressed with that compression"),
+    _option("--paging", action="store_true",
+            help="ELF only, as QMP's paging=true: one PT_LOAD per guest-virtual mapping that the "
+            "vCPUs' page tables give (x86; other guests, and x86 without paging, get the "
+            "identity mapping), so that gdb reads the guest kernel's variables from the "
+            "vmcore"),
+    _option("--elf-layout", choices=ELF_LAYOUTS, default="qemu",
             help="ELF only. qemu (default): the ELF file QEMU's dump-guest-memory writes, byte "
             "for byte; kernel: program headers first, as Linux's /proc/vmcore, which "
-            "makedumpfile needs",
-        ),
-    ),
-    (
-        ("--threads",),
-        dict(
-            type=int,
-            metavar="N",
+            "makedumpfile needs"),
+    _option("--threads", type=int, metavar="N",
             help="threads compressing pages for the kdump formats (default: one per CPU for "
-            "kdump-zlib; one for kdump-zstd, kdump-snappy and kdump-lzo, measured faster so), or finding "
-            "the zero pages of an ELF vmcore (default: one per CPU, at most 2); the output is "
-            "the same whatever N",
-        ),
-    ),
-    (
-        ("--begin",),
-        dict(
-            type=parse_size,
-            metavar="ADDR",
+            "kdump-zlib; one for kdump-zstd, kdump-snappy and kdump-lzo, measured faster "
+            "so), or finding the zero pages of an ELF vmcore (default: one per CPU, at most "
+            "2); the output is the same whatever N"),
+    _option("--begin", type=parse_size, metavar="ADDR",
             help="ELF only: dump only guest-physical memory from ADDR (with --length), like "
-            "QMP's begin",
-        ),
-    ),
-    (
-        ("--length",),
-        dict(
-            type=parse_size,
-            metavar="LEN",
-            help="number of bytes from --begin to dump, e.g. 0x1000000 or 16M",
-        ),
-    ),
-    (
-        ("--vmcoreinfo",),
-        dict(
-            metavar="FILE",
+            "QMP's begin"),
+    _option("--length", type=parse_size, metavar="LEN",
+            help="number of bytes from --begin to dump, e.g. 0x1000000 or 16M"),
+    _option("--vmcoreinfo", metavar="FILE",
             help="the guest kernel's VMCOREINFO text, for when it is neither registered with "
-            "QEMU's vmcoreinfo device nor found in guest RAM",
-        ),
-    ),
-    (
-        ("--no-sparse",),
-        dict(
-            dest="sparse",
-            action="store_false",
-            help="write all-zero pages too (by default they are holes: same bytes, less "
-            "disk; in a kdump file, the one zero page they all share)",
-        ),
-    ),
-    (
-        ("--ram-file",),
-        dict(
-            metavar="ID=PATH",
-            action="append",
-            default=[],
-            type=parse_ram_file,
-            help="read RAM block ID (its memory-backend id or RAMBlock name, as in the "
-            "table) from PATH, a copy of the file QEMU mapped it from (repeatable). A block "
-            "mapped shared from a file that still exists is read back from it without this",
-        ),
-    ),
-    (
-        ("--skip-missing",),
-        dict(
-            action="store_true",
+            "QEMU's vmcoreinfo device nor found in guest RAM"),
+    _option("--no-sparse", dest="sparse", action="store_false",
+            help="write all-zero pages too (by default they are holes: same bytes, less disk; in "
+            "a kdump file, the one zero page they all share)"),
+    _option("--ram-file", metavar="ID=PATH", action="append", default=[], type=parse_ram_file,
+            help="read RAM block ID (its memory-backend id or RAMBlock name, as in the table) "
+            "from PATH, a copy of the file QEMU mapped it from (repeatable). A block mapped "
+            "shared from a file that still exists is read back from it without this"),
+    _option("--skip-missing", action="store_true",
             help="write the guest RAM that can be read and leave out, with a warning, blocks "
             "that are neither in the core nor in a file (never written as zeros); without "
-            "it, such a block is an error saying why it is missing",
-        ),
-    ),
-    (("--io",), dict(choices=IO_MODES, default="auto", help=argparse.SUPPRESS)),
-    (("--chunk-size",), dict(type=parse_size, default=CHUNK_SIZE, help=argparse.SUPPRESS)),
-    (("-f", "--force"), dict(action="store_true", help="overwrite OUTPUT if it exists")),
-    (
-        ("--json",),
-        dict(
-            action="store_true",
-            help="print one JSON object about the dump instead of the table and summary "
-            "(its fields are in the README)",
-        ),
-    ),
-    (
-        ("-q", "--quiet"),
-        dict(
-            action="store_true",
-            help="print nothing but errors: no table, no progress, no warnings",
-        ),
-    ),
+            "it, such a block is an error saying why it is missing"),
+    _option("--io", choices=IO_MODES, default="auto", help=argparse.SUPPRESS),
+    _option("--chunk-size", type=parse_size, default=CHUNK_SIZE, help=argparse.SUPPRESS),
+    _option("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists"),
+    _option("--json", action="store_true",
+            help="print one JSON object about the dump instead of the table and summary (its "
+            "fields are in the README)"),
+    _option("-q", "--quiet", action="store_true",
+            help="print nothing but errors: no table, no progress, no warnings"),
 ]
+# fmt: on
 
 
 def add_dump_arguments(parser: argparse.ArgumentParser) -> None:
