@@ -164,20 +164,11 @@ def add_dump_arguments(parser: argparse.ArgumentParser) -> None:
 
 def dump_options(args: argparse.Namespace) -> DumpOptions:
     """The :class:`DumpOptions` of parsed :data:`DUMP_ARGUMENTS`."""
+    # Each of these options sets the DumpOptions field of its name.
+    same = ("arch", "begin", "length", "vmcoreinfo", "format", "elf_layout", "paging", "sparse",
+            "threads", "chunk_size", "force", "skip_missing")  # fmt: skip
     return DumpOptions(
-        arch=args.arch,
-        begin=args.begin,
-        length=args.length,
-        vmcoreinfo=args.vmcoreinfo,
-        format=args.format,
-        elf_layout=args.elf_layout,
-        paging=args.paging,
-        sparse=args.sparse,
-        threads=args.threads,
-        chunk_size=args.chunk_size,
-        force=args.force,
-        skip_missing=args.skip_missing,
-        ram_files=dict(args.ram_file),
+        ram_files=dict(args.ram_file), **{name: getattr(args, name) for name in same}
     )
 
 
