@@ -100,12 +100,11 @@ def qsimpleq_for_each(
     head: Object, field: str, limit: int = DEFAULT_LIST_LIMIT
 ) -> Iterator[Object]:
     """
-    Iterate over a ``QSIMPLEQ`` (``QSIMPLEQ_FOREACH(var, head, field)``).
+    Iterate over a ``QSIMPLEQ`` (``QSIMPLEQ_FOREACH(var, head, field)``): as
+    :func:`qlist_for_each`, from a ``QSIMPLEQ_HEAD`` through the
+    ``QSIMPLEQ_ENTRY`` member *field* of each element.
 
     :param head: ``QSIMPLEQ_HEAD``
-    :param field: name of the ``QSIMPLEQ_ENTRY`` member in the element type
-    :param limit: most elements to visit
-    :return: Iterator of pointers to the elements.
     """
     return _walk(qsimpleq_first(head), field, "sqe_next", "QSIMPLEQ", limit)
 
@@ -123,12 +122,11 @@ def qtailq_first(head: Object) -> Object:
 
 def qtailq_for_each(head: Object, field: str, limit: int = DEFAULT_LIST_LIMIT) -> Iterator[Object]:
     """
-    Iterate over a ``QTAILQ`` (``QTAILQ_FOREACH(var, head, field)``).
+    Iterate over a ``QTAILQ`` (``QTAILQ_FOREACH(var, head, field)``): as
+    :func:`qlist_for_each`.
 
     :param head: ``QTAILQ_HEAD``
     :param field: name of the ``QTAILQ_ENTRY`` member in the element type
-    :param limit: most elements to visit
-    :return: Iterator of pointers to the elements.
     """
     return _walk(qtailq_first(head), field, "tqe_next", "QTAILQ", limit)
 
