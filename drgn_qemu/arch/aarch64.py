@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 from drgn import Object, Program, container_of
 
-from drgn_qemu.arch.base import ArchDumpInfo, GuestArch, softfloat_exception_bits
+from drgn_qemu.arch.base import ArchDumpInfo, GuestArch, dump_first_cpu, softfloat_exception_bits
 from drgn_qemu.elf import (
     ELFCLASS32,
     ELFCLASS64,
@@ -30,7 +30,7 @@ from drgn_qemu.elf import (
     struct_order,
 )
 from drgn_qemu.errors import UnsupportedError
-from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
+from drgn_qemu.helpers.cpu import for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
 __all__ = (
@@ -346,9 +346,7 @@ class AArch64(GuestArch):
             return False
 
     def cpu_get_dump_info(self, prog: Program, blocks: List[GuestPhysBlock]) -> ArchDumpInfo:
-        cpu = first_cpu(prog)
-        if not cpu:
-            raise UnsupportedError("the QEMU program has no vCPUs")
+        cpu = dump_first_cpu(prog)
         env = arm_cpu(cpu).env
         endian = ELFDATA2MSB if env.cp15.sctlr_el[1].value_() & SCTLR_EE else ELFDATA2LSB
         lowest = min((b.target_start for b in blocks), default=None)

@@ -10,12 +10,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from drgn import Object, Program, Type
 
-from drgn_qemu.helpers.cpu import for_each_cpu
+from drgn_qemu.errors import UnsupportedError
+from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
 __all__ = (
     "ArchDumpInfo",
     "CpuSummary",
+    "dump_first_cpu",
     "GuestArch",
     "enum_constant",
     "enumerator_name",
@@ -37,6 +39,20 @@ class ArchDumpInfo:
     page_size: int = 0
     #: The kernel's ``phys_base`` as QEMU guesses it (kdump header).
     phys_base: int = 0
+
+
+def dump_first_cpu(prog: Program) -> Object:
+    """
+    QEMU's ``first_cpu``, whose state chooses the dump's ELF class and byte
+    order in the targets' ``cpu_get_dump_info()``.
+
+    :return: ``CPUState *``
+    :raises UnsupportedError: if the QEMU has no vCPUs
+    """
+    cpu = first_cpu(prog)
+    if not cpu:
+        raise UnsupportedError("the QEMU program has no vCPUs")
+    return cpu
 
 
 @dataclass(frozen=True)

@@ -13,18 +13,9 @@ from typing import Dict, List, Optional, Tuple
 
 from drgn import Object, PlatformFlags, Program, cast, container_of, sizeof
 
-from drgn_qemu.arch.base import ArchDumpInfo, GuestArch
-from drgn_qemu.elf import (
-    ELFCLASS64,
-    ELFDATA2LSB,
-    ELFDATA2MSB,
-    NT_PRFPREG,
-    NT_PRSTATUS,
-    elf_note,
-    struct_order,
-)
-from drgn_qemu.errors import UnsupportedError
-from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
+from drgn_qemu import elf
+from drgn_qemu.arch.base import ArchDumpInfo, GuestArch, dump_first_cpu
+from drgn_qemu.helpers.cpu import for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
 __all__ = (
@@ -147,9 +138,7 @@ class PPC64(GuestArch):
             return False
 
     def cpu_get_dump_info(self, prog: Program, blocks: List[GuestPhysBlock]) -> ArchDumpInfo:
-        cs = first_cpu(prog)
-        if not cs:
-            raise UnsupportedError("the QEMU program has no vCPUs")
+        cs = dump_first_cpu(prog)
         cpu = powerpc_cpu(cs)
         hv = bool(cpu.env.msr_mask.value_() & (1 << MSR_HV))
         le = ppc_interrupts_little_endian(cpu, hv)
@@ -160,11 +149,14 @@ class PPC64(GuestArch):
             if type_name.startswith(b"pseries-"):
                 page_size = 1 << 16  # the largest page of a pseries kernel
         return ArchDumpInfo(
-            EM_PPC64, ELFCLASS64, ELFDATA2LSB if le else ELFDATA2MSB, page_size=page_size
+            EM_PPC64,
+            elf.ELFCLASS64,
+            elf.ELFDATA2LSB if le else elf.ELFDATA2MSB,
+            page_size=page_size,
         )
 
     def cpu_notes(self, prog: Program, info: ArchDumpInfo) -> bytes:
-        order = struct_order(info.endian)
+        order = elf.struct_order(info.endian)
         notes = []
         for cs in for_each_cpu(prog):
             env = powerpc_cpu(cs).env
@@ -187,16 +179,16 @@ class PPC64(GuestArch):
                 0,  # dsisr
                 0,  # result
             ]
-            descs = [(NT_PRSTATUS, struct.pack(order + _PRSTATUS, pid, *regs))]
+            descs = [(elf.NT_PRSTATUS, struct.pack(order + _PRSTATUS, pid, *regs))]
             fprs = [vsr_doubleword(env, i, 0) for i in range(32)]
-            descs.append((NT_PRFPREG, struct.pack(order + "33Q", *fprs, env.fpscr.value_())))
+            descs.append((elf.NT_PRFPREG, struct.pack(order + "33Q", *fprs, env.fpscr.value_())))
             vmx = b""
             for i in range(32):
                 # The AVR's 16 bytes as the guest sees them, most significant
                 # first for a big-endian dump (QEMU byte-swaps on a
                 # little-endian host), as held for a little-endian one.
                 raw = prog.read(env.vsr[32 + i].address_, 16)
-                vmx += raw[::-1] if info.endian == ELFDATA2MSB else raw
+                vmx += raw[::-1] if info.endian == elf.ELFDATA2MSB else raw
             sat = env.vscr_sat.u64[0].value_() | env.vscr_sat.u64[1].value_()
             vscr = env.vscr.value_() | ((1 if sat else 0) << VSCR_SAT)
             vmx += bytes(12) + struct.pack(order + "I", vscr) + bytes(16)  # vscr, vrsave
@@ -207,7 +199,7 @@ class PPC64(GuestArch):
                 order + "QI", env.spe_acc.value_(), env.spe_fscr.value_()
             )
             descs.append((NT_PPC_SPE, spe))
-            notes += [elf_note(b"CORE", t, d, info.endian) for t, d in descs]
+            notes += [elf.elf_note(b"CORE", t, d, info.endian) for t, d in descs]
         return b"".join(notes)
 
     def describe_cpu(self, cpu: Object) -> str:
@@ -219,7 +211,7 @@ class PPC64(GuestArch):
     ) -> Optional[ArchDumpInfo]:
         # Only POWER writes NT_PPC_VMX.
         if any(name == b"CORE" and kind == NT_PPC_VMX for name, kind, _ in notes):
-            return ArchDumpInfo(EM_PPC64, ELFCLASS64, endian, page_size)
+            return ArchDumpInfo(EM_PPC64, elf.ELFCLASS64, endian, page_size)
         return None
 
     def kernel_paddr(

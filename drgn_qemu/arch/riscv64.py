@@ -11,10 +11,9 @@ from typing import Dict, List, Optional, Tuple
 
 from drgn import Object, Program, container_of, sizeof
 
-from drgn_qemu.arch.base import ArchDumpInfo, GuestArch
+from drgn_qemu.arch.base import ArchDumpInfo, GuestArch, dump_first_cpu
 from drgn_qemu.elf import ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, NT_PRSTATUS, elf_note, struct_order
-from drgn_qemu.errors import UnsupportedError
-from drgn_qemu.helpers.cpu import first_cpu, for_each_cpu
+from drgn_qemu.helpers.cpu import for_each_cpu
 from drgn_qemu.helpers.memory_mapping import GuestPhysBlock
 
 __all__ = (
@@ -61,9 +60,7 @@ class RISCV64(GuestArch):
         return sizeof(gpr.type) == 8
 
     def cpu_get_dump_info(self, prog: Program, blocks: List[GuestPhysBlock]) -> ArchDumpInfo:
-        cpu = first_cpu(prog)
-        if not cpu:
-            raise UnsupportedError("the QEMU program has no vCPUs")
+        cpu = dump_first_cpu(prog)
         mstatus = riscv_cpu(cpu).env.mstatus.value_()
         endian = ELFDATA2MSB if mstatus & MSTATUS_UBE else ELFDATA2LSB
         return ArchDumpInfo(EM_RISCV, ELFCLASS64, endian)
