@@ -331,7 +331,6 @@ PSTATE_N, PSTATE_Z, PSTATE_C, PSTATE_V = 1 << 31, 1 << 30, 1 << 29, 1 << 28
 
 class AArch64(GuestArch):
     name = "aarch64"
-    page_size = 4096
     # QEMU writes "Unknown" in kdump headers (ELF_MACHINE_UNAME is x86 and
     # s390x only); the kernel's name is more use to readers.
     uname_machine = "aarch64"

@@ -55,7 +55,6 @@ def read_fcc(env: Object) -> int:
 
 class LoongArch64(GuestArch):
     name = "loongarch64"
-    page_size = 4096
     uname_machine = "loongarch64"
 
     def matches(self, prog: Program) -> bool:

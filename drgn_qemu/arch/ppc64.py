@@ -126,7 +126,6 @@ def vsr_doubleword(env: Object, i: int, n: int) -> int:
 
 class PPC64(GuestArch):
     name = "ppc64"
-    page_size = 4096
     uname_machine = "ppc64"
 
     def matches(self, prog: Program) -> bool:

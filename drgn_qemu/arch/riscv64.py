@@ -47,7 +47,6 @@ MIP_VSSIP, MIP_VSTIP, MIP_VSEIP, MIP_LCOFIP = 1 << 2, 1 << 6, 1 << 10, 1 << 13
 
 class RISCV64(GuestArch):
     name = "riscv64"
-    page_size = 4096
     uname_machine = "riscv64"
 
     def matches(self, prog: Program) -> bool:

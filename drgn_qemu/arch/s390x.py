@@ -62,7 +62,6 @@ def u64(obj: Object) -> int:
 
 class S390X(GuestArch):
     name = "s390x"
-    page_size = 4096
     uname_machine = "s390x"
 
     def matches(self, prog: Program) -> bool:

@@ -144,7 +144,6 @@ def qemu_cpu_state(env: Object) -> bytes:
 
 class X86_64(GuestArch):
     name = "x86_64"
-    page_size = 4096
     # qemu-system-x86_64 says x86_64 whatever mode the guest is in.
     uname_machine = "x86_64"
     vmcoreinfo_phys_base = {EM_X86_64: "NUMBER(phys_base)"}
