@@ -3,9 +3,11 @@
 Arm registers as HMP prints them
 --------------------------------
 
-HMP's ``info registers`` for aarch64 guests: the vCPU state as this target's
-``cpu_dump_state()`` formats it, from the same ``CPUArchState`` that
-:mod:`drgn_qemu.arch.aarch64` reads for the dump's notes.
+HMP's ``info registers`` for Arm guests, as ``arm_cpu_dump_state()``
+(``target/arm/cpu.c``) prints it: the AArch64 state (X registers, PSTATE,
+then the FP/SIMD or SVE registers with ``-a``) or the AArch32 one. It reads
+the ``CPUARMState`` whose registers :mod:`drgn_qemu.arch.aarch64` writes
+into the dump's notes.
 """
 
 from drgn import Object

@@ -3,9 +3,10 @@
 LoongArch registers as HMP prints them
 --------------------------------------
 
-HMP's ``info registers`` for loongarch64 guests: the vCPU state as this target's
-``cpu_dump_state()`` formats it, from the same ``CPUArchState`` that
-:mod:`drgn_qemu.arch.loongarch64` reads for the dump's notes.
+HMP's ``info registers`` for LoongArch guests: the PC, FCSR0, the general
+registers and the CSRs by name (and the FP registers with ``-a``), in
+``loongarch_cpu_dump_state()``'s format; :mod:`drgn_qemu.arch.loongarch64`
+has the vCPU itself.
 """
 
 from drgn import Object

@@ -3,9 +3,9 @@
 POWER registers as HMP prints them
 ----------------------------------
 
-HMP's ``info registers`` for ppc64 guests: the vCPU state as this target's
-``cpu_dump_state()`` formats it, from the same ``CPUArchState`` that
-:mod:`drgn_qemu.arch.ppc64` reads for the dump's notes.
+``ppc_cpu_dump_state()`` of ``target/ppc``, for HMP's ``info registers`` on
+ppc64 guests (NIP, LR, CTR, XER, MSR, the GPRs, CR, then the SPRs);
+:mod:`drgn_qemu.arch.ppc64` reads the same ``CPUPPCState`` for the dump.
 """
 
 from typing import List, Optional

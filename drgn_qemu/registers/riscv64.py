@@ -3,9 +3,10 @@
 RISC-V registers as HMP prints them
 -----------------------------------
 
-HMP's ``info registers`` for riscv64 guests: the vCPU state as this target's
-``cpu_dump_state()`` formats it, from the same ``CPUArchState`` that
-:mod:`drgn_qemu.arch.riscv64` reads for the dump's notes.
+What HMP's ``info registers`` shows of a riscv64 vCPU, in the format of
+``riscv_cpu_dump_state()``: pc, the CSRs the vCPU has, the x registers by
+their ABI names, the FP registers with ``-a``. (The dump's notes are
+:mod:`drgn_qemu.arch.riscv64`'s.)
 """
 
 from typing import Optional

@@ -3,9 +3,11 @@
 s390x registers as HMP prints them
 ----------------------------------
 
-HMP's ``info registers`` for s390x guests: the vCPU state as this target's
-``cpu_dump_state()`` formats it, from the same ``CPUArchState`` that
-:mod:`drgn_qemu.arch.s390x` reads for the dump's notes.
+For s390x guests, HMP's ``info registers`` is ``s390_cpu_dump_state()``:
+the PSW, whose condition code TCG keeps as a pending operation
+(:func:`calc_cc` computes it as QEMU does), then the general, floating-point
+or vector, and control registers. The vCPU notes of the dump are in
+:mod:`drgn_qemu.arch.s390x`.
 """
 
 from drgn import Object, Program, sizeof

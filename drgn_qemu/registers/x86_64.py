@@ -3,9 +3,10 @@
 x86 registers as HMP prints them
 --------------------------------
 
-HMP's ``info registers`` for x86_64 guests: the vCPU state as this target's
-``cpu_dump_state()`` formats it, from the same ``CPUArchState`` that
-:mod:`drgn_qemu.arch.x86_64` reads for the dump's notes.
+HMP's ``info registers`` for x86 guests, ``x86_cpu_dump_state()``: the
+general registers, segments, descriptor tables, control and debug
+registers, and with ``-a`` the FPU and SSE/AVX registers, 32-bit or 64-bit
+as the vCPU runs. :mod:`drgn_qemu.arch.x86_64` writes the dump's notes.
 """
 
 from typing import List
