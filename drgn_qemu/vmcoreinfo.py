@@ -46,11 +46,12 @@ __all__ = (
     "vmcoreinfo_from_ranges",
 )
 
+#: An ELF note's header: namesz, descsz and type.
+NOTE_HEADER_SIZE = 12
 #: QEMU's ``MAX_GUEST_NOTE_SIZE``.
 MAX_GUEST_NOTE_SIZE = 1 << 20
 #: Linux's ``VMCOREINFO_BYTES`` is a page; allow the largest page size.
 MAX_VMCOREINFO_TEXT = 64 << 10
-NOTE_HEADER_SIZE = 12
 _SCAN_CHUNK = 8 << 20
 _LINE = re.compile(rb"[A-Za-z0-9_-]+(\([^)\n]*\))?=[^\n]*")
 

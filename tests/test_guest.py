@@ -289,13 +289,11 @@ def test_usage(tmp_path: Path) -> None:
 @pytest.mark.parametrize("guest", [CASES[0]], indirect=True, ids=_id)
 def test_readme_transcript(guest: Guest, tmp_path: Path) -> None:
     """The README's guest transcript, run as written on this guest, compared but for counts."""
-    from test_linux_guest import _run_readme_block, _vary
+    from test_linux_guest import _run_readme_block, _vary, readme_links
     from test_readme import README
 
     body = README.split("\n### The guest's kernel in drgn, in place: `guest`\n", 1)[1]
-    (tmp_path / "qemu.core").symlink_to(guest.core)
-    (tmp_path / "qemu-system-x86_64").symlink_to(guest.binary)
-    (tmp_path / "vmlinux").symlink_to(guest.kernel.vmlinux)
+    readme_links(tmp_path, guest.core, guest.binary, guest.kernel.vmlinux)
     runs = _run_readme_block(body.split("```\n", 2)[1], tmp_path)
     assert len(runs) == 1
     got, expected = runs[0]

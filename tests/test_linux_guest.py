@@ -430,9 +430,7 @@ def test_readme_transcript(linux_dump: LinuxDump, tmp_path: Path) -> None:
     body = README.split("\n### A real Linux guest, into drgn and crash\n", 1)[1]
     runs = _readme_runs(body.split("```\n", 2)[1])
     assert [c.split()[0] for c, _ in runs] == ["drgn-qemu", "drgn", "printf"]
-    (tmp_path / "qemu.core").symlink_to(d.core)
-    (tmp_path / "vmlinux").symlink_to(d.kernel.vmlinux)
-    (tmp_path / "qemu-system-x86_64").symlink_to(d.binary)
+    readme_links(tmp_path, d.core, d.binary, d.kernel.vmlinux)
     for command, expected in runs[:2]:
         result = _run_readme_command(command, tmp_path)
         assert result is not None
@@ -460,21 +458,11 @@ def test_readme_repl_transcript(linux_dump: LinuxDump, tmp_path: Path) -> None:
     thread IDs and timer deadlines are the moment's); of 'timers', which
     timers are armed is too, so only its first line is compared.
     """
-    from test_readme import README, normalized, repl, split_banner
+    from test_readme import repl_session
 
-    d = linux_dump
-    body = README.split("The same on the core of the Linux 6.1 guest above", 1)[1]
-    block = body.split("```\n", 2)[1]
-    command, *session = block.rstrip("\n").splitlines()
-    assert command == "$ drgn -q -c qemu.core -s qemu-system-x86_64"
-    banner, session = split_banner(session)
-    inputs = [line[4:] for line in session if line.startswith(">>> ")]
-    (tmp_path / "qemu.core").symlink_to(d.core)
-    got = repl([str(Path(sys.executable).parent / "drgn"), "-q", "-c", "qemu.core", "-s",
-                str(d.binary)], inputs, tmp_path)  # fmt: skip
-    at = got.index(">>> " + inputs[0])
-    assert normalized(got[:at].rstrip("\n").splitlines()) == normalized(banner)
-    got = got[at:].rstrip("> \n")
+    marker = "The same on the core of the Linux 6.1 guest above"
+    command = "$ drgn -q -c qemu.core -s qemu-system-x86_64"
+    got, session = repl_session(marker, command, linux_dump.binary, linux_dump.core, tmp_path)
 
     def shape(lines: List[str]) -> List[str]:
         out, in_timers = [], False
@@ -533,6 +521,13 @@ def _run_readme_command(command: str, cwd: Path) -> Optional[Tuple[int, List[str
     return r.returncode, lines
 
 
+def readme_links(cwd: Path, core: Path, binary: Path, vmlinux: Path) -> None:
+    """The files the README's transcripts name, linked in *cwd*."""
+    for name, target in (("qemu.core", core), ("qemu-system-x86_64", binary),
+                         ("vmlinux", vmlinux)):  # fmt: skip
+        (cwd / name).symlink_to(target)
+
+
 def _run_readme_block(block: str, cwd: Path) -> List[Tuple[List[str], List[str]]]:
     """Run each command of a README block in *cwd*: (what it printed, what the README says)."""
     out = []
@@ -578,9 +573,7 @@ def test_readme_transcripts_without_device(linux_dump: LinuxDump, tmp_path: Path
     for n, text in enumerate((first, second)):
         cwd = tmp_path / str(n)
         cwd.mkdir()
-        (cwd / "qemu.core").symlink_to(d.core)
-        (cwd / "qemu-system-x86_64").symlink_to(d.binary)
-        (cwd / "vmlinux").symlink_to(d.kernel.vmlinux)
+        readme_links(cwd, d.core, d.binary, d.kernel.vmlinux)
         (cwd / "qemu.vmcore").symlink_to(d.theirs)
         if n == 1:  # add-vmcoreinfo repairs QEMU's own dump, in place
             shutil.copyfile(d.theirs, cwd / "guest.vmcore")
@@ -597,9 +590,7 @@ def test_readme_kdump_transcript(linux_dump: LinuxDump, tmp_path: Path) -> None:
 
     d = linux_dump
     text = README.split("layout it needs. The same 6.1 guest as above:\n", 1)[1]
-    (tmp_path / "qemu.core").symlink_to(d.core)
-    (tmp_path / "qemu-system-x86_64").symlink_to(d.binary)
-    (tmp_path / "vmlinux").symlink_to(d.kernel.vmlinux)
+    readme_links(tmp_path, d.core, d.binary, d.kernel.vmlinux)
     runs = _run_readme_block(text.split("```\n", 2)[1], tmp_path)
     assert len(runs) == 4
     for got, expected in runs:

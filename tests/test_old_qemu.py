@@ -41,8 +41,7 @@ class Stopped:
 def stopped(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stopped]:
-    machine = request.param
-    binary = qemu_binary(SERIES)
+    machine, binary = request.param, qemu_binary(SERIES)
     work = tmp_path_factory.mktemp(f"qemu5.2-{machine}")
     extra, _ = load_blobs(work)
     with QemuGuest(binary, work, machine=machine, extra_args=extra, smp=2) as guest:

@@ -253,16 +253,14 @@ README_CASE = next(c for c in CASES if c[4])
 @pytest.mark.parametrize("paging_case", [README_CASE], indirect=True, ids=[README_CASE[0]])
 def test_readme_transcript(paging_case: PagingCase, tmp_path: Path) -> None:
     """The README's --paging transcript, run as written on the nokaslr guest."""
-    from test_linux_guest import _readme_runs, _vary
+    from test_linux_guest import _readme_runs, _vary, readme_links
     from test_readme import README
 
     c = paging_case
     assert c.nokaslr
     text = README.split("### Guest-virtual mappings for gdb: `--paging`", 1)[1]
     blocks = [b.split("```\n", 1)[0] for b in text.split("\n```\n")[1::2][:2]]
-    for name, target in (("qemu.core", c.core), ("qemu-system-x86_64", c.binary),
-                         ("vmlinux", c.vmlinux)):  # fmt: skip
-        (tmp_path / name).symlink_to(target)
+    readme_links(tmp_path, c.core, c.binary, c.vmlinux)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     runs = [run for block in blocks for run in _readme_runs(block)]
     assert [command.split()[0] for command, _ in runs] == ["drgn-qemu", "gdb", "readelf", "drgn"]

@@ -158,18 +158,8 @@ def repl(command: List[str], lines: List[str], cwd: Path, timeout: float = 300) 
 def test_repl_transcript(demo_core: Tuple[Path, Path], tmp_path: Path) -> None:
     """The first REPL session of the README, typed into drgn's REPL."""
     binary, core = demo_core
-    body = README.split("\n### In drgn's REPL: `%qemu`\n", 1)[1]
-    block = body.split("```\n", 2)[1]
-    command, *session = block.rstrip("\n").splitlines()
-    assert command == "$ drgn -q -c qemu.core"
-    banner, session = split_banner(session)
-    inputs = [line[4:] for line in session if line.startswith(">>> ")]
-    (tmp_path / "qemu.core").symlink_to(core)
-    got = repl([DRGN, "-q", "-c", "qemu.core", "-s", str(binary)], inputs, tmp_path)
-    # drgn's own greeting and imports, then what was typed.
-    at = got.index(">>> " + inputs[0])
-    assert normalized(got[:at].rstrip("\n").splitlines()) == normalized(banner)
-    got = got[at:].rstrip("> \n")
+    marker = "\n### In drgn's REPL: `%qemu`\n"
+    got, session = repl_session(marker, "$ drgn -q -c qemu.core", binary, core, tmp_path)
 
     def norm(text: str) -> List[str]:
         return [
@@ -177,6 +167,28 @@ def test_repl_transcript(demo_core: Tuple[Path, Path], tmp_path: Path) -> None:
         ]
 
     assert norm(got) == norm("\n".join(session))
+
+
+def repl_session(
+    marker: str, command: str, binary: Path, core: Path, cwd: Path
+) -> Tuple[str, List[str]]:
+    """
+    The README's REPL session after *marker* (started with *command*), typed
+    into drgn's REPL on *core* with *binary* in *cwd*: what drgn printed
+    from the first input on, and the session's lines. drgn's own greeting
+    and imports are checked here.
+    """
+    body = README.split(marker, 1)[1]
+    block = body.split("```\n", 2)[1]
+    first, *session = block.rstrip("\n").splitlines()
+    assert first == command
+    banner, session = split_banner(session)
+    inputs = [line[4:] for line in session if line.startswith(">>> ")]
+    (cwd / "qemu.core").symlink_to(core)
+    got = repl([DRGN, "-q", "-c", "qemu.core", "-s", str(binary)], inputs, cwd)
+    at = got.index(">>> " + inputs[0])
+    assert normalized(got[:at].rstrip("\n").splitlines()) == normalized(banner)
+    return got[at:].rstrip("> \n"), session
 
 
 def split_banner(session: List[str]) -> Tuple[List[str], List[str]]:

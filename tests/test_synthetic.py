@@ -346,12 +346,20 @@ DEVICE_VMCOREINFO = (
 )
 
 
-def test_vmcoreinfo_from_guest_ram(cored: GetCore, tmp_path: Path) -> None:
-    c = cored("MODERN", "vmcoreinfo-ram")
-    out = tmp_path / "guest.vmcore"
-    r = dump_fixture(c, out)
+def _vmcoreinfo_note(
+    c: CoredProgram, out: Path, *args: str
+) -> Tuple["subprocess.CompletedProcess[str]", bytes]:
+    """Our dump of *c* with *args*: the run, and its last note, which must be VMCOREINFO."""
+    r = dump_fixture(c, out, *args)
     assert r.returncode == 0, r.stderr
-    assert notes(out)[-1] == ("VMCOREINFO", 0, RAM_VMCOREINFO)
+    name, kind, desc = notes(out)[-1]
+    assert (name, kind) == ("VMCOREINFO", 0)
+    return r, desc
+
+
+def test_vmcoreinfo_from_guest_ram(cored: GetCore, tmp_path: Path) -> None:
+    r, note = _vmcoreinfo_note(cored("MODERN", "vmcoreinfo-ram"), tmp_path / "guest.vmcore")
+    assert note == RAM_VMCOREINFO
     assert (
         "VMCOREINFO: from guest RAM at 0x200000: OSRELEASE=6.1.0-ram KERNELOFFSET=1e000000"
         in r.stdout
@@ -362,12 +370,9 @@ def test_vmcoreinfo_from_guest_ram(cored: GetCore, tmp_path: Path) -> None:
 
 
 def test_vmcoreinfo_from_device(cored: GetCore, tmp_path: Path) -> None:
-    c = cored("MODERN", "vmcoreinfo-device")
-    out = tmp_path / "guest.vmcore"
-    r = dump_fixture(c, out)
-    assert r.returncode == 0, r.stderr
+    r, note = _vmcoreinfo_note(cored("MODERN", "vmcoreinfo-device"), tmp_path / "guest.vmcore")
     # The device's note wins over the page in guest RAM, and is copied as is.
-    assert notes(out)[-1] == ("VMCOREINFO", 0, DEVICE_VMCOREINFO)
+    assert note == DEVICE_VMCOREINFO
     assert "from vmcoreinfo device (guest note at 0x210001): OSRELEASE=6.1.0-device" in r.stdout
     assert r.stderr == ""
 
@@ -376,10 +381,10 @@ def test_vmcoreinfo_from_file(cored: GetCore, tmp_path: Path) -> None:
     c = cored("MODERN", "vmcoreinfo-device")
     text = b"OSRELEASE=6.12.0-file\nPAGESIZE=4096\nSYMBOL(_stext)=ffffffff81000000\n"
     (tmp_path / "vmcoreinfo").write_bytes(text)
-    out = tmp_path / "guest.vmcore"
-    r = dump_fixture(c, out, "--vmcoreinfo", str(tmp_path / "vmcoreinfo"))
-    assert r.returncode == 0, r.stderr
-    assert notes(out)[-1] == ("VMCOREINFO", 0, text)
+    r, note = _vmcoreinfo_note(
+        c, tmp_path / "guest.vmcore", "--vmcoreinfo", str(tmp_path / "vmcoreinfo")
+    )
+    assert note == text
     assert "OSRELEASE=6.12.0-file" in r.stdout
 
 

@@ -4,17 +4,17 @@ writer under test.
 """
 
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import Any, List, NamedTuple, Tuple
 
 from elftools.elf.elffile import ELFFile
 
 CHUNK = 16 << 20
 
 
-@dataclass(frozen=True)
-class Load:
+class Load(NamedTuple):
+    """A PT_LOAD as pyelftools reads it."""
+
     paddr: int
     vaddr: int
     filesz: int
