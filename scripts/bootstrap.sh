@@ -30,3 +30,9 @@ if [ ! -x .venv/bin/drgn-qemu ] || [ pyproject.toml -nt .venv/.installed ]; then
   rm -f "$log"
   touch .venv/.installed
 fi
+# An editable install leaves drgn_qemu uncompiled, and where
+# PYTHONDONTWRITEBYTECODE is set (CI machines) every run compiled its
+# modules again: 0.13 s of each dump's 0.45 s here. pip compiles a normal
+# install; this does the same for the checkout (a stale file is recompiled
+# in memory, never used).
+.venv/bin/python -m compileall -q drgn_qemu contrib >&2
