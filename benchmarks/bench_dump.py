@@ -9,9 +9,11 @@ guest, our dump against the alternatives:
   ``gdb -batch BIN CORE -ex 'source ...' -ex 'dump-guest-memory OUT X86_64'``;
 - cp of the same bytes (QEMU's vmcore), and of as many bytes as are non-zero.
 
-and, for the kdump-compressed formats, QEMU's QMP dump-guest-memory with
-format=kdump-raw-zlib against ours in each format, with one compression
-thread and with one per CPU.
+and, for the kdump-compressed formats, QEMU's QMP dump-guest-memory in
+each format it has (kdump-raw-zlib, -lzo, -snappy) against ours in each
+format, with 1, 2 and 4 compression threads. The targets list, per guest
+and format, whether ours is at least as fast as QMP's same format, and
+where not, the measured reason.
 
 Guests: 768 MiB mostly empty (firmware only), 2 GiB mostly written (random
 data loaded with -device loader), 8 GiB under KVM, mostly untouched, and a
@@ -54,10 +56,17 @@ GUESTS = {
     "1G-linux-6.1": {"memory": "1G", "fill": 0, "accel": "tcg", "linux": "6.1"},
 }
 KDUMP_FORMATS = ["kdump-zlib", "kdump-zstd", "kdump-snappy", "kdump-lzo"]
+#: QMP's format of the same compression (QEMU has no zstd kdump format).
+QMP_FORMATS = {"kdump-zlib": "kdump-raw-zlib", "kdump-lzo": "kdump-raw-lzo",
+               "kdump-snappy": "kdump-raw-snappy"}  # fmt: skip
+#: Compression threads each kdump format is measured with.
+THREADS = (1, 2, 4)
 CHUNK_SIZES = ["1M", "4M", "8M", "16M", "32M"]
 IO_ALTERNATIVES = ["copy-file-range", "pread"]
 #: A dump of one page: what every run costs before it copies anything.
 STARTUP = "drgn-qemu -c CORE, one 4 KiB page (start-up)"
+#: Reading the whole core once, from the page cache: what any dump from it costs.
+READ_CORE = "reading the core (cat CORE > /dev/null)"
 #: Runs of each measurement (the median is reported); QEMU's gdb script runs once.
 REPEAT = 3
 
@@ -155,16 +164,15 @@ def bench_guest(name: str, spec: Dict[str, object], work: Path, binary: Path, sc
         qemu_out = work / "qemu.vmcore"
         runs.append(measure_qmp_dump("QEMU QMP dump-guest-memory", guest, qemu_out))
         kdump_out = work / "qemu.kdump"
-        runs.append(measure_qmp_dump("QEMU QMP dump-guest-memory, kdump-raw-zlib", guest,
-                                     kdump_out, format="kdump-raw-zlib"))  # fmt: skip
-        kdump_out.unlink()
-        runs.append(measure_qmp_dump("QEMU QMP dump-guest-memory, kdump-raw-lzo", guest,
-                                     kdump_out, format="kdump-raw-lzo"))  # fmt: skip
-        kdump_out.unlink()
+        for qmp_format in QMP_FORMATS.values():
+            runs.append(measure_qmp_dump(f"QEMU QMP dump-guest-memory, {qmp_format}", guest,
+                                         kdump_out, format=qmp_format))  # fmt: skip
+            kdump_out.unlink()
         t0 = time.monotonic()
         core = guest.gcore(work / "qemu.core")
         info["gcore_seconds"] = f"{time.monotonic() - t0:.2f}"
         info["core_mib"] = f"{core.stat().st_size / (1 << 20):.0f}"
+        runs.append(measure(READ_CORE, ["sh", "-c", f"cat {core} > /dev/null"], None))
         ours = work / "ours.vmcore"
         dump = [*drgn_qemu_command(), "dump-guest-memory", "-q", "-f", "-s", str(binary)]
         runs.append(measure("drgn-qemu -c CORE", [*dump, "-c", str(core), str(ours)], ours))
@@ -178,10 +186,9 @@ def bench_guest(name: str, spec: Dict[str, object], work: Path, binary: Path, sc
         runs.append(measure("drgn-qemu -c CORE --no-sparse",
                             [*dump, "--no-sparse", "-c", str(core), str(ours)], ours))  # fmt: skip
         ours.unlink()
-        threads = len(os.sched_getaffinity(0))
         for fmt in KDUMP_FORMATS:
-            for n in sorted({threads, 1}, reverse=True):
-                runs.append(measure(f"drgn-qemu -c CORE --format {fmt}, {n} thread{'s' * (n > 1)}",
+            for n in THREADS:
+                runs.append(measure(kdump_what(fmt, n),
                                     [*dump, "--format", fmt, "--threads", str(n), "-c",
                                      str(core), str(ours)], ours))  # fmt: skip
                 ours.unlink()
@@ -225,6 +232,10 @@ def bench_guest(name: str, spec: Dict[str, object], work: Path, binary: Path, sc
                       "nonzero.bin", "fill.bin"):  # fmt: skip
             (work / name_).unlink(missing_ok=True)
     return runs, info
+
+
+def kdump_what(fmt: str, threads: int) -> str:
+    return f"drgn-qemu -c CORE --format {fmt}, {threads} thread{'s' * (threads > 1)}"
 
 
 def table(runs: List[Run]) -> str:
@@ -280,25 +291,56 @@ def targets(results: Dict[str, List[Run]]) -> List[str]:
                    f"loading plugins, the search of guest RAM for VMCOREINFO: all before any guest byte "
                    f"is copied) took {t(runs, STARTUP):.2f} s of "
                    f"our {t(runs, ours):.2f} s on {name}")  # fmt: skip
-    threads = len(os.sched_getaffinity(0))
+    if "2G-written" in results:
+        runs = results["2G-written"]
+        ratio = t(runs, "drgn-qemu -p PID") / t(runs, ours)
+        out.append(f"- -p within 1.2x of -c on 2G-written: {ratio:.2f}x, "
+                   + ("met" if ratio <= 1.2 else "**not met**"))  # fmt: skip
     for name, runs in results.items():
-        theirs = t(runs, "QEMU QMP dump-guest-memory, kdump-raw-zlib")
-        many = t(
-            runs, f"drgn-qemu -c CORE --format kdump-zlib, {threads} thread{'s' * (threads > 1)}"
-        )
-        one = t(runs, "drgn-qemu -c CORE --format kdump-zlib, 1 thread")
-        out.append(f"- kdump-zlib on {name}: ours {many:.2f} s with {threads} threads, "
-                   f"{one:.2f} s with 1 ({one / many:.2f}x); QEMU's kdump-raw-zlib {theirs:.2f} s "
-                   f"({theirs / many:.2f}x ours)")  # fmt: skip
-    for name, runs in results.items():
-        theirs = t(runs, "QEMU QMP dump-guest-memory, kdump-raw-lzo")
-        one = t(runs, "drgn-qemu -c CORE --format kdump-lzo, 1 thread")
-        out.append(f"- kdump-lzo on {name}: ours {one:.2f} s with 1 thread; QEMU's "
-                   f"kdump-raw-lzo {theirs:.2f} s ({theirs / one:.2f}x ours)")  # fmt: skip
+        out += format_verdicts(name, runs)
     if "8G-kvm-untouched" in results:
         peak = rss(results["8G-kvm-untouched"], ours)
         out.append(f"- peak RSS <= 150 MB on the 8 GiB guest: {peak:.0f} MiB, "
                    + ("met" if peak * 1.048576 <= 150 else "**not met**"))  # fmt: skip
+    return out
+
+
+def format_verdicts(name: str, runs: List[Run]) -> List[str]:
+    """
+    Per format on one guest: ours (at its fastest thread count) against QMP's
+    same format; where ours is slower, whether start-up alone (the one-page
+    dump, measured in this run) explains it. Then, per kdump format, the
+    thread count measured fastest.
+    """
+    seconds = {r.what: r.seconds for r in runs}
+    startup = seconds[STARTUP]
+    rows: List[Tuple[str, float, Optional[float], str]] = [
+        ("ELF", seconds["drgn-qemu -c CORE"], seconds["QEMU QMP dump-guest-memory"], "")
+    ]
+    for fmt in KDUMP_FORMATS:
+        best = min(THREADS, key=lambda n: seconds[kdump_what(fmt, n)])
+        per_thread = ", ".join(f"{n}: {seconds[kdump_what(fmt, n)]:.2f} s" for n in THREADS)
+        qmp = QMP_FORMATS.get(fmt)
+        theirs = seconds[f"QEMU QMP dump-guest-memory, {qmp}"] if qmp else None
+        rows.append((fmt, seconds[kdump_what(fmt, best)], theirs,
+                     f" (threads {per_thread}; fastest {best})"))  # fmt: skip
+    out = []
+    for fmt, mine, theirs, detail in rows:
+        if theirs is None:
+            out.append(f"- {fmt} on {name}: ours {mine:.2f} s{detail}; QMP has no such format")
+            continue
+        line = f"- {fmt} on {name}: ours {mine:.2f} s, QMP {theirs:.2f} s{detail}: "
+        if mine <= theirs:
+            out.append(line + f"{theirs / mine:.2f}x, met")
+        elif mine - startup <= theirs:
+            out.append(line + f"**not met**: start-up ({startup:.2f} s, the one-page dump) is "
+                       f"the difference; without it ours takes {mine - startup:.2f} s")  # fmt: skip
+        elif seconds[READ_CORE] >= theirs:
+            out.append(line + f"cannot be met from this core: reading it alone takes "
+                       f"{seconds[READ_CORE]:.2f} s, where QMP reads RAM in place (untouched "
+                       "pages are the one shared zero page)")  # fmt: skip
+        else:
+            out.append(line + f"**not met**, even without start-up ({mine - startup:.2f} s)")
     return out
 
 
