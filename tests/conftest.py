@@ -1,5 +1,6 @@
 """Fixtures shared by the test modules: the C fixture programs, built and cored once."""
 
+import fcntl
 import functools
 import subprocess
 import sys
@@ -89,14 +90,18 @@ def plain_core_pattern() -> Iterator[str]:
     (the tests run as root) and put back after. Its value is returned.
     """
     path = Path("/proc/sys/kernel/core_pattern")
-    old = path.read_text().rstrip("\n")
-    if old.startswith("|") or "/" in old:
+    # One test at a time sets it, whatever else runs on the machine (another
+    # pytest worker, another checkout's tests): each puts back what it found.
+    with open("/tmp/drgn-qemu-core-pattern.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = path.read_text().rstrip("\n")
+        if old.startswith("|") or "/" in old:
+            try:
+                path.write_text("core\n")
+            except OSError as e:
+                pytest.fail(f"core_pattern {old!r} sends cores elsewhere and cannot be set: {e}")
         try:
-            path.write_text("core\n")
-        except OSError as e:
-            pytest.fail(f"core_pattern {old!r} sends cores elsewhere and cannot be set: {e}")
-    try:
-        yield path.read_text().strip()
-    finally:
-        if path.read_text().rstrip("\n") != old:
-            path.write_text(old + "\n")
+            yield path.read_text().strip()
+        finally:
+            if path.read_text().rstrip("\n") != old:
+                path.write_text(old + "\n")
