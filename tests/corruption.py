@@ -23,6 +23,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -474,7 +475,10 @@ def _run_limited(cmd: List[str]) -> Tuple[int, str, float, int]:
     Run *cmd* under GNU time: (exit status, stderr, seconds, peak RSS in
     bytes); its process group is killed past CASE_SECONDS.
     """
-    rss_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"drgn-qemu-rss-{os.getpid()}"
+    # One file per call: cases run on two threads of this process.
+    fd, name = tempfile.mkstemp(prefix="drgn-qemu-rss-")
+    os.close(fd)
+    rss_file = Path(name)
     t0 = time.monotonic()
     proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -484,6 +488,7 @@ def _run_limited(cmd: List[str]) -> Tuple[int, str, float, int]:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         _, stderr = proc.communicate()
+        rss_file.unlink(missing_ok=True)
         return -signal.SIGKILL, stderr, time.monotonic() - t0, 0
     seconds = time.monotonic() - t0
     text = rss_file.read_text().split() if rss_file.exists() else []

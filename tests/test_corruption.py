@@ -12,6 +12,7 @@ slowest case and the peak memory.
 """
 
 import collections
+import concurrent.futures
 import os
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
@@ -40,11 +41,25 @@ def _program(core: Path, binary: Path) -> drgn.Program:
     return prog
 
 
-def _campaign(bench: Workbench, prog: drgn.Program, count: int, label: str) -> None:
-    cases = make_cases(prog, bench.core, SEED, COUNT if _SETTING else count)
-    outcomes: List[Outcome] = []
-    for i, case in enumerate(cases):
-        outcomes.append(bench.run(case, views=i % VIEWS_EVERY == 0))
+def _campaign(core: Path, binary: Path, workdir: Path, count: int, label: str) -> None:
+    """
+    Run the cases of *core*, two at a time on two copies of it (each case
+    damages its copy and restores it), and check the invariant of each.
+    """
+    cases = make_cases(_program(core, binary), core, SEED, COUNT if _SETTING else count)
+    workers = min(2, len(os.sched_getaffinity(0)))
+    benches = []
+    for i in range(workers):
+        (workdir / f"copy{i}").mkdir()
+        benches.append(Workbench(core, binary, workdir / f"copy{i}"))
+
+    def run_share(i: int) -> List[Outcome]:
+        return [benches[i].run(case, views=n % VIEWS_EVERY == 0)
+                for n, case in enumerate(cases) if n % workers == i]  # fmt: skip
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        shares = list(pool.map(run_share, range(workers)))
+    outcomes = [o for share in shares for o in share]
     failures = [o for o in outcomes if o.failure]
     results = collections.Counter(
         "exit 0" if o.returncode == 0 else o.stderr.split(":", 2)[-1].split("(")[0].strip()[:60]
@@ -70,8 +85,7 @@ def _campaign(bench: Workbench, prog: drgn.Program, count: int, label: str) -> N
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_synthetic_cores(layout: str, cored: GetCore, tmp_path: Path) -> None:
     c = cored(layout)
-    bench = Workbench(c.core, c.binary, tmp_path)
-    _campaign(bench, _program(c.core, c.binary), 60, f"synthetic {layout}")
+    _campaign(c.core, c.binary, tmp_path, 60, f"synthetic {layout}")
 
 
 @pytest.fixture(scope="module", params=SERIES, ids=lambda s: f"qemu{s}")
@@ -94,5 +108,4 @@ def qemu_core(
 
 def test_qemu_cores(qemu_core: Tuple[str, Path, Path], tmp_path: Path) -> None:
     series, binary, core = qemu_core
-    bench = Workbench(core, binary, tmp_path)
-    _campaign(bench, _program(core, binary), 150, f"QEMU {series}")
+    _campaign(core, binary, tmp_path, 150, f"QEMU {series}")
