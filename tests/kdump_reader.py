@@ -6,6 +6,7 @@ conversion of makedumpfile's "flattened" stream (what QEMU writes for
 format=kdump-zlib) to the plain layout, as `makedumpfile -R` does.
 """
 
+import mmap
 import struct
 import zlib
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import cramjam
 import zstandard
 
 FLAG_ZLIB, FLAG_LZO, FLAG_SNAPPY, FLAG_ZSTD = 0x1, 0x2, 0x4, 0x20
+_ZSTD = zstandard.ZstdDecompressor()
 
 
 @dataclass
@@ -58,12 +60,10 @@ class KdumpFile:
     def pages(self) -> Iterator[Tuple[int, bytes, int]]:
         """(pfn, page content, flags) of every dumped page, in order."""
         desc = struct.Struct(self.order + "QIIQ")
-        with open(self.path, "rb") as f:
+        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
             for i, pfn in enumerate(self.dumped_pfns()):
-                f.seek(self.desc_offset + i * desc.size)
-                offset, size, flags, _ = desc.unpack(f.read(desc.size))
-                f.seek(offset)
-                data = f.read(size)
+                offset, size, flags, _ = desc.unpack_from(m, self.desc_offset + i * desc.size)
+                data = m[offset : offset + size]
                 assert len(data) == size, f"page data of pfn {pfn} past the end of the file"
                 yield pfn, decompress(data, flags, self.block_size), flags
 
@@ -72,7 +72,7 @@ def decompress(data: bytes, flags: int, page_size: int) -> bytes:
     if flags & FLAG_ZLIB:
         out = zlib.decompress(data)
     elif flags & FLAG_ZSTD:
-        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=page_size)
+        out = _ZSTD.decompress(data, max_output_size=page_size)
     elif flags & FLAG_SNAPPY:
         out = bytes(cramjam.snappy.decompress_raw(data))
     elif flags & FLAG_LZO:
@@ -172,7 +172,8 @@ def assert_pages_equal_elf(kdump: KdumpFile, elf: Path, every: bool = True) -> D
     )
     counts: Dict[str, int] = {"pages": 0, "zero": 0}
     seen = []
-    with open(elf, "rb") as f:
+    zero = bytes(page)
+    with open(elf, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         for pfn, data, flags in kdump.pages():
             seen.append(pfn)
             want = bytearray(page)
@@ -180,11 +181,10 @@ def assert_pages_equal_elf(kdump: KdumpFile, elf: Path, every: bool = True) -> D
             for s in segments:
                 a, b = max(start, s.paddr), min(end, s.paddr + s.filesz)
                 if a < b:
-                    f.seek(s.offset + a - s.paddr)
-                    want[a - start : b - start] = f.read(b - a)
+                    want[a - start : b - start] = m[s.offset + a - s.paddr : s.offset + b - s.paddr]
             assert data == want, f"page frame {pfn:#x} differs"
             counts["pages"] += 1
-            if not any(want):
+            if want == zero:
                 counts["zero"] += 1
             else:
                 counts[f"flags={flags:#x}"] = counts.get(f"flags={flags:#x}", 0) + 1
