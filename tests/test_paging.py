@@ -84,7 +84,11 @@ def paging_case(
         cr4 = int(re.search(r"CR4=([0-9a-f]+)", guest.hmp("info registers")).group(1), 16)  # type: ignore[union-attr]
         hmp = []
         for cpu in (0, 1):
-            hmp += [guest.hmp("info mem", cpu=cpu), guest.hmp("info tlb", cpu=cpu)]
+            # On a 5-level guest QEMU's 'info mem' walks every absent entry
+            # (see test_mem_and_tlb_equal_hmp) for 37 s, to print nothing:
+            # vCPU 0's shows that, vCPU 1's is not asked for.
+            unasked = name.endswith("la57") and cpu == 1
+            hmp += ["" if unasked else guest.hmp("info mem", cpu=cpu), guest.hmp("info tlb", cpu=cpu)]
         hmp = [h.replace("\r\n", "\n") for h in hmp]
         theirs = guest.dump(work / "qemu.vmcore", paging=True)
         window = guest.dump(work / "qemu-window.vmcore", paging=True, begin=BEGIN, length=LENGTH)
@@ -188,7 +192,7 @@ def test_mem_and_tlb_equal_hmp(paging_case: PagingCase) -> None:
     assert tlb0 == c.hmp[1] and tlb1 == c.hmp[3]
     assert tlb0.count("\n") > 100
     if c.name.endswith("la57"):
-        assert c.hmp[0] == "" and c.hmp[2] == ""
+        assert c.hmp[0] == ""  # vCPU 0's: QEMU's bug (vCPU 1's was not asked for)
         assert mem0 == _merge_tlb(c.hmp[1]) and mem1 == _merge_tlb(c.hmp[3])
     else:
         assert mem0 == c.hmp[0] and mem1 == c.hmp[2]
