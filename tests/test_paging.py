@@ -88,7 +88,10 @@ def paging_case(
             # (see test_mem_and_tlb_equal_hmp) for 37 s, to print nothing:
             # vCPU 0's shows that, vCPU 1's is not asked for.
             unasked = name.endswith("la57") and cpu == 1
-            hmp += ["" if unasked else guest.hmp("info mem", cpu=cpu), guest.hmp("info tlb", cpu=cpu)]
+            hmp += [
+                "" if unasked else guest.hmp("info mem", cpu=cpu),
+                guest.hmp("info tlb", cpu=cpu),
+            ]
         hmp = [h.replace("\r\n", "\n") for h in hmp]
         theirs = guest.dump(work / "qemu.vmcore", paging=True)
         window = guest.dump(work / "qemu-window.vmcore", paging=True, begin=BEGIN, length=LENGTH)
