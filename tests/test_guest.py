@@ -15,6 +15,7 @@ slab caches and the RAM the kernel counts) prints the same on:
 And each error a user can meet is one line and exit 1.
 """
 
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,10 @@ print("modules:", sorted(m.name.string_().decode() for m in for_each_module(prog
 print("slab caches:", len(list(for_each_slab_cache(prog))))
 print("RAM pages:", totalram_pages(prog))
 """
+
+
+#: HMP's 'info registers' of a vCPU in user mode: x86 CPL 3, Arm EL0.
+USER_MODE = re.compile(r"CPL=3|EL0[th]")
 
 
 @dataclass
@@ -124,7 +129,10 @@ def guest(
                              extra_args=[*extra, "-cpu", "cortex-a57"])  # fmt: skip
     out: Dict[str, str] = {}
     try:
-        running.stop()
+        # Both vCPUs in the kernel (x86 CPL 0, Arm EL1), so that each on-CPU
+        # task has a kernel stack to unwind: just after the console says
+        # READY, a vCPU may still be in the init's user space.
+        running.stop_when("info registers -a", lambda text: not USER_MODE.search(text))
         vmlinux = str(kernel.vmlinux)
         pid = str(running.pid)
         out["live --stop"] = _run(_guest_cmd("-p", pid, "--stop", "-s", str(binary), "-g", vmlinux,
