@@ -353,6 +353,7 @@ def main() -> int:
         "--smoke", action="store_true", help="smallest guest only; print, do not write RESULTS.md"
     )
     parser.add_argument("--guests", default=",".join(GUESTS), help="comma-separated: %(default)s")
+    parser.add_argument("--no-write", action="store_true", help="print only, as --smoke does")
     parser.add_argument(
         "--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "drgn-qemu-bench"
     )
@@ -398,7 +399,7 @@ def main() -> int:
     judged = targets(results)
     print("\n".join(judged))
     report[intro:intro] = ["## Targets", "", *judged, ""]
-    if not args.smoke:
+    if not args.smoke and not args.no_write:
         from results import write_head
 
         write_head("\n".join(report))
