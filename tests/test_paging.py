@@ -278,7 +278,21 @@ def test_readme_transcript(paging_case: PagingCase, tmp_path: Path) -> None:
         assert r.returncode == 0, r.stdout
         if command.startswith("gdb"):  # where vCPU 0 was stopped varies: the values do not
             got, expected = [x for x in got if x[:1] == "$"], [x for x in expected if x[:1] == "$"]
-        assert _paging_vary(_vary(got)) == _paging_vary(_vary(expected)), command
+        got, expected = _paging_vary(_vary(got)), _paging_vary(_vary(expected))
+        if "qemu mem 1" in command:
+            # How many ranges vCPU 1's current process maps varies with the
+            # moment, and head -12 shows as many fewer of the kernel's: user
+            # space as one line, then the kernel's ranges both show.
+            got, expected = _one_user_line(got), _one_user_line(expected)
+            n = min(len(got), len(expected))
+            assert n >= 2 and got[0] == "USER RANGE", got
+            got, expected = got[:n], expected[:n]
+        assert got == expected, command
+
+
+def _one_user_line(lines: List[str]) -> List[str]:
+    """Each run of "USER RANGE" lines (see :func:`_paging_vary`) as one."""
+    return [x for i, x in enumerate(lines) if x != "USER RANGE" or lines[i - 1 : i] != [x]]
 
 
 def _paging_vary(lines: List[str]) -> List[str]:
