@@ -155,9 +155,11 @@ def test_gdb_reads_the_kernel(paging_case: PagingCase, tmp_path: Path) -> None:
         symtab = ELFFile(f).get_section_by_name(".symtab")
         link = symtab.get_symbol_by_name("init_uts_ns")[0]["st_value"]  # type: ignore[union-attr]
     offset = runtime - link
-    assert (offset == 0) == c.nokaslr
+    # KASLR may leave the kernel where it was linked (slot 0 of about 500: a
+    # CI run drew it), so only nokaslr's offset is known beforehand.
+    assert offset == 0 or not c.nokaslr
     for vmcore in (ours, c.theirs):
-        if c.nokaslr:
+        if offset == 0:
             command = ["gdb", "-batch", "-nx", str(c.vmlinux), str(vmcore)]
         else:
             command = ["gdb", "-batch", "-nx", "-ex", f"symbol-file -o {offset:#x} {c.vmlinux}",
