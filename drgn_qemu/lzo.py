@@ -18,7 +18,7 @@ from typing import Optional, Union
 
 from drgn_qemu.errors import UnsupportedError
 
-__all__ = ("lzo1x_1_compress", "lzo1x_decompress_safe")
+__all__ = ("Lzo1x1", "lzo1x_1_compress", "lzo1x_decompress_safe")
 
 LZO_E_OK = 0
 #: ``LZO1X_1_MEM_COMPRESS``: 16384 dictionary entries of a pointer each.
@@ -26,7 +26,6 @@ LZO1X_1_MEM_COMPRESS = 16384 * ctypes.sizeof(ctypes.c_void_p)
 
 _lib: Optional[ctypes.CDLL] = None
 _lock = threading.Lock()
-_local = threading.local()
 
 
 def _liblzo2() -> ctypes.CDLL:
@@ -41,33 +40,53 @@ def _liblzo2() -> ctypes.CDLL:
                     "kdump-lzo needs liblzo2, the LZO library QEMU uses (Debian and Ubuntu: "
                     "liblzo2-2; Fedora: lzo)"
                 ) from None
-            size_t = ctypes.c_size_t
-            for fn in (lib.lzo1x_1_compress, lib.lzo1x_decompress_safe):
-                fn.restype = ctypes.c_int
-                fn.argtypes = [ctypes.c_char_p, size_t, ctypes.c_void_p,
-                               ctypes.POINTER(size_t), ctypes.c_void_p]  # fmt: skip
+            size_t, void_p = ctypes.c_size_t, ctypes.c_void_p
+            # Addresses as plain integers: the cheapest conversion per call.
+            lib.lzo1x_1_compress.restype = ctypes.c_int
+            lib.lzo1x_1_compress.argtypes = [void_p, size_t, void_p, void_p, void_p]
+            lib.lzo1x_decompress_safe.restype = ctypes.c_int
+            lib.lzo1x_decompress_safe.argtypes = [ctypes.c_char_p, size_t, void_p,
+                                                  ctypes.POINTER(size_t), void_p]  # fmt: skip
             _lib = lib
         return _lib
 
 
+class Lzo1x1:
+    """
+    ``lzo1x_1_compress()`` with work memory of its own (one per thread):
+    :meth:`compress_at` compresses between addresses, so a chunk's pages
+    are compressed where they lie, into where they are written from.
+    """
+
+    def __init__(self) -> None:
+        self._fn = _liblzo2().lzo1x_1_compress
+        self._wrkmem = ctypes.create_string_buffer(LZO1X_1_MEM_COMPRESS)
+        self._wrkmem_addr = ctypes.addressof(self._wrkmem)
+        self._out_len = ctypes.c_size_t(0)
+        self._out_len_ptr = ctypes.addressof(self._out_len)
+
+    def compress_at(self, src: int, size: int, dst: int) -> int:
+        """
+        Compress the *size* bytes at address *src* to address *dst* (room
+        for LZO's worst case: :func:`worst_case`); return the compressed size.
+        """
+        ret = self._fn(src, size, dst, self._out_len_ptr, self._wrkmem_addr)
+        if ret != LZO_E_OK:
+            raise ValueError(f"lzo1x_1_compress failed ({ret})")
+        return self._out_len.value
+
+
+def worst_case(size: int) -> int:
+    """LZO1X's largest output for *size* bytes: a sixteenth more, and 67 bytes."""
+    return size + size // 16 + 67
+
+
 def lzo1x_1_compress(page: Union[bytes, memoryview]) -> bytes:
     """Compress *page* as QEMU does (``lzo1x_1_compress()``)."""
-    lib = _liblzo2()
-    try:
-        wrkmem, out = _local.buffers
-    except AttributeError:
-        wrkmem = ctypes.create_string_buffer(LZO1X_1_MEM_COMPRESS)
-        out = None
-    size = len(page)
-    # LZO's worst case: the input, a sixteenth more, and 67 bytes.
-    if out is None or len(out) < size + size // 16 + 67:
-        out = ctypes.create_string_buffer(size + size // 16 + 67)
-    _local.buffers = (wrkmem, out)
-    out_len = ctypes.c_size_t(0)
-    ret = lib.lzo1x_1_compress(bytes(page), size, out, ctypes.byref(out_len), wrkmem)
-    if ret != LZO_E_OK:
-        raise ValueError(f"lzo1x_1_compress failed ({ret})")
-    return out.raw[: out_len.value]
+    src = ctypes.create_string_buffer(bytes(page), len(page))
+    out = ctypes.create_string_buffer(worst_case(len(page)))
+    n = Lzo1x1().compress_at(ctypes.addressof(src), len(page), ctypes.addressof(out))
+    return ctypes.string_at(out, n)
 
 
 def lzo1x_decompress_safe(data: bytes, size: int) -> bytes:

@@ -17,11 +17,10 @@ that are reused, so memory use does not grow with the guest:
 
 import os
 import struct
-import threading
-import zlib
 from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
 
 from drgn_qemu import kdump
+from drgn_qemu.compression import CompressedPages, get_page_compressor
 from drgn_qemu.elf import ElfCoreLayout
 from drgn_qemu.fileio import pwrite_all, pwrite_zeros
 from drgn_qemu.kdump import COMPRESSION_FLAGS, KdumpLayout, PageRun, pages_of_segments
@@ -34,8 +33,6 @@ from drgn_qemu.sparse import nonzero_runs
 __all__ = (
     "PARALLEL_COMPRESSIONS",
     "SCAN_THREADS",
-    "compress_pages",
-    "get_compressor",
     "unflatten",
     "write_elf",
     "write_kdump",
@@ -184,43 +181,46 @@ def write_kdump(
     )
     page_size = layout.page_size
     _write_kdump_headers(layout, fd, options.sparse)
-    compress = get_compressor(layout.compression)
+    compressor = get_page_compressor(layout.compression, page_size)
     pages_per_chunk = max(1, options.chunk_size // page_size)
+    chunk_bytes = pages_per_chunk * page_size
     out = _KdumpPageWriter(layout, fd, reader, progress)
+    # Each buffer holds a chunk as read, then its pages as compressed.
     with ChunkPipeline(
-        threads, pages_per_chunk * page_size, out.finish, "drgn-qemu-compress"
-    ) as pipeline:
+        threads, chunk_bytes + compressor.out_size(pages_per_chunk), out.finish,
+        "drgn-qemu-compress",
+    ) as pipeline:  # fmt: skip
         for item in pages_of_segments(layout.segments, page_size):
             if isinstance(item, PageRun):
                 run = GuestRange(item.pfn * page_size, item.count * page_size, item.host_addr)
-                step = pages_per_chunk * page_size
                 # Every page gets a descriptor; pages wholly in a hole of a
                 # sparse core, or never touched by a live QEMU, are zero
                 # pages without being read or compressed.
                 for offset, size, has_data in _whole_page_extents(reader, run, page_size):
-                    for at in range(offset, offset + size, step):
-                        n = min(step, offset + size - at)
+                    for at in range(offset, offset + size, chunk_bytes):
+                        n = min(chunk_bytes, offset + size - at)
                         if not has_data:
                             pipeline.submit((0, 0), None, _zero_pages, n // page_size)
                             continue
                         buf = pipeline.buffer()
                         view = reader.read_view(run.host_addr + at, buf[:n])
-                        pipeline.submit((run.host_addr + at, n), buf, compress_pages, view,
-                                        page_size, compress)  # fmt: skip
+                        pipeline.submit((run.host_addr + at, n), buf, compressor.compress_pages,
+                                        view, buf[chunk_bytes:])  # fmt: skip
             else:
-                page = memoryview(bytearray(page_size))
+                page = memoryview(bytearray(page_size + compressor.out_size(1)))
                 for offset, address, n in item.pieces:
                     reader.readinto(address, page[offset : offset + n])
                 # Read into a page of its own: nothing to release.
-                pipeline.submit((0, 0), None, compress_pages, page, page_size, compress)
+                pipeline.submit((0, 0), None, compressor.compress_pages, page[:page_size],
+                                page[page_size:])  # fmt: skip
         pipeline.finish_all()
     os.ftruncate(fd, out.data_pos)
     return out.data_pos
 
 
-def _zero_pages(count: int) -> List[Optional[Tuple[int, bytes]]]:
-    """:func:`compress_pages` of *count* pages known to be zeros."""
-    return [None] * count
+def _zero_pages(count: int) -> CompressedPages:
+    """``compress_pages()`` of *count* pages known to be zeros."""
+    return CompressedPages([0] * count, [False] * count, memoryview(b""))
 
 
 def _whole_page_extents(
@@ -282,102 +282,30 @@ class _KdumpPageWriter:
         self.desc_pos = layout.desc_offset
         self.data_pos = layout.data_offset + layout.page_size
 
-    def finish(self, results: List[Optional[Tuple[int, bytes]]], chunk: Tuple[int, int]) -> None:
-        """Write one chunk's pages (see :func:`compress_pages`), read at *chunk*."""
-        layout, page_size = self.layout, self.layout.page_size
-        offsets, sizes, flags, data = [], [], [], []
-        for r in results:
-            if r is None:
-                offsets.append(layout.data_offset)
-                sizes.append(page_size)
-                flags.append(0)
-                continue
-            compressed, page = r
-            offsets.append(self.data_pos)
-            sizes.append(len(page))
-            flags.append(self.flag if compressed else 0)
-            data.append(page)
-            self.data_pos += len(page)
+    def finish(self, pages: CompressedPages, chunk: Tuple[int, int]) -> None:
+        """Write one chunk's compressed *pages*, read at *chunk*."""
         import numpy as np
 
+        layout, page_size = self.layout, self.layout.page_size
+        sizes = np.array(pages.sizes, dtype=np.int64)
+        zero = sizes == 0
+        starts = self.data_pos + np.cumsum(sizes) - sizes
         descs = kdump.page_descriptors(
-            layout.order, np.array(offsets), np.array(sizes), np.array(flags)
+            layout.order,
+            np.where(zero, layout.data_offset, starts),
+            np.where(zero, page_size, sizes),
+            np.where(np.array(pages.compressed, dtype=bool), self.flag, 0),
         )
         pwrite_all(self.fd, memoryview(descs), self.desc_pos)
         self.desc_pos += len(descs)
-        if data:
-            blob = b"".join(data)
-            pwrite_all(self.fd, memoryview(blob), self.data_pos - len(blob))
+        if pages.data:
+            pwrite_all(self.fd, pages.data, self.data_pos)
+            self.data_pos += len(pages.data)
         address, size = chunk
         if size:
             self.reader.release(address, size)
         if self.progress is not None:
-            self.progress(len(results) * page_size)
-
-
-Compressor = Callable[[memoryview], bytes]
-
-
-def get_compressor(compression: str) -> Compressor:
-    """
-    Return a function that compresses one page as the kdump format
-    *compression* does: zlib at ``Z_BEST_SPEED`` (as QEMU), zstd at level 1
-    (as makedumpfile), raw snappy, LZO1X-1 with QEMU's own liblzo2. It may
-    be called from several threads.
-
-    :raises ValueError: if *compression* is unknown
-    """
-    if compression == "kdump-zlib":
-        return lambda page: zlib.compress(page, 1)
-    if compression == "kdump-zstd":
-        import zstandard
-
-        local = threading.local()
-
-        def zstd(page: memoryview) -> bytes:
-            try:
-                cctx = local.cctx
-            except AttributeError:
-                cctx = local.cctx = zstandard.ZstdCompressor(level=1)
-            return cctx.compress(page)
-
-        return zstd
-    if compression == "kdump-snappy":
-        import cramjam
-
-        return lambda page: bytes(cramjam.snappy.compress_raw(page))
-    if compression == "kdump-lzo":
-        from drgn_qemu.lzo import lzo1x_1_compress
-
-        return lzo1x_1_compress
-    raise ValueError(f"unknown kdump compression {compression!r}")
-
-
-def compress_pages(
-    data: memoryview, page_size: int, compress: Compressor
-) -> List[Optional[Tuple[int, bytes]]]:
-    """
-    Compress the pages of *data*: per page ``None`` if it is all zeros, else
-    ``(compressed, bytes)``, stored as they are when compressing does not
-    make them smaller (as QEMU's ``write_dump_pages()``).
-    """
-    import numpy as np
-
-    pages = len(data) // page_size
-    words = np.frombuffer(data, dtype=np.uint64).reshape(pages, page_size // 8)
-    nonzero: List[bool] = np.any(words, axis=1).tolist()
-    out: List[Optional[Tuple[int, bytes]]] = []
-    for i in range(pages):
-        if not nonzero[i]:
-            out.append(None)
-            continue
-        page = data[i * page_size : (i + 1) * page_size]
-        c = compress(page)
-        if len(c) < page_size:
-            out.append((1, c))
-        else:
-            out.append((0, bytes(page)))
-    return out
+            self.progress(len(sizes) * page_size)
 
 
 #: Compressions for which more threads make the dump faster. Measured
