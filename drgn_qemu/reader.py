@@ -20,11 +20,13 @@ input allows, with a plain path behind every fast one:
 All readers give the same bytes; the tests compare their outputs.
 """
 
+import array
 import bisect
 import ctypes
 import errno
 import mmap as mmap_module
 import os
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, List, Optional, Tuple, cast
 
@@ -81,7 +83,11 @@ class Chunk:
 
 
 class MemoryReader:
-    """Reads QEMU's memory at host-virtual addresses."""
+    """
+    Reads QEMU's memory at host-virtual addresses. :meth:`readinto` and
+    :meth:`read_view` may be called from several threads at once (the ELF
+    writer reads chunks in its scanning threads).
+    """
 
     #: Where the bytes come from: ``core`` or ``process``.
     source = "core"
@@ -167,6 +173,25 @@ class MemoryReader:
         self.readinto(address, buf)
         return buf
 
+    def page_heads(
+        self, address: int, count: int, stride: int, buf: memoryview
+    ) -> "array.array[int]":
+        """
+        Return the first machine word (8 bytes, native order) at each of
+        *count* addresses *stride* bytes apart from *address*: how a search
+        for a page's first bytes reads memory. *buf* (at least ``count *
+        stride`` bytes) may be used to read through; it is released after.
+
+        :raises MemoryFault: if the memory cannot be read
+        """
+        size = count * stride
+        data = self.read_view(address, buf[:size])
+        try:
+            return array.array("Q", data.cast("B").cast("Q")[:: stride // 8])
+        finally:
+            del data
+            self.release(address, size)
+
     def release(self, address: int, size: int) -> None:
         """
         Say that memory returned by :meth:`read_view` is no longer needed, so
@@ -179,15 +204,20 @@ class MemoryReader:
 
 
 class ProgramReader(MemoryReader):
-    """Reads through ``drgn.Program.read``: works for any program drgn opens."""
+    """
+    Reads through ``drgn.Program.read``: works for any program drgn opens.
+    One read at a time: a Program is not made to be shared between threads.
+    """
 
     def __init__(self, prog: Program) -> None:
         self.prog = prog
         self.source = "process" if prog.flags & drgn.ProgramFlags.IS_LIVE else "core"
+        self._lock = threading.Lock()
 
     def readinto(self, address: int, buf: memoryview) -> None:
         try:
-            buf[:] = self.prog.read(address, len(buf))
+            with self._lock:
+                buf[:] = self.prog.read(address, len(buf))
         except drgn.FaultError as e:
             raise MemoryFault(e.address) from None
 
@@ -405,6 +435,8 @@ def _libc_process_vm_readv() -> Optional[Callable[..., int]]:
     return cast(Callable[..., int], fn)
 
 
+#: Most pieces one ``process_vm_readv()`` takes (``UIO_MAXIOV``).
+IOV_MAX = 1024
 #: Bits of a ``/proc/PID/pagemap`` entry: the page is present, or swapped.
 PM_PRESENT = 1 << 63
 PM_SWAP = 1 << 62
@@ -486,6 +518,32 @@ class ProcessReader(_FdReader):
             if n == 0:
                 raise MemoryFault(address + done)
             done += n
+
+    def page_heads(
+        self, address: int, count: int, stride: int, buf: memoryview
+    ) -> "array.array[int]":
+        """
+        The words at the page starts, read with one ``process_vm_readv()`` of
+        up to :data:`IOV_MAX` pieces at a time: 8 bytes of each page cross
+        over instead of the whole page (1.2 s -> 0.35 s for 2 GiB here).
+        """
+        if self._vm_readv is None or count == 0 or stride < 8:
+            return super().page_heads(address, count, stride, buf)
+        heads = array.array("Q", bytes(8 * count))
+        remote = array.array("Q", bytes(16 * min(count, IOV_MAX)))
+        out, _ = heads.buffer_info()
+        piece_of = remote.buffer_info()[0]
+        for first in range(0, count, IOV_MAX):
+            n = min(IOV_MAX, count - first)
+            remote[0 : 2 * n : 2] = array.array(
+                "Q", range(address + first * stride, address + (first + n) * stride, stride)
+            )
+            remote[1 : 2 * n : 2] = array.array("Q", [8]) * n
+            local = _IoVec(out + 8 * first, 8 * n)
+            got = self._vm_readv(self.pid, ctypes.byref(local), 1, piece_of, n, 0)
+            if got != 8 * n:  # a page that cannot be read: say which, as a plain read does
+                return super().page_heads(address, count, stride, buf)
+        return heads
 
     def _anon_end(self, address: int) -> int:
         """The end of the private anonymous mapping at *address*, or 0."""

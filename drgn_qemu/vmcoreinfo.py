@@ -163,19 +163,12 @@ def vmcoreinfo_from_device(
                       fields, text.rstrip(b"\0")), None  # fmt: skip
 
 
-def _page_starts_with(data: memoryview, key: bytes, first: int, page_size: int) -> List[int]:
+def _index_all(heads: "array.array[int]", key: bytes) -> List[int]:
     """
-    Return the offsets in *data* of the pages (the first at *first*, then
-    every *page_size* bytes) that begin with the first 8 bytes of *key*,
-    compared one machine word per page in C (an ``array`` of each page's
-    first word; numpy would cost a tenth of a second to import); the
-    caller checks the rest.
+    Return the indices of the words in *heads* equal to the first 8 bytes
+    of *key* (compared in C by ``array.index``; numpy would cost a tenth of
+    a second to import); the caller checks the rest.
     """
-    count = (len(data) - first) // page_size
-    if count <= 0 or len(key) < 8 or page_size % 8:
-        return []
-    words = data[first : first + count * page_size].cast("B").cast("Q")
-    heads = array.array("Q", words[:: page_size // 8])
     head = int.from_bytes(key[:8], sys.byteorder)
     found: List[int] = []
     i = 0
@@ -184,7 +177,7 @@ def _page_starts_with(data: memoryview, key: bytes, first: int, page_size: int) 
             i = heads.index(head, i)
         except ValueError:
             return found
-        found.append(first + i * page_size)
+        found.append(i)
         i += 1
 
 
@@ -227,16 +220,18 @@ def vmcoreinfo_from_ranges(
                 if not chunk.has_data:
                     continue
                 start_paddr = ram.paddr + chunk.offset
-                data = reader.read_view(chunk.address, buf[: chunk.size])
-                for i in _page_starts_with(data, key, (-start_paddr) % page_size, page_size):
-                    paddr = start_paddr + i
+                first = (-start_paddr) % page_size
+                count = (chunk.size - first) // page_size
+                if count <= 0:
+                    continue
+                heads = reader.page_heads(chunk.address + first, count, page_size, buf)
+                for i in _index_all(heads, key):
+                    paddr = start_paddr + first + i * page_size
                     n = min(page_size, ram.end - paddr)
                     reader.readinto(ram.host_addr + (paddr - ram.paddr), page[:n])
                     text = bytes(page[:n]).split(b"\0", 1)[0]
                     if parse_vmcoreinfo(text) is not None:
                         return _text_note(text, f"guest RAM at 0x{paddr:x}", endian)
-                del data
-                reader.release(chunk.address, chunk.size)
         except MemoryFault:
             continue  # not in the core: the dump says so
     return None

@@ -128,14 +128,15 @@ def _copy_sparse(
     progress: Optional[Callable[[int], None]],
 ) -> None:
     """
-    Copy the pages that are not all zero: chunks are read here and
-    scanned for zero pages by *threads* threads while earlier chunks'
-    non-zero runs are written, in order (numpy lets go of the GIL while
-    it scans). A chunk's buffer is reused only once the chunk is written.
+    Copy the pages that are not all zero: chunks are read and scanned for
+    zero pages by *threads* threads while earlier chunks' non-zero runs are
+    written here, in order (``process_vm_readv()``, ``preadv()`` and numpy
+    let go of the GIL). A chunk's buffer is reused only once the chunk is
+    written.
     """
 
-    def finish(runs: List[Tuple[int, int]], done: Tuple[memoryview, Chunk]) -> None:
-        view, chunk = done
+    def finish(done: Tuple[memoryview, List[Tuple[int, int]]], chunk: Chunk) -> None:
+        view, runs = done
         address, out = chunk.address, offsets[chunk.index] + chunk.offset
         for a, b in runs:
             if not reader.copy(address + a, b - a, fd, out + a, seen=True):
@@ -151,9 +152,16 @@ def _copy_sparse(
                     progress(chunk.size)
                 continue
             buf = pipeline.buffer()
-            view = reader.read_view(chunk.address, buf[: chunk.size])
-            pipeline.submit((view, chunk), buf, nonzero_runs, view)
+            pipeline.submit(chunk, buf, _read_scanned, reader, chunk.address, buf[: chunk.size])
         pipeline.finish_all()
+
+
+def _read_scanned(
+    reader: MemoryReader, address: int, buf: memoryview
+) -> Tuple[memoryview, List[Tuple[int, int]]]:
+    """Read *buf*'s worth at *address* (a view of it), and its non-zero runs."""
+    view = reader.read_view(address, buf)
+    return view, nonzero_runs(view)
 
 
 def write_kdump(

@@ -117,3 +117,32 @@ def test_read_and_fault(child: Tuple[int, int, int], vm_readv: bool) -> None:
         assert e.value.address == 0x10
     finally:
         reader.close()
+
+
+@pytest.mark.parametrize("vm_readv", [True, False], ids=["process_vm_readv", "proc-mem"])
+def test_page_heads(
+    child: Tuple[int, int, int], vm_readv: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The VMCOREINFO search's reads: each page's first word, in batches of
+    pieces (made 3 here, to cross them) or, without process_vm_readv, as a
+    plain read; the child's touched pages start with 0x5A, the rest with 0.
+    """
+    import drgn_qemu.reader
+    from drgn_qemu.reader import MemoryFault
+
+    monkeypatch.setattr(drgn_qemu.reader, "IOV_MAX", 3)
+    pid, anon, _ = child
+    reader = ProcessReader(pid, vm_readv=vm_readv)
+    buf = memoryview(bytearray(PAGES * PAGE))
+    try:
+        heads = reader.page_heads(anon, PAGES, PAGE, buf)
+        mark = int.from_bytes(b"\x5a" + bytes(7), sys.byteorder)
+        assert list(heads) == [mark if i in TOUCHED else 0 for i in range(PAGES)]
+        # A stride of two pages, starting at page 3: pages 3, 5, 7, ...
+        heads = reader.page_heads(anon + 3 * PAGE, 5, 2 * PAGE, buf)
+        assert list(heads) == [mark, mark, 0, 0, 0]
+        with pytest.raises(MemoryFault):  # page 0 is never mapped
+            reader.page_heads(0, 4, PAGE, buf)
+    finally:
+        reader.close()
