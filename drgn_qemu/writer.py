@@ -317,11 +317,12 @@ class _KdumpPageWriter:
 
 
 #: Compressions for which more threads make the dump faster. Measured
-#: (benchmarks/bench_dump.py, 2 CPUs, the 2 GiB random guest, 1/2/4 threads):
-#: zlib at Z_BEST_SPEED 46.6/27.0/29.3 s, so one thread per CPU; zstd
-#: 6.2/6.7/9.5 s, snappy 4.2/5.5/7.2 s and lzo 7.1/9.0/9.7 s, so one: they
-#: are so fast a page that handing pages between threads costs more than
-#: it saves.
+#: (benchmarks/bench_dump.py, 2 CPUs, the 2 GiB random guest, 1/2/4 threads,
+#: pages compressed into the chunk's buffer): zlib at Z_BEST_SPEED
+#: 50.8/27.8/29.7 s, so one thread per CPU; zstd 5.7/7.1/8.9 s, snappy
+#: 3.7/4.1/5.4 s and lzo 4.1/5.2/6.4 s, so one: a page takes them a few
+#: microseconds, and each call lets go of the GIL and takes it back, which
+#: with two threads asking costs more than the second CPU gives.
 PARALLEL_COMPRESSIONS = frozenset({"kdump-zlib"})
 
 
