@@ -18,7 +18,7 @@ from typing import Optional, Union
 
 from drgn_qemu.errors import UnsupportedError
 
-__all__ = ("Lzo1x1", "lzo1x_1_compress", "lzo1x_decompress_safe")
+__all__ = ("Lzo1x1", "lzo1x_1_compress", "lzo1x_decompress_safe", "worst_case")
 
 LZO_E_OK = 0
 #: ``LZO1X_1_MEM_COMPRESS``: 16384 dictionary entries of a pointer each.
