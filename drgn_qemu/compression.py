@@ -149,8 +149,9 @@ class _LzoCompressor(PageCompressor):
 
     def __init__(self, compression: str, page_size: int) -> None:
         super().__init__(compression, page_size)
-        from drgn_qemu.lzo import Lzo1x1
+        from drgn_qemu.lzo import Lzo1x1, worst_case
 
+        assert self.bound >= worst_case(page_size)
         self._local = threading.local()
         self._new = Lzo1x1
 

@@ -14,11 +14,11 @@ bytes. Loaded on first use only.
 import ctypes
 import ctypes.util
 import threading
-from typing import Optional, Union
+from typing import Optional
 
 from drgn_qemu.errors import UnsupportedError
 
-__all__ = ("Lzo1x1", "lzo1x_1_compress", "lzo1x_decompress_safe", "worst_case")
+__all__ = ("Lzo1x1", "lzo1x_decompress_safe", "worst_case")
 
 LZO_E_OK = 0
 #: ``LZO1X_1_MEM_COMPRESS``: 16384 dictionary entries of a pointer each.
@@ -79,14 +79,6 @@ class Lzo1x1:
 def worst_case(size: int) -> int:
     """LZO1X's largest output for *size* bytes: a sixteenth more, and 67 bytes."""
     return size + size // 16 + 67
-
-
-def lzo1x_1_compress(page: Union[bytes, memoryview]) -> bytes:
-    """Compress *page* as QEMU does (``lzo1x_1_compress()``)."""
-    src = ctypes.create_string_buffer(bytes(page), len(page))
-    out = ctypes.create_string_buffer(worst_case(len(page)))
-    n = Lzo1x1().compress_at(ctypes.addressof(src), len(page), ctypes.addressof(out))
-    return ctypes.string_at(out, n)
 
 
 def lzo1x_decompress_safe(data: bytes, size: int) -> bytes:
