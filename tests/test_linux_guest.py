@@ -328,7 +328,14 @@ def test_registers_equal_hmp(linux_dump: LinuxDump) -> None:
              str(d.binary), "-e", code])  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout == d.registers
-    assert "RIP=ffffffff" in r.stdout and "CS64 [-RA]" in r.stdout
+    # Long mode (EFER.LMA, a 64-bit CS), wherever the vCPU stopped: in the
+    # kernel (CPL=0, RIP in its top half) or in a user task (CPL=3, RIP in
+    # the bottom half), as a guest stopped at any moment can be.
+    efer = int(re.search(r"^EFER=([0-9a-f]+)$", r.stdout, re.M).group(1), 16)  # type: ignore[union-attr]
+    assert efer & 0x400 and "CS64 [" in r.stdout
+    rip = int(re.search(r"^RIP=([0-9a-f]+) ", r.stdout, re.M).group(1), 16)  # type: ignore[union-attr]
+    cpl = int(re.search(r" CPL=(\d) ", r.stdout).group(1))  # type: ignore[union-attr]
+    assert (cpl, rip >> 63) in ((0, 1), (3, 0)), (cpl, hex(rip))
 
 
 @pytest.mark.parametrize("linux_dump", [("10.0", "6.1", True)], indirect=True, ids=_ids)
