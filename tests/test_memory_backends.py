@@ -76,7 +76,11 @@ def _cored(binary: Path, work: Path, backend: str, coredump_filter: str = "") ->
     try:
         with QemuGuest(binary, work, memory="256M", machine_opts="dump-guest-core=on,"
                        "memory-backend=ram0", extra_args=extra) as guest:  # fmt: skip
-            guest.stop()
+            # Stopped once SeaBIOS has mapped 0xc0000-0xfffff to RAM (PAM):
+            # ram0 is then one block, whatever the machine's load (before,
+            # pc.rom and an alias of pc.bios lie over it).
+            guest.stop_when("info mtree -f",
+                            lambda text: "): pc.rom" not in text and "pc.bios @" not in text)  # fmt: skip
             row = next(line.split() for line in guest.hmp("info ramblock").splitlines()
                        if line.split()[:1] == ["ram0"])  # fmt: skip
             hva = int(row[-2] if row[-1] in ("ro", "rw") else row[-1], 16)
