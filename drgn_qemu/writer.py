@@ -322,7 +322,13 @@ class _KdumpPageWriter:
 #: 50.8/27.8/29.7 s, so one thread per CPU; zstd 5.7/7.1/8.9 s, snappy
 #: 3.7/4.1/5.4 s and lzo 4.1/5.2/6.4 s, so one: a page takes them a few
 #: microseconds, and each call lets go of the GIL and takes it back, which
-#: with two threads asking costs more than the second CPU gives.
+#: with two threads asking costs more than the second CPU gives. Forked
+#: worker processes, each chunk read into shared memory and its data written
+#: by the worker, were slower still (2026-12-07, snappy: one thread
+#: 3.1-3.8 s; one worker 5.4-5.9 s, two 3.9-4.3 s): two compressing
+#: processes got 1.4x of one from this machine's two CPUs, less than the
+#: copy into shared memory and the handoffs cost. The code is on the branch
+#: experiment-process-compression.
 PARALLEL_COMPRESSIONS = frozenset({"kdump-zlib"})
 
 
