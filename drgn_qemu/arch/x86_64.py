@@ -22,6 +22,8 @@ __all__ = (
     "EM_386",
     "EM_X86_64",
     "HF_LMA_MASK",
+    "HF_SMM_MASK",
+    "HF_SMM_SHIFT",
     "qemu_cpu_state",
     "X86_64",
     "x86_cpu",
@@ -31,6 +33,9 @@ EM_386 = 3
 EM_X86_64 = 62
 #: ``hflags`` bit: long mode active (``HF_LMA_SHIFT`` 14).
 HF_LMA_MASK = 1 << 14
+#: ``hflags`` bit: in system management mode.
+HF_SMM_SHIFT = 19
+HF_SMM_MASK = 1 << HF_SMM_SHIFT
 #: ``CPU_NB_REGS`` of the 64-bit target.
 _CPU_NB_REGS64 = 16
 #: ``CPU_NB_EREGS64``: with APX's extended GPRs (QEMU 11).

@@ -15,7 +15,7 @@ from typing import Callable, Iterator, List, Tuple
 import numpy as np
 from drgn import Object
 
-from drgn_qemu.arch.x86_64 import HF_LMA_MASK, x86_cpu
+from drgn_qemu.arch.x86_64 import HF_LMA_MASK, HF_SMM_MASK, x86_cpu
 from drgn_qemu.mapping import MemoryMappingList
 from drgn_qemu.paging.base import GuestPhysReader, IoRegions
 
@@ -43,7 +43,6 @@ CR0_PG_MASK = 1 << 31
 CR4_PSE_MASK = 1 << 4
 CR4_PAE_MASK = 1 << 5
 CR4_LA57_MASK = 1 << 12
-HF_SMM_MASK = 1 << 19
 #: PLM4_ADDR_MASK: bits 51:12.
 PLM4_ADDR_MASK = 0xFFFFFFFFFF000
 _M64 = (1 << 64) - 1

@@ -27,6 +27,7 @@ from drgn_qemu.arch.x86_64 import (
     FPUS_UE,
     FPUS_ZE,
     HF_LMA_MASK,
+    HF_SMM_SHIFT,
     R_EAX,
     R_EBP,
     R_EBX,
@@ -56,7 +57,6 @@ HF_CPL_MASK = 3
 HF_INHIBIT_IRQ_SHIFT = 3
 HF_PE_MASK = 1 << 7
 HF_CS64_MASK = 1 << 15
-HF_SMM_SHIFT = 19
 DF_MASK = 0x400
 DESC_B_MASK = 1 << 22
 DESC_L_MASK = 1 << 21
