@@ -5,22 +5,60 @@ import os
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from drgn_qemu.cli import COMMAND_PLUGINS, skip_command_plugins
+from drgn_qemu.cli import COMMAND_PLUGINS, installed_drgn_plugins, skip_command_plugins
 
 
-def test_skip_command_plugins_keeps_the_users_list() -> None:
+def _site(tmp_path: Path, plugins: Dict[str, str]) -> List[str]:
+    """A site directory of two distributions: one with drgn plugins *plugins*, one without."""
+    site = tmp_path / f"site{len(list(tmp_path.iterdir()))}"
+    info = site / "other_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    lines = ["[console_scripts]", "tool = other:main", "", "[drgn.plugins]"]
+    lines += [f"{name} = {value}" for name, value in plugins.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines + ["", "[x.y]", "z = w"]) + "\n")
+    (site / "plain-2.0.dist-info").mkdir()
+    return [str(tmp_path / "missing"), str(site)]
+
+
+def test_skip_command_plugins_keeps_the_users_list(tmp_path: Path) -> None:
     env: Dict[str, str] = {"DRGN_DISABLE_PLUGINS": "mine"}
-    skip_command_plugins(env)
+    skip_command_plugins(env, _site(tmp_path, {"mine": "mine.plugin"}))
     assert env["DRGN_DISABLE_PLUGINS"].split(",") == ["mine", *COMMAND_PLUGINS]
 
 
-def test_skip_command_plugins_unset_and_all() -> None:
+def test_skip_command_plugins_keeps_other_plugins(tmp_path: Path) -> None:
     env: Dict[str, str] = {}
-    skip_command_plugins(env)
+    skip_command_plugins(env, _site(tmp_path, {"qemu": "drgn_qemu.plugin", "finder": "f.p"}))
     assert env["DRGN_DISABLE_PLUGINS"] == "builtin_commands,crash_commands,qemu"
-    env = {"DRGN_DISABLE_PLUGINS": "*"}
-    skip_command_plugins(env)
+
+
+def test_skip_command_plugins_all_when_only_command_plugins(tmp_path: Path) -> None:
+    # Nothing else to load: "*", which spares drgn its entry point search.
+    env: Dict[str, str] = {}
+    skip_command_plugins(env, _site(tmp_path, {"qemu": "drgn_qemu.plugin"}))
     assert env["DRGN_DISABLE_PLUGINS"] == "*"
+    env = {"DRGN_DISABLE_PLUGINS": "*"}
+    skip_command_plugins(env, _site(tmp_path, {"finder": "f.p"}))
+    assert env["DRGN_DISABLE_PLUGINS"] == "*"
+    # Plugins the user names in DRGN_PLUGINS need drgn's search.
+    env = {"DRGN_PLUGINS": "finder"}
+    skip_command_plugins(env, _site(tmp_path, {"qemu": "drgn_qemu.plugin"}))
+    assert env["DRGN_DISABLE_PLUGINS"] == "builtin_commands,crash_commands,qemu"
+
+
+def test_installed_drgn_plugins_equal_importlib_metadata() -> None:
+    # What drgn's own search finds on this interpreter's path, read independently.
+    found = installed_drgn_plugins()
+    assert found == {e.name for e in importlib.metadata.entry_points(group="drgn.plugins")}
+
+
+def test_installed_drgn_plugins_unknown_on_a_zip_path(tmp_path: Path) -> None:
+    archive = tmp_path / "site.zip"
+    archive.write_bytes(b"PK\x05\x06" + bytes(18))
+    assert installed_drgn_plugins([str(archive)]) is None
+    env: Dict[str, str] = {}
+    skip_command_plugins(env, [str(archive)])
+    assert env["DRGN_DISABLE_PLUGINS"] == "builtin_commands,crash_commands,qemu"
 
 
 def test_this_process_is_left_alone() -> None:
