@@ -6,8 +6,9 @@ QEMU helpers
 The ``drgn_qemu.helpers`` package mirrors QEMU's own functions for scripts
 and the drgn REPL (``from drgn_qemu.helpers import *``), one module per
 subsystem, as ``drgn.helpers.linux`` does for the kernel. Every module of
-the package is imported here and every name in its ``__all__`` re-exported,
-so a new helper module cannot be left out.
+the package is imported when a name of the package is first asked for and
+every name in its ``__all__`` re-exported, so a new helper module cannot be
+left out.
 """
 
 import importlib
@@ -32,16 +33,25 @@ if TYPE_CHECKING:  # the same names, for type checkers (a test checks the list)
     from drgn_qemu.helpers.virtio_mem import *  # noqa: F401,F403
     from drgn_qemu.helpers.vmcoreinfo import *  # noqa: F401,F403
 
-__all__: List[str] = []
-
 
 def _import_all() -> None:
+    names: List[str] = []
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):  # noqa: F405
         module = importlib.import_module(f"{__name__}.{info.name}")
-        names: Any = module.__all__
-        for name in names:
+        for name in module.__all__:
             globals()[name] = getattr(module, name)
-        __all__.extend(names)
+        names.extend(module.__all__)
+    globals()["__all__"] = names
 
 
-_import_all()
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        # The helpers are imported when first asked for (a name of theirs,
+        # __all__ for a star import), not when one module of the package is:
+        # a dump that imports drgn_qemu.helpers.cpu need not import them all.
+        _import_all()
+        try:
+            return globals()[name]
+        except KeyError:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
