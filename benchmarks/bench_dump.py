@@ -406,6 +406,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     names = ["768M-empty"] if args.smoke else args.guests.split(",")
+    # Byte-compiled, as an installed package is: with PYTHONDONTWRITEBYTECODE
+    # (CI machines) an edited module would be compiled again in every run.
+    package = Path(__file__).resolve().parent.parent / "drgn_qemu"
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
     binary = qemu_binary("10.0")
     script = qemu_source_dir(binary) / "scripts" / "dump-guest-memory.py"
     report = [
