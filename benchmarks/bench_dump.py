@@ -320,8 +320,8 @@ def targets(results: Dict[str, List[Run]]) -> List[str]:
         out.append(f"- the same without our start-up (our time less the one-page dump's): "
                    f"{copy:.2f}x cp")  # fmt: skip
     for name, runs in results.items():
-        out.append(f"- why, where not met: start-up (Python, drgn indexing QEMU's DWARF and "
-                   f"loading plugins, the search of guest RAM for VMCOREINFO: all before any guest byte "
+        out.append(f"- why, where not met: start-up (Python and its imports, drgn indexing "
+                   f"QEMU's DWARF, the search of guest RAM for VMCOREINFO: all before any guest byte "
                    f"is copied) took {t(runs, STARTUP):.2f} s of "
                    f"our {t(runs, ours):.2f} s on {name}")  # fmt: skip
     if "2G-written" in results:
