@@ -442,7 +442,7 @@ def installed_drgn_plugins(search_path: Optional[Sequence[str]] = None) -> Optio
             try:
                 with open(os.path.join(path, "entry_points.txt"), encoding="utf-8") as f:
                     text = f.read()
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # none, or a PKG-INFO file
                 continue
             except OSError:
                 return None

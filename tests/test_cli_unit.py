@@ -17,6 +17,7 @@ def _site(tmp_path: Path, plugins: Dict[str, str]) -> List[str]:
     lines += [f"{name} = {value}" for name, value in plugins.items()]
     (info / "entry_points.txt").write_text("\n".join(lines + ["", "[x.y]", "z = w"]) + "\n")
     (site / "plain-2.0.dist-info").mkdir()
+    (site / "old_distutils-0.1.egg-info").write_text("Metadata-Version: 1.0\n")  # a file
     return [str(tmp_path / "missing"), str(site)]
 
 
