@@ -12,7 +12,7 @@ Python's share), the median of REPEAT runs, and why it stays. The package
 is byte-compiled first, as an installed one is.
 
     benchmarks/bench_startup.py -c CORE -s QEMU-BINARY
-    benchmarks/bench_startup.py             # cores a 128 MiB guest of its own
+    benchmarks/bench_startup.py             # cores a 768 MiB guest of its own
                                             # (needs the tests' harness and QEMU)
 """
 
@@ -126,7 +126,7 @@ def own_core(work: Path) -> List[str]:
     from harness import SERIES, QemuGuest, qemu_binary
 
     binary = qemu_binary(SERIES[-1])
-    with QemuGuest(binary, work, memory="128M") as guest:
+    with QemuGuest(binary, work, memory="768M") as guest:
         guest.stop()
         core = guest.gcore(work / "qemu.core")
     return ["-c", str(core), "-s", str(binary)]
@@ -171,7 +171,7 @@ def main() -> int:
         from results import write_section
 
         write_section("## Start-up", f"`benchmarks/bench_startup.py`, {time.strftime('%Y-%m-%d')}"
-                      f" (a 128 MiB guest's gcore unless given):\n\n" + "\n".join(lines))  # fmt: skip
+                      f" (a 768 MiB guest's gcore, as bench_dump's 768M-empty, unless given):\n\n" + "\n".join(lines))  # fmt: skip
     return 0
 
 
