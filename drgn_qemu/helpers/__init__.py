@@ -50,7 +50,9 @@ if not TYPE_CHECKING:
         # The helpers are imported when first asked for (a name of theirs,
         # __all__ for a star import), not when one module of the package is:
         # a dump that imports drgn_qemu.helpers.cpu need not import them all.
-        _import_all()
+        # Once done (__all__ set), a missing name is missing: no new import.
+        if "__all__" not in globals():
+            _import_all()
         try:
             return globals()[name]
         except KeyError:
